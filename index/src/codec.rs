@@ -1,0 +1,159 @@
+//! Byte encoding of a [`SegmentIndex`] (little endian, every length checked on decode):
+//!
+//! ```text
+//! u32 rows
+//! 6 x column: u32 n_values, then per value: u8 present (0 = null), [u32 len, utf8 bytes],
+//!             u32 bitmap_len, roaring portable serialization
+//! u32 n_traces, n_traces x 16-byte ids (sorted), then per trace: u32 bitmap_len, bitmap
+//! ```
+
+use std::collections::BTreeMap;
+
+use roaring::RoaringBitmap;
+
+use crate::{SegmentIndex, TraceIndex, ValueIndex};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexDecodeError {
+    #[error("index section truncated at byte {0}")]
+    Truncated(usize),
+    #[error("index section corrupt at byte {at}: {what}")]
+    Corrupt { at: usize, what: &'static str },
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_bitmap(out: &mut Vec<u8>, b: &RoaringBitmap) {
+    put_u32(out, b.serialized_size() as u32);
+    // Writing into a Vec cannot fail.
+    let _ = b.serialize_into(&mut *out);
+}
+
+pub(crate) fn encode(idx: &SegmentIndex, out: &mut Vec<u8>) {
+    put_u32(out, idx.rows);
+    for col in &idx.columns {
+        put_u32(out, col.entries.len() as u32);
+        for (k, b) in &col.entries {
+            match k {
+                None => out.push(0),
+                Some(s) => {
+                    out.push(1);
+                    put_u32(out, s.len() as u32);
+                    out.extend_from_slice(s.as_bytes());
+                }
+            }
+            put_bitmap(out, b);
+        }
+    }
+    put_u32(out, idx.traces.ids.len() as u32);
+    for id in &idx.traces.ids {
+        out.extend_from_slice(id);
+    }
+    for b in &idx.traces.rows {
+        put_bitmap(out, b);
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], IndexDecodeError> {
+        let end = self.pos.checked_add(n).ok_or(IndexDecodeError::Truncated(self.pos))?;
+        let s = self.buf.get(self.pos..end).ok_or(IndexDecodeError::Truncated(self.pos))?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, IndexDecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, IndexDecodeError> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    /// A count that must fit in the remaining bytes at `min_each` bytes per item.
+    fn count(&mut self, min_each: usize) -> Result<usize, IndexDecodeError> {
+        let at = self.pos;
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_each) > self.buf.len() - self.pos {
+            return Err(IndexDecodeError::Corrupt { at, what: "count larger than the section" });
+        }
+        Ok(n)
+    }
+    fn bitmap(&mut self, rows: u32) -> Result<RoaringBitmap, IndexDecodeError> {
+        let at = self.pos;
+        let len = self.u32()? as usize;
+        let bytes = self.take(len)?;
+        let b = RoaringBitmap::deserialize_from(bytes)
+            .map_err(|_| IndexDecodeError::Corrupt { at, what: "invalid roaring bitmap" })?;
+        if b.max().is_some_and(|m| m >= rows) {
+            return Err(IndexDecodeError::Corrupt { at, what: "row id beyond the segment" });
+        }
+        Ok(b)
+    }
+}
+
+pub(crate) fn decode(bytes: &[u8]) -> Result<SegmentIndex, IndexDecodeError> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    let rows = r.u32()?;
+    let mut columns: [ValueIndex; 6] = Default::default();
+    for col in columns.iter_mut() {
+        let n = r.count(5)?;
+        let mut entries = BTreeMap::new();
+        for _ in 0..n {
+            let at = r.pos;
+            let key = match r.u8()? {
+                0 => None,
+                1 => {
+                    let len = r.u32()? as usize;
+                    let s = r.take(len)?;
+                    Some(
+                        std::str::from_utf8(s)
+                            .map_err(|_| IndexDecodeError::Corrupt { at, what: "value is not UTF-8" })?
+                            .to_owned(),
+                    )
+                }
+                _ => return Err(IndexDecodeError::Corrupt { at, what: "bad null marker" }),
+            };
+            let b = r.bitmap(rows)?;
+            entries.insert(key, b);
+        }
+        col.entries = entries;
+    }
+    let n = r.count(20)?;
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = r.take(16)?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(s);
+        ids.push(id);
+    }
+    if ids.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(IndexDecodeError::Corrupt { at: r.pos, what: "trace ids not sorted" });
+    }
+    let mut trows = Vec::with_capacity(n);
+    for _ in 0..n {
+        trows.push(r.bitmap(rows)?);
+    }
+    if r.pos != bytes.len() {
+        return Err(IndexDecodeError::Corrupt { at: r.pos, what: "trailing bytes" });
+    }
+    Ok(SegmentIndex { columns, traces: TraceIndex { ids, rows: trows }, rows })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..500)) {
+            let _ = decode(&bytes);
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The event record (one agent step, as the contract defines it) and a compact row codec used
+//! for WAL payloads. The codec is pure: `encode_events` / `decode_events`, bounds-checked.
+
+/// One agent step. Ids are stored as raw bytes; the SQL layer shows them as lowercase hex.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Event {
+    pub tenant: String,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub agent_id: String,
+    pub session_id: Option<String>,
+    pub timestamp_ns: i64,
+    pub kind: String,
+    pub name: Option<String>,
+    pub content: Option<String>,
+    pub intent: Option<String>,
+    pub confidence: Option<f64>,
+    pub duration_ms: Option<f64>,
+    pub status: String,
+    pub error_message: Option<String>,
+    pub model: Option<String>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+    /// Key/value pairs, sorted by key, keys unique.
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Event {
+    /// Approximate heap + inline size, used for memory accounting.
+    pub fn approx_bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len());
+        std::mem::size_of::<Event>()
+            + self.tenant.len()
+            + self.agent_id.len()
+            + self.kind.len()
+            + self.status.len()
+            + opt(&self.session_id)
+            + opt(&self.name)
+            + opt(&self.content)
+            + opt(&self.intent)
+            + opt(&self.error_message)
+            + opt(&self.model)
+            + self.attributes.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventCodecError {
+    #[error("event payload truncated at byte {0}")]
+    Truncated(usize),
+    #[error("event payload corrupt at byte {at}: {what}")]
+    Corrupt { at: usize, what: &'static str },
+}
+
+const FORMAT_VERSION: u8 = 1;
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_opt_str(out: &mut Vec<u8>, s: &Option<String>) {
+    match s {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            put_str(out, s);
+        }
+    }
+}
+
+/// Encode a batch of events (row-wise, varint lengths) onto `out`.
+pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
+    out.push(FORMAT_VERSION);
+    put_varint(out, events.len() as u64);
+    for e in events {
+        put_str(out, &e.tenant);
+        out.extend_from_slice(&e.trace_id);
+        out.extend_from_slice(&e.span_id);
+        match &e.parent_span_id {
+            None => out.push(0),
+            Some(p) => {
+                out.push(1);
+                out.extend_from_slice(p);
+            }
+        }
+        put_str(out, &e.agent_id);
+        put_opt_str(out, &e.session_id);
+        out.extend_from_slice(&e.timestamp_ns.to_le_bytes());
+        put_str(out, &e.kind);
+        put_opt_str(out, &e.name);
+        put_opt_str(out, &e.content);
+        put_opt_str(out, &e.intent);
+        let mut flags = 0u8;
+        for (i, present) in [
+            e.confidence.is_some(),
+            e.duration_ms.is_some(),
+            e.cost_usd.is_some(),
+            e.input_tokens.is_some(),
+            e.output_tokens.is_some(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if present {
+                flags |= 1 << i;
+            }
+        }
+        out.push(flags);
+        for f in [e.confidence, e.duration_ms, e.cost_usd].into_iter().flatten() {
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        for i in [e.input_tokens, e.output_tokens].into_iter().flatten() {
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        put_str(out, &e.status);
+        put_opt_str(out, &e.error_message);
+        put_opt_str(out, &e.model);
+        put_varint(out, e.attributes.len() as u64);
+        for (k, v) in &e.attributes {
+            put_str(out, k);
+            put_str(out, v);
+        }
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], EventCodecError> {
+        let end = self.pos.checked_add(n).ok_or(EventCodecError::Truncated(self.pos))?;
+        let s = self.buf.get(self.pos..end).ok_or(EventCodecError::Truncated(self.pos))?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N], EventCodecError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, EventCodecError> {
+        Ok(self.take(1)?[0])
+    }
+    fn varint(&mut self) -> Result<u64, EventCodecError> {
+        let at = self.pos;
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(EventCodecError::Corrupt { at, what: "varint too long" })
+    }
+    fn str(&mut self) -> Result<String, EventCodecError> {
+        let at = self.pos;
+        let len = self.varint()?;
+        let len = usize::try_from(len).map_err(|_| EventCodecError::Truncated(at))?;
+        let s = self.take(len)?;
+        String::from_utf8(s.to_vec()).map_err(|_| EventCodecError::Corrupt { at, what: "string is not UTF-8" })
+    }
+    fn opt_str(&mut self) -> Result<Option<String>, EventCodecError> {
+        let at = self.pos;
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.str()?)),
+            _ => Err(EventCodecError::Corrupt { at, what: "bad option marker" }),
+        }
+    }
+}
+
+/// Decode a batch written by [`encode_events`].
+pub fn decode_events(buf: &[u8]) -> Result<Vec<Event>, EventCodecError> {
+    let mut r = Reader { buf, pos: 0 };
+    if r.u8()? != FORMAT_VERSION {
+        return Err(EventCodecError::Corrupt { at: 0, what: "unknown event codec version" });
+    }
+    let n = r.varint()?;
+    // Each event takes at least 40 bytes: never allocate beyond what the input can hold.
+    if n > (buf.len() / 40) as u64 {
+        return Err(EventCodecError::Corrupt { at: 1, what: "event count larger than the payload" });
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let tenant = r.str()?;
+        let trace_id = r.arr::<16>()?;
+        let span_id = r.arr::<8>()?;
+        let at = r.pos;
+        let parent_span_id = match r.u8()? {
+            0 => None,
+            1 => Some(r.arr::<8>()?),
+            _ => return Err(EventCodecError::Corrupt { at, what: "bad option marker" }),
+        };
+        let agent_id = r.str()?;
+        let session_id = r.opt_str()?;
+        let timestamp_ns = i64::from_le_bytes(r.arr::<8>()?);
+        let kind = r.str()?;
+        let name = r.opt_str()?;
+        let content = r.opt_str()?;
+        let intent = r.opt_str()?;
+        let flags = r.u8()?;
+        let mut f = [None; 3];
+        for (i, slot) in f.iter_mut().enumerate() {
+            if flags & (1 << i) != 0 {
+                *slot = Some(f64::from_le_bytes(r.arr::<8>()?));
+            }
+        }
+        let mut ints = [None; 2];
+        for (i, slot) in ints.iter_mut().enumerate() {
+            if flags & (1 << (3 + i)) != 0 {
+                *slot = Some(i64::from_le_bytes(r.arr::<8>()?));
+            }
+        }
+        let status = r.str()?;
+        let error_message = r.opt_str()?;
+        let model = r.opt_str()?;
+        let at = r.pos;
+        let n_attr = r.varint()?;
+        if n_attr > ((buf.len() - r.pos) / 2) as u64 {
+            return Err(EventCodecError::Corrupt { at, what: "attribute count larger than the payload" });
+        }
+        let mut attributes = Vec::with_capacity(n_attr as usize);
+        for _ in 0..n_attr {
+            let k = r.str()?;
+            let v = r.str()?;
+            attributes.push((k, v));
+        }
+        out.push(Event {
+            tenant,
+            trace_id,
+            span_id,
+            parent_span_id,
+            agent_id,
+            session_id,
+            timestamp_ns,
+            kind,
+            name,
+            content,
+            intent,
+            confidence: f[0],
+            duration_ms: f[1],
+            status,
+            error_message,
+            model,
+            input_tokens: ints[0],
+            output_tokens: ints[1],
+            cost_usd: f[2],
+            attributes,
+        });
+    }
+    if r.pos != buf.len() {
+        return Err(EventCodecError::Corrupt { at: r.pos, what: "trailing bytes after the batch" });
+    }
+    Ok(out)
+}
+
+#[cfg(any(test, feature = "proptest"))]
+pub mod strategy {
+    //! proptest strategies for events, shared by this crate's tests.
+    use super::Event;
+    use proptest::prelude::*;
+
+    fn opt_str(re: &'static str) -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(re)
+    }
+
+    fn num() -> impl Strategy<Value = Option<f64>> {
+        proptest::option::of(prop_oneof![
+            Just(0.0),
+            Just(-0.0),
+            Just(1.0),
+            Just(f64::MAX),
+            Just(f64::MIN_POSITIVE),
+            Just(f64::INFINITY),
+            any::<f64>().prop_filter("not NaN", |f| !f.is_nan()),
+        ])
+    }
+
+    pub fn event() -> impl Strategy<Value = Event> {
+        (
+            ("[a-c]{1,3}", any::<[u8; 16]>(), any::<[u8; 8]>(), proptest::option::of(any::<[u8; 8]>())),
+            ("agent-[0-9]", opt_str("s[0-9]{0,3}"), any::<i64>(), "(thought|action|x\u{e9}y)"),
+            (opt_str("[a-z_]{0,8}"), opt_str(".{0,40}"), opt_str("[a-z]{0,5}"), num(), num()),
+            ("(ok|error)", opt_str(".{0,10}"), opt_str("gpt-[0-9]"), proptest::option::of(any::<i64>())),
+            (proptest::option::of(any::<i64>()), num(), proptest::collection::btree_map("[a-z.]{1,6}", ".{0,8}", 0..4)),
+        )
+            .prop_map(|((tenant, trace_id, span_id, parent_span_id), (agent_id, session_id, timestamp_ns, kind), (name, content, intent, confidence, duration_ms), (status, error_message, model, input_tokens), (output_tokens, cost_usd, attrs))| Event {
+                tenant,
+                trace_id,
+                span_id,
+                parent_span_id,
+                agent_id,
+                session_id,
+                timestamp_ns,
+                kind,
+                name,
+                content,
+                intent,
+                confidence,
+                duration_ms,
+                status,
+                error_message,
+                model,
+                input_tokens,
+                output_tokens,
+                cost_usd,
+                attributes: attrs.into_iter().collect(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn roundtrip(events in proptest::collection::vec(strategy::event(), 0..20)) {
+            let mut buf = Vec::new();
+            encode_events(&events, &mut buf);
+            prop_assert_eq!(decode_events(&buf).expect("decode"), events);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..500)) {
+            let _ = decode_events(&bytes);
+        }
+
+        #[test]
+        fn truncation_is_an_error(events in proptest::collection::vec(strategy::event(), 1..5), cut in any::<prop::sample::Index>()) {
+            let mut buf = Vec::new();
+            encode_events(&events, &mut buf);
+            let cut = cut.index(buf.len());
+            prop_assert!(decode_events(&buf[..cut]).is_err());
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Immutable columnar segment files for agent events.
+//!
+//! This crate owns the event record type ([`Event`]) and everything about storing events at
+//! rest: the pure per-type encoders ([`encoding`]), the column model ([`column`]), the on-disk
+//! layout ([`format`], specified byte by byte in `docs/format/segment.md`), writing
+//! ([`SegmentWriter`]) and mmap'd reading ([`Segment`]). A segment carries its bitmap indexes
+//! (from the `index` crate) so it can be pruned without decoding data.
+
+pub mod column;
+pub mod encoding;
+pub mod error;
+pub mod event;
+pub mod format;
+mod reader;
+mod writer;
+
+pub use column::{ColumnData, ColumnId, StrColumn, COLUMN_COUNT};
+pub use error::SegmentError;
+pub use event::{decode_events, encode_events, Event, EventCodecError};
+pub use format::{BlockMeta, Codec};
+pub use reader::Segment;
+pub use writer::{SegmentWriter, WriterOptions};
