@@ -4,7 +4,7 @@
 //! allocations by the bytes actually present, so any input yields a value or an
 //! [`EncodingError`], never a panic.
 //!
-//! - integers: frame-of-reference or delta (zigzag) + frame-of-reference, bit-packed; the smaller wins
+//! - integers: frame-of-reference or delta + frame-of-reference, bit-packed; the smaller wins
 //! - floats: byte-stream split (the 8 bytes of each value in 8 planes), which the block
 //!   compressor then squeezes far better than raw doubles
 //! - validity: a flag byte, then a bit per row when any value is null
@@ -67,14 +67,6 @@ impl<'a> Cursor<'a> {
             Err(self.corrupt("trailing bytes"))
         }
     }
-}
-
-pub fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-pub fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 /// Bits needed to represent `max`.
@@ -145,33 +137,31 @@ pub fn bitunpack(c: &mut Cursor<'_>, width: u8, n: usize) -> Result<Vec<u64>, En
 const INT_FOR: u8 = 0;
 const INT_DELTA: u8 = 1;
 
-fn encode_for(values: &[u64], out: &mut Vec<u8>) {
+/// Frame of reference over signed values: `min`, bit width, then `v - min` bit-packed
+/// (the difference of two i64 always fits a u64).
+fn encode_for(values: &[i64], out: &mut Vec<u8>) {
     let min = values.iter().copied().min().unwrap_or(0);
     let max = values.iter().copied().max().unwrap_or(0);
-    let width = bit_width(max.wrapping_sub(min));
+    let width = bit_width(max.wrapping_sub(min) as u64);
     out.extend_from_slice(&min.to_le_bytes());
     out.push(width);
-    let shifted: Vec<u64> = values.iter().map(|v| v.wrapping_sub(min)).collect();
+    let shifted: Vec<u64> = values.iter().map(|v| v.wrapping_sub(min) as u64).collect();
     bitpack(&shifted, width, out);
 }
 
-fn decode_for(c: &mut Cursor<'_>, n: usize) -> Result<Vec<u64>, EncodingError> {
-    let min = c.u64()?;
+fn decode_for(c: &mut Cursor<'_>, n: usize) -> Result<Vec<i64>, EncodingError> {
+    let min = c.i64()?;
     let width = c.u8()?;
-    let mut v = bitunpack(c, width, n)?;
-    for x in v.iter_mut() {
-        *x = x.wrapping_add(min);
-    }
-    Ok(v)
+    let v = bitunpack(c, width, n)?;
+    Ok(v.into_iter().map(|x| min.wrapping_add(x as i64)).collect())
 }
 
-/// Encode integers: whichever of frame-of-reference or delta+FOR is smaller.
+/// Encode integers: whichever of frame-of-reference or delta + frame-of-reference is smaller.
 pub fn encode_ints(values: &[i64], out: &mut Vec<u8>) {
-    let raw: Vec<u64> = values.iter().map(|v| zigzag(*v)).collect();
     let mut a = Vec::new();
-    encode_for(&raw, &mut a);
+    encode_for(values, &mut a);
     if values.len() > 1 {
-        let deltas: Vec<u64> = values.windows(2).map(|w| zigzag(w[1].wrapping_sub(w[0]))).collect();
+        let deltas: Vec<i64> = values.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
         let mut b = Vec::new();
         b.extend_from_slice(&values[0].to_le_bytes());
         encode_for(&deltas, &mut b);
@@ -187,7 +177,7 @@ pub fn encode_ints(values: &[i64], out: &mut Vec<u8>) {
 
 pub fn decode_ints(c: &mut Cursor<'_>, n: usize) -> Result<Vec<i64>, EncodingError> {
     match c.u8()? {
-        INT_FOR => Ok(decode_for(c, n)?.into_iter().map(unzigzag).collect()),
+        INT_FOR => decode_for(c, n),
         INT_DELTA => {
             let first = c.i64()?;
             if n == 0 {
@@ -198,7 +188,7 @@ pub fn decode_ints(c: &mut Cursor<'_>, n: usize) -> Result<Vec<i64>, EncodingErr
             let mut cur = first;
             out.push(cur);
             for d in deltas {
-                cur = cur.wrapping_add(unzigzag(d));
+                cur = cur.wrapping_add(d);
                 out.push(cur);
             }
             Ok(out)
@@ -298,15 +288,15 @@ fn read_strings(c: &mut Cursor<'_>, lens: &[u64]) -> Result<(Vec<i32>, Vec<u8>),
         return Err(c.corrupt("strings larger than 2 GiB"));
     }
     let data = c.take(total as usize)?;
-    if std::str::from_utf8(data).is_err() {
+    let Ok(text) = std::str::from_utf8(data) else {
         return Err(c.corrupt("string data is not UTF-8"));
-    }
+    };
     let mut offsets = Vec::with_capacity(lens.len() + 1);
     let mut off = 0i32;
     offsets.push(0);
     for l in lens {
         off += *l as i32;
-        if !data.is_char_boundary(off as usize) {
+        if !text.is_char_boundary(off as usize) {
             return Err(c.corrupt("string boundary inside a UTF-8 character"));
         }
         offsets.push(off);

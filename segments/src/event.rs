@@ -268,7 +268,7 @@ pub fn decode_events(buf: &[u8]) -> Result<Vec<Event>, EventCodecError> {
     Ok(out)
 }
 
-#[cfg(any(test, feature = "proptest"))]
+#[cfg(test)]
 pub mod strategy {
     //! proptest strategies for events, shared by this crate's tests.
     use super::Event;

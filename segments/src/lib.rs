@@ -19,4 +19,4 @@ pub use error::SegmentError;
 pub use event::{decode_events, encode_events, Event, EventCodecError};
 pub use format::{BlockMeta, Codec};
 pub use reader::Segment;
-pub use writer::{SegmentWriter, WriterOptions};
+pub use writer::{SegmentInfo, SegmentWriter, WriterOptions};

@@ -1,0 +1,143 @@
+//! On-disk layout of a segment file (see `docs/format/segment.md`): fixed-size directory
+//! records read zero-copy with bytemuck, codecs, and the constants that frame the file.
+
+use bytemuck::{Pod, Zeroable};
+
+/// First 8 bytes of every segment file.
+pub const HEAD_MAGIC: [u8; 8] = *b"AMSEG\0\0\x01";
+/// Last 8 bytes of every segment file.
+pub const TAIL_MAGIC: [u8; 8] = *b"AMSEGEND";
+/// Format version written in the footer header.
+pub const FORMAT_VERSION: u32 = 1;
+/// Trailer: footer length (u32), footer CRC32 (u32), tail magic.
+pub const TRAILER_LEN: usize = 16;
+/// Upper bound on one decompressed column block (guards allocations on corrupt input).
+pub const MAX_RAW_CHUNK: u32 = 1 << 30;
+
+/// Block compressor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    None,
+    Lz4,
+    Zstd(i32),
+}
+
+impl Codec {
+    pub fn to_u32(self) -> u32 {
+        match self {
+            Codec::None => 0,
+            Codec::Lz4 => 1,
+            Codec::Zstd(level) => 2 | ((level.clamp(-7, 22) + 64) as u32) << 8,
+        }
+    }
+
+    pub fn from_u32(v: u32) -> Option<Codec> {
+        match v & 0xff {
+            0 => Some(Codec::None),
+            1 => Some(Codec::Lz4),
+            2 => Some(Codec::Zstd(((v >> 8) & 0xff) as i32 - 64)),
+            _ => None,
+        }
+    }
+
+    pub fn compress(self, raw: &[u8]) -> Vec<u8> {
+        match self {
+            Codec::None => raw.to_vec(),
+            Codec::Lz4 => lz4_flex::block::compress(raw),
+            // zstd into a Vec only fails on allocation failure; fall back to storing raw.
+            Codec::Zstd(level) => zstd::bulk::compress(raw, level).unwrap_or_else(|_| raw.to_vec()),
+        }
+    }
+
+    /// Decompress into exactly `raw_len` bytes.
+    pub fn decompress(self, stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+        let out = match self {
+            Codec::None => stored.to_vec(),
+            Codec::Lz4 => lz4_flex::block::decompress(stored, raw_len).map_err(|e| format!("lz4: {e}"))?,
+            Codec::Zstd(_) => zstd::bulk::decompress(stored, raw_len).map_err(|e| format!("zstd: {e}"))?,
+        };
+        if out.len() != raw_len {
+            return Err(format!("decompressed to {} bytes, expected {raw_len}", out.len()));
+        }
+        Ok(out)
+    }
+}
+
+/// Footer header (64 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, PartialEq)]
+pub struct FooterHeader {
+    pub version: u32,
+    pub n_columns: u32,
+    pub n_blocks: u32,
+    pub rows: u32,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub index_offset: u64,
+    pub index_len: u32,
+    pub index_raw_len: u32,
+    pub index_crc: u32,
+    pub index_codec: u32,
+    pub created_unix_ms: u64,
+}
+
+/// Per-block directory entry (32 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, PartialEq)]
+pub struct BlockMeta {
+    pub rows: u32,
+    pub _pad: u32,
+    pub first_row: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+}
+
+/// Per-block, per-column directory entry (48 bytes). `min`/`max` are numeric bounds of the
+/// non-null values for numeric columns (NaN otherwise or when all null).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, PartialEq)]
+pub struct ChunkMeta {
+    pub offset: u64,
+    pub len: u32,
+    pub raw_len: u32,
+    pub crc: u32,
+    pub codec: u32,
+    pub null_count: u32,
+    pub _pad: u32,
+    pub min: f64,
+    pub max: f64,
+}
+
+pub const FOOTER_HEADER_LEN: usize = std::mem::size_of::<FooterHeader>();
+pub const BLOCK_META_LEN: usize = std::mem::size_of::<BlockMeta>();
+pub const CHUNK_META_LEN: usize = std::mem::size_of::<ChunkMeta>();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_records_have_the_documented_sizes() {
+        assert_eq!(FOOTER_HEADER_LEN, 64);
+        assert_eq!(BLOCK_META_LEN, 32);
+        assert_eq!(CHUNK_META_LEN, 48);
+    }
+
+    #[test]
+    fn codec_ids_roundtrip() {
+        for c in [Codec::None, Codec::Lz4, Codec::Zstd(1), Codec::Zstd(19), Codec::Zstd(-3)] {
+            assert_eq!(Codec::from_u32(c.to_u32()), Some(c));
+        }
+        assert_eq!(Codec::from_u32(7), None);
+    }
+
+    #[test]
+    fn codecs_roundtrip_and_reject_wrong_sizes() {
+        let raw: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        for c in [Codec::None, Codec::Lz4, Codec::Zstd(3)] {
+            let stored = c.compress(&raw);
+            assert_eq!(c.decompress(&stored, raw.len()).expect("roundtrip"), raw);
+            assert!(c.decompress(&stored, raw.len() - 1).is_err());
+        }
+    }
+}

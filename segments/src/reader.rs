@@ -1,0 +1,234 @@
+//! Reading a segment: mmap the file, validate trailer, footer and index up front, then decode
+//! column blocks on demand. Every offset and length from the file is checked before use, so a
+//! truncated or corrupted file yields [`SegmentError::Corrupt`] naming the file and block.
+
+use std::fs::File;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use index::SegmentIndex;
+use memmap2::Mmap;
+
+use crate::column::{decode_column, events_from_columns, ColumnData, ColumnId, COLUMN_COUNT};
+use crate::error::SegmentError;
+use crate::event::Event;
+use crate::format::{
+    BlockMeta, ChunkMeta, Codec, FooterHeader, BLOCK_META_LEN, CHUNK_META_LEN, FOOTER_HEADER_LEN, FORMAT_VERSION,
+    HEAD_MAGIC, MAX_RAW_CHUNK, TAIL_MAGIC, TRAILER_LEN,
+};
+
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// An open, validated, immutable segment.
+pub struct Segment {
+    path: PathBuf,
+    bytes: Bytes,
+    header: FooterHeader,
+    blocks: Vec<BlockMeta>,
+    chunks: Vec<ChunkMeta>,
+    index: Arc<SegmentIndex>,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment").field("path", &self.path).field("rows", &self.header.rows).finish()
+    }
+}
+
+#[allow(unsafe_code)]
+fn map_file(file: &File) -> std::io::Result<Mmap> {
+    // SAFETY: segment files are immutable once renamed into place: nothing in ActiveMirrorOS
+    // writes to or truncates a published segment, it is only unlinked (which keeps an existing
+    // mapping valid). Every read through the map is bounds-checked against its length.
+    unsafe { Mmap::map(file) }
+}
+
+impl Segment {
+    /// Map and validate the segment at `path`.
+    pub fn open(path: &Path) -> Result<Segment, SegmentError> {
+        let io = |source| SegmentError::Io { path: path.to_path_buf(), source };
+        let file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let bytes = if len == 0 { Bytes::Owned(Vec::new()) } else { Bytes::Mapped(map_file(&file).map_err(io)?) };
+        Self::parse(path.to_path_buf(), bytes)
+    }
+
+    /// Validate a segment held in memory (tests and fuzzing).
+    pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Segment, SegmentError> {
+        Self::parse(path.into(), Bytes::Owned(bytes))
+    }
+
+    fn corrupt(path: &Path, block: Option<usize>, column: Option<ColumnId>, detail: impl Into<String>) -> SegmentError {
+        SegmentError::Corrupt { path: path.to_path_buf(), block, column: column.map(ColumnId::name), detail: detail.into() }
+    }
+
+    fn parse(path: PathBuf, bytes: Bytes) -> Result<Segment, SegmentError> {
+        let bad = |d: String| Self::corrupt(&path, None, None, d);
+        let n = bytes.len();
+        if n < HEAD_MAGIC.len() + TRAILER_LEN + FOOTER_HEADER_LEN {
+            return Err(bad(format!("file is {n} bytes, too short to be a segment (truncated?)")));
+        }
+        if bytes[..8] != HEAD_MAGIC {
+            return Err(bad("bad head magic: not an ActiveMirrorOS segment".into()));
+        }
+        if bytes[n - 8..] != TAIL_MAGIC {
+            return Err(bad("bad tail magic: the file is truncated or was not finished".into()));
+        }
+        let footer_len = u32::from_le_bytes([bytes[n - 16], bytes[n - 15], bytes[n - 14], bytes[n - 13]]) as usize;
+        let footer_crc = u32::from_le_bytes([bytes[n - 12], bytes[n - 11], bytes[n - 10], bytes[n - 9]]);
+        let footer_end = n - TRAILER_LEN;
+        let footer_start = footer_end
+            .checked_sub(footer_len)
+            .filter(|s| *s >= 8 && footer_len >= FOOTER_HEADER_LEN)
+            .ok_or_else(|| bad(format!("footer length {footer_len} does not fit the file")))?;
+        let footer = &bytes[footer_start..footer_end];
+        if crc32fast::hash(footer) != footer_crc {
+            return Err(bad("footer checksum mismatch".into()));
+        }
+        let header: FooterHeader = bytemuck::pod_read_unaligned(&footer[..FOOTER_HEADER_LEN]);
+        if header.version != FORMAT_VERSION {
+            return Err(bad(format!("unsupported format version {}", header.version)));
+        }
+        if header.n_columns as usize != COLUMN_COUNT {
+            return Err(bad(format!("{} columns, expected {COLUMN_COUNT}", header.n_columns)));
+        }
+        let nb = header.n_blocks as usize;
+        let expect = nb
+            .checked_mul(BLOCK_META_LEN + COLUMN_COUNT * CHUNK_META_LEN)
+            .and_then(|x| x.checked_add(FOOTER_HEADER_LEN));
+        if expect != Some(footer_len) {
+            return Err(bad(format!("footer of {footer_len} bytes does not hold {nb} blocks")));
+        }
+        let blocks_bytes = &footer[FOOTER_HEADER_LEN..FOOTER_HEADER_LEN + nb * BLOCK_META_LEN];
+        let chunk_bytes = &footer[FOOTER_HEADER_LEN + nb * BLOCK_META_LEN..];
+        // Zero-copy when the directory is aligned in memory (always, for an mmap'd file).
+        let blocks: Vec<BlockMeta> = match bytemuck::try_cast_slice(blocks_bytes) {
+            Ok(s) => s.to_vec(),
+            Err(_) => bytemuck::pod_collect_to_vec(blocks_bytes),
+        };
+        let chunks: Vec<ChunkMeta> = match bytemuck::try_cast_slice(chunk_bytes) {
+            Ok(s) => s.to_vec(),
+            Err(_) => bytemuck::pod_collect_to_vec(chunk_bytes),
+        };
+        let data_end = header.index_offset as usize;
+        if data_end < 8 || data_end > footer_start {
+            return Err(bad(format!("index offset {data_end} outside the data area")));
+        }
+        let mut row = 0u64;
+        for (b, meta) in blocks.iter().enumerate() {
+            if meta.first_row != row || meta.rows == 0 || meta.min_ts > meta.max_ts {
+                return Err(Self::corrupt(&path, Some(b), None, "inconsistent block directory entry"));
+            }
+            row += u64::from(meta.rows);
+            for c in 0..COLUMN_COUNT {
+                let ch = &chunks[b * COLUMN_COUNT + c];
+                let end = ch.offset.checked_add(u64::from(ch.len));
+                if ch.offset < 8 || end.is_none_or(|e| e > data_end as u64) || ch.raw_len > MAX_RAW_CHUNK {
+                    return Err(Self::corrupt(&path, Some(b), Some(ColumnId::ALL[c]), "chunk outside the data area"));
+                }
+                if Codec::from_u32(ch.codec).is_none() {
+                    return Err(Self::corrupt(&path, Some(b), Some(ColumnId::ALL[c]), "unknown codec"));
+                }
+            }
+        }
+        if row != u64::from(header.rows) {
+            return Err(bad(format!("blocks hold {row} rows, footer says {}", header.rows)));
+        }
+        let idx_end = data_end
+            .checked_add(header.index_len as usize)
+            .filter(|e| *e <= footer_start)
+            .ok_or_else(|| bad("index section outside the file".into()))?;
+        let idx_stored = &bytes[data_end..idx_end];
+        if crc32fast::hash(idx_stored) != header.index_crc {
+            return Err(bad("index checksum mismatch".into()));
+        }
+        if header.index_raw_len > MAX_RAW_CHUNK {
+            return Err(bad("index section too large".into()));
+        }
+        let codec = Codec::from_u32(header.index_codec).ok_or_else(|| bad("unknown index codec".into()))?;
+        let idx_raw = codec
+            .decompress(idx_stored, header.index_raw_len as usize)
+            .map_err(|e| bad(format!("index: {e}")))?;
+        let index = SegmentIndex::decode(&idx_raw).map_err(|e| bad(format!("index: {e}")))?;
+        if index.rows != header.rows {
+            return Err(bad("index row count differs from the footer".into()));
+        }
+        Ok(Segment { path, bytes, header, blocks, chunks, index: Arc::new(index) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn rows(&self) -> u64 {
+        u64::from(self.header.rows)
+    }
+    pub fn min_ts(&self) -> i64 {
+        self.header.min_ts
+    }
+    pub fn max_ts(&self) -> i64 {
+        self.header.max_ts
+    }
+    pub fn file_bytes(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    pub fn blocks(&self) -> &[BlockMeta] {
+        &self.blocks
+    }
+    pub fn chunk(&self, block: usize, col: ColumnId) -> &ChunkMeta {
+        &self.chunks[block * COLUMN_COUNT + col.index()]
+    }
+    pub fn index(&self) -> &Arc<SegmentIndex> {
+        &self.index
+    }
+    /// Stored (compressed) bytes of one column over all blocks.
+    pub fn column_bytes(&self, col: ColumnId) -> u64 {
+        (0..self.blocks.len()).map(|b| u64::from(self.chunk(b, col).len)).sum()
+    }
+
+    /// Decode one column of one block, verifying its checksum.
+    pub fn read_column(&self, block: usize, col: ColumnId) -> Result<ColumnData, SegmentError> {
+        let meta = self
+            .blocks
+            .get(block)
+            .ok_or_else(|| Self::corrupt(&self.path, Some(block), Some(col), "no such block"))?;
+        let ch = self.chunk(block, col);
+        let bad = |d: String| Self::corrupt(&self.path, Some(block), Some(col), d);
+        let start = ch.offset as usize;
+        let stored = &self.bytes[start..start + ch.len as usize];
+        if crc32fast::hash(stored) != ch.crc {
+            return Err(bad("block checksum mismatch".into()));
+        }
+        let codec = Codec::from_u32(ch.codec).ok_or_else(|| bad("unknown codec".into()))?;
+        let raw = codec.decompress(stored, ch.raw_len as usize).map_err(bad)?;
+        decode_column(col, &raw, meta.rows as usize).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Decode every column of a block back into rows.
+    pub fn read_events(&self, block: usize) -> Result<Vec<Event>, SegmentError> {
+        let cols = ColumnId::ALL.iter().map(|c| self.read_column(block, *c)).collect::<Result<Vec<_>, _>>()?;
+        Ok(events_from_columns(&cols))
+    }
+
+    /// Every row of the segment, in order.
+    pub fn read_all(&self) -> Result<Vec<Event>, SegmentError> {
+        let mut out = Vec::with_capacity(self.rows() as usize);
+        for b in 0..self.blocks.len() {
+            out.extend(self.read_events(b)?);
+        }
+        Ok(out)
+    }
+}

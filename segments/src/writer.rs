@@ -1,0 +1,181 @@
+//! Writing a segment: rows in, encoded + compressed column blocks, index and footer out.
+//! The file is written to a temporary name, fsync'd and renamed, so a segment either exists
+//! whole or not at all.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use index::{IndexBuilder, IndexedColumn};
+
+use crate::column::{encode_column, numeric_stats, ColumnId, COLUMN_COUNT};
+use crate::error::SegmentError;
+use crate::event::Event;
+use crate::format::{BlockMeta, ChunkMeta, Codec, FooterHeader, FORMAT_VERSION, HEAD_MAGIC, TAIL_MAGIC};
+
+/// How to lay out and compress a segment.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    /// Rows per block (the unit of pruning and decompression).
+    pub block_rows: usize,
+    /// Compressor for every column but free text.
+    pub codec: Codec,
+    /// Compressor for free-text columns (content, attributes).
+    pub text_codec: Codec,
+}
+
+impl WriterOptions {
+    /// Freshly flushed data: fast lz4 everywhere.
+    pub fn hot() -> Self {
+        WriterOptions { block_rows: 8192, codec: Codec::Lz4, text_codec: Codec::Lz4 }
+    }
+    /// Compacted data: zstd, stronger for text, larger blocks.
+    pub fn cold() -> Self {
+        WriterOptions { block_rows: 16384, codec: Codec::Zstd(3), text_codec: Codec::Zstd(9) }
+    }
+}
+
+/// Summary of a written segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentInfo {
+    pub path: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+}
+
+/// Writes one segment file from rows sorted by timestamp.
+#[derive(Debug)]
+pub struct SegmentWriter {
+    opts: WriterOptions,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SegmentError + '_ {
+    move |source| SegmentError::Io { path: path.to_path_buf(), source }
+}
+
+fn indexed_values(e: &Event) -> [Option<&str>; 6] {
+    IndexedColumn::ALL.map(|c| match c {
+        IndexedColumn::Tenant => Some(e.tenant.as_str()),
+        IndexedColumn::AgentId => Some(e.agent_id.as_str()),
+        IndexedColumn::Intent => e.intent.as_deref(),
+        IndexedColumn::Kind => Some(e.kind.as_str()),
+        IndexedColumn::Status => Some(e.status.as_str()),
+        IndexedColumn::Model => e.model.as_deref(),
+    })
+}
+
+impl SegmentWriter {
+    pub fn new(opts: WriterOptions) -> Self {
+        SegmentWriter { opts }
+    }
+
+    /// Encode `events` into the bytes of a segment file.
+    pub fn encode(&self, events: &[Event]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&HEAD_MAGIC);
+        let block_rows = self.opts.block_rows.max(1);
+        let mut blocks = Vec::new();
+        let mut chunks = Vec::new();
+        let mut raw = Vec::new();
+        for (b, rows) in events.chunks(block_rows).enumerate() {
+            let min_ts = rows.iter().map(|e| e.timestamp_ns).min().unwrap_or(0);
+            let max_ts = rows.iter().map(|e| e.timestamp_ns).max().unwrap_or(0);
+            blocks.push(BlockMeta {
+                rows: rows.len() as u32,
+                _pad: 0,
+                first_row: (b * block_rows) as u64,
+                min_ts,
+                max_ts,
+            });
+            for id in ColumnId::ALL {
+                raw.clear();
+                encode_column(id, rows, &mut raw);
+                let codec = match id {
+                    ColumnId::Content | ColumnId::Attributes => self.opts.text_codec,
+                    _ => self.opts.codec,
+                };
+                let stored = codec.compress(&raw);
+                let (min, max, nulls) = numeric_stats(id, rows);
+                chunks.push(ChunkMeta {
+                    offset: out.len() as u64,
+                    len: stored.len() as u32,
+                    raw_len: raw.len() as u32,
+                    crc: crc32fast::hash(&stored),
+                    codec: codec.to_u32(),
+                    null_count: nulls,
+                    _pad: 0,
+                    min,
+                    max,
+                });
+                out.extend_from_slice(&stored);
+            }
+        }
+        // Index section.
+        let mut ib = IndexBuilder::new();
+        for e in events {
+            ib.push(indexed_values(e), e.trace_id);
+        }
+        let mut idx_raw = Vec::new();
+        ib.finish().encode(&mut idx_raw);
+        let idx_codec = Codec::Zstd(3);
+        let idx_stored = idx_codec.compress(&idx_raw);
+        let index_offset = out.len() as u64;
+        out.extend_from_slice(&idx_stored);
+        // Footer, 8-aligned so the directory can be read zero-copy from the mmap.
+        while out.len() % 8 != 0 {
+            out.push(0);
+        }
+        let footer_start = out.len();
+        let header = FooterHeader {
+            version: FORMAT_VERSION,
+            n_columns: COLUMN_COUNT as u32,
+            n_blocks: blocks.len() as u32,
+            rows: events.len() as u32,
+            min_ts: blocks.iter().map(|b| b.min_ts).min().unwrap_or(0),
+            max_ts: blocks.iter().map(|b| b.max_ts).max().unwrap_or(0),
+            index_offset,
+            index_len: idx_stored.len() as u32,
+            index_raw_len: idx_raw.len() as u32,
+            index_crc: crc32fast::hash(&idx_stored),
+            index_codec: idx_codec.to_u32(),
+            created_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        out.extend_from_slice(bytemuck::bytes_of(&header));
+        out.extend_from_slice(bytemuck::cast_slice(&blocks));
+        out.extend_from_slice(bytemuck::cast_slice(&chunks));
+        let footer_len = (out.len() - footer_start) as u32;
+        let footer_crc = crc32fast::hash(&out[footer_start..]);
+        out.extend_from_slice(&footer_len.to_le_bytes());
+        out.extend_from_slice(&footer_crc.to_le_bytes());
+        out.extend_from_slice(&TAIL_MAGIC);
+        out
+    }
+
+    /// Write `events` (sorted by timestamp) to `path` atomically and durably.
+    pub fn write(&self, path: &Path, events: &[Event]) -> Result<SegmentInfo, SegmentError> {
+        let bytes = self.encode(events);
+        let tmp = path.with_extension("tmp");
+        {
+            let f = File::create(&tmp).map_err(io(&tmp))?;
+            let mut w = BufWriter::new(f);
+            w.write_all(&bytes).map_err(io(&tmp))?;
+            let f = w.into_inner().map_err(|e| SegmentError::Io { path: tmp.clone(), source: e.into_error() })?;
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        fs::rename(&tmp, path).map_err(io(path))?;
+        if let Some(dir) = path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        }
+        Ok(SegmentInfo {
+            path: path.to_path_buf(),
+            rows: events.len() as u64,
+            bytes: bytes.len() as u64,
+            min_ts: events.iter().map(|e| e.timestamp_ns).min().unwrap_or(0),
+            max_ts: events.iter().map(|e| e.timestamp_ns).max().unwrap_or(0),
+        })
+    }
+}
