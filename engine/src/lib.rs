@@ -1,1 +1,540 @@
-//! placeholder
+//! The ActiveMirrorOS storage engine.
+//!
+//! Owns the write path (validated batch -> WAL group commit -> in-memory buffer), background
+//! flushing of the buffer into hot segments, compaction of small hot segments into larger zstd
+//! ones, recovery on open (manifest + WAL replay after the checkpoint), and consistent
+//! read snapshots (segments + durable buffered rows) while writes go on.
+//!
+//! Ordering invariant: WAL enqueue and memtable insert happen under one lock, so the memtable
+//! holds batches in LSN order; a flush takes a prefix of durable batches, and its highest LSN
+//! is then a valid checkpoint (every lower LSN is in this or an earlier segment).
+
+pub mod manifest;
+pub mod validate;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use segments::{decode_events, encode_events, Event, Segment, SegmentWriter, WriterOptions};
+use wal::{Wal, WalConfig};
+
+pub use manifest::{Manifest, SegmentEntry, Tier};
+pub use segments;
+pub use validate::{parse_body, parse_event, ValidationError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] wal::WalError),
+    #[error(transparent)]
+    Segment(#[from] segments::SegmentError),
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("corrupt data directory: {0}")]
+    Corrupt(String),
+    #[error("ingest buffer full ({buffered} bytes buffered, limit {limit}): the engine is behind; retry later")]
+    Backpressure { buffered: usize, limit: usize },
+    #[error("engine is shut down")]
+    Closed,
+}
+
+impl EngineError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        EngineError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// Tunables of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Flush the buffer once it holds this many bytes...
+    pub flush_bytes: usize,
+    /// ... or once its oldest row is this old.
+    pub flush_age: Duration,
+    /// Appends wait once buffered (unflushed) bytes exceed this.
+    pub max_buffered_bytes: usize,
+    /// How long an append waits for room before failing with `Backpressure`.
+    pub backpressure_wait: Duration,
+    pub wal_file_bytes: u64,
+    pub hot: WriterOptions,
+    pub cold: WriterOptions,
+    /// Compact once this many hot segments exist.
+    pub compaction_trigger: usize,
+    /// Largest compacted segment, in rows.
+    pub compaction_max_rows: u64,
+    /// Run the flush / compaction thread (tests may drive them by hand).
+    pub background: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            flush_bytes: 64 << 20,
+            flush_age: Duration::from_secs(2),
+            max_buffered_bytes: 512 << 20,
+            backpressure_wait: Duration::from_secs(5),
+            wal_file_bytes: 64 << 20,
+            hot: WriterOptions::hot(),
+            cold: WriterOptions::cold(),
+            compaction_trigger: 4,
+            compaction_max_rows: 4_000_000,
+            background: true,
+        }
+    }
+}
+
+/// A batch in memory with the LSN of its WAL record.
+#[derive(Debug)]
+struct MemBatch {
+    lsn: u64,
+    events: Arc<Vec<Event>>,
+    bytes: usize,
+}
+
+/// A live segment and its manifest entry.
+#[derive(Debug, Clone)]
+pub struct LiveSegment {
+    pub segment: Arc<Segment>,
+    pub entry: SegmentEntry,
+}
+
+#[derive(Default)]
+struct State {
+    active: Vec<MemBatch>,
+    active_bytes: usize,
+    active_since: Option<Instant>,
+    /// Batches taken by a running flush, still visible to readers until the segment lands.
+    frozen: Vec<MemBatch>,
+    frozen_bytes: usize,
+    segments: Vec<LiveSegment>,
+    manifest: Manifest,
+}
+
+/// A consistent read view: segments plus durable buffered batches, none counted twice.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub segments: Vec<LiveSegment>,
+    pub memory: Vec<Arc<Vec<Event>>>,
+}
+
+impl Snapshot {
+    pub fn rows(&self) -> u64 {
+        self.segments.iter().map(|s| s.segment.rows()).sum::<u64>()
+            + self.memory.iter().map(|m| m.len() as u64).sum::<u64>()
+    }
+
+    /// Every row (test and export helper; queries stream blocks instead).
+    pub fn all_events(&self) -> Result<Vec<Event>, EngineError> {
+        let mut out = Vec::new();
+        for s in &self.segments {
+            out.extend(s.segment.read_all()?);
+        }
+        for m in &self.memory {
+            out.extend(m.iter().cloned());
+        }
+        Ok(out)
+    }
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub events_appended: AtomicU64,
+    pub batches_appended: AtomicU64,
+    pub flushes: AtomicU64,
+    pub compactions: AtomicU64,
+    pub backpressure_rejections: AtomicU64,
+}
+
+struct Inner {
+    dir: PathBuf,
+    cfg: EngineConfig,
+    wal: Wal,
+    state: Mutex<State>,
+    room: Condvar,
+    /// Orders WAL enqueue with memtable insert.
+    write_order: Mutex<()>,
+    /// Serialises flush and compaction (the only writers of the manifest).
+    maintenance: Mutex<()>,
+    shutdown: AtomicBool,
+    wake: Condvar,
+    wake_lock: Mutex<()>,
+    stats: EngineStats,
+}
+
+/// The storage engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    inner: Arc<Inner>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("dir", &self.inner.dir).finish()
+    }
+}
+
+/// What recovery did on open.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub segments: usize,
+    pub segment_rows: u64,
+    pub replayed_batches: u64,
+    pub replayed_events: u64,
+    pub wal: wal::RecoveryReport,
+    pub removed_orphans: usize,
+}
+
+fn segment_file(id: u64) -> String {
+    format!("seg-{id:016}.seg")
+}
+
+impl Engine {
+    /// Open or create the data directory `dir` and recover its contents.
+    pub fn open(dir: impl AsRef<Path>, cfg: EngineConfig) -> Result<(Engine, OpenReport), EngineError> {
+        let dir = dir.as_ref().to_path_buf();
+        let seg_dir = dir.join("segments");
+        std::fs::create_dir_all(&seg_dir).map_err(|e| EngineError::io(&seg_dir, e))?;
+        let manifest = Manifest::load(&dir)?;
+        let mut report = OpenReport::default();
+        let mut live = Vec::new();
+        let listed: HashSet<&str> = manifest.segments.iter().map(|s| s.file.as_str()).collect();
+        for entry in std::fs::read_dir(&seg_dir).map_err(|e| EngineError::io(&seg_dir, e))? {
+            let entry = entry.map_err(|e| EngineError::io(&seg_dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !listed.contains(name.as_str()) {
+                tracing::info!(file = %name, "removing segment file not in the manifest");
+                std::fs::remove_file(entry.path()).map_err(|e| EngineError::io(&entry.path(), e))?;
+                report.removed_orphans += 1;
+            }
+        }
+        for e in &manifest.segments {
+            let seg = Segment::open(&seg_dir.join(&e.file))?;
+            report.segment_rows += seg.rows();
+            live.push(LiveSegment { segment: Arc::new(seg), entry: e.clone() });
+        }
+        report.segments = live.len();
+
+        let mut wal_cfg = WalConfig::new(dir.join("wal"));
+        wal_cfg.max_file_bytes = cfg.wal_file_bytes;
+        wal_cfg.min_next_lsn = manifest.checkpoint_lsn + 1;
+        let mut replay = Vec::new();
+        let mut decode_err = None;
+        let (wal, wal_report) =
+            Wal::open(wal_cfg, manifest.checkpoint_lsn, |lsn, payload| match decode_events(payload) {
+                Ok(events) => replay.push((lsn, events)),
+                Err(e) => decode_err = Some(format!("wal record {lsn}: {e}")),
+            })?;
+        if let Some(e) = decode_err {
+            return Err(EngineError::Corrupt(e));
+        }
+        report.wal = wal_report;
+        let mut state = State { manifest, segments: live, ..Default::default() };
+        for (lsn, events) in replay {
+            report.replayed_batches += 1;
+            report.replayed_events += events.len() as u64;
+            let bytes = events.iter().map(Event::approx_bytes).sum();
+            state.active_bytes += bytes;
+            state.active_since.get_or_insert_with(Instant::now);
+            state.active.push(MemBatch { lsn, events: Arc::new(events), bytes });
+        }
+        let background = cfg.background;
+        let inner = Arc::new(Inner {
+            dir,
+            cfg,
+            wal,
+            state: Mutex::new(state),
+            room: Condvar::new(),
+            write_order: Mutex::new(()),
+            maintenance: Mutex::new(()),
+            shutdown: AtomicBool::new(false),
+            wake: Condvar::new(),
+            wake_lock: Mutex::new(()),
+            stats: EngineStats::default(),
+        });
+        let worker = if background {
+            let inner = inner.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("am-flush".into())
+                    .spawn(move || background_loop(&inner))
+                    .map_err(|e| EngineError::io(Path::new("(thread)"), e))?,
+            )
+        } else {
+            None
+        };
+        Ok((Engine { inner, worker: Mutex::new(worker) }, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.cfg
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.inner.stats
+    }
+
+    pub fn wal(&self) -> &Wal {
+        &self.inner.wal
+    }
+
+    /// Append a validated batch; returns once every event of it is durable (fsync'd WAL).
+    pub fn append(&self, events: Vec<Event>) -> Result<u64, EngineError> {
+        if events.is_empty() {
+            return Ok(self.inner.wal.durable_lsn());
+        }
+        let inner = &*self.inner;
+        if inner.shutdown.load(Ordering::Acquire) {
+            return Err(EngineError::Closed);
+        }
+        let bytes: usize = events.iter().map(Event::approx_bytes).sum();
+        let mut payload = Vec::with_capacity(bytes);
+        encode_events(&events, &mut payload);
+        self.wait_for_room(bytes)?;
+        let n = events.len() as u64;
+        let lsn = {
+            let _order = inner.write_order.lock();
+            let lsn = inner.wal.enqueue(&payload)?;
+            let mut st = inner.state.lock();
+            st.active_bytes += bytes;
+            st.active_since.get_or_insert_with(Instant::now);
+            st.active.push(MemBatch { lsn, events: Arc::new(events), bytes });
+            lsn
+        };
+        inner.wal.wait_durable(lsn)?;
+        inner.stats.events_appended.fetch_add(n, Ordering::Relaxed);
+        inner.stats.batches_appended.fetch_add(1, Ordering::Relaxed);
+        if inner.state.lock().active_bytes >= inner.cfg.flush_bytes {
+            inner.wake.notify_one();
+        }
+        Ok(lsn)
+    }
+
+    /// Parse, validate and append a JSON body (array or NDJSON); all or nothing.
+    pub fn append_json(&self, body: &str) -> Result<usize, EngineError> {
+        let events = parse_body(body)?;
+        let n = events.len();
+        self.append(events)?;
+        Ok(n)
+    }
+
+    fn wait_for_room(&self, bytes: usize) -> Result<(), EngineError> {
+        let inner = &*self.inner;
+        let limit = inner.cfg.max_buffered_bytes;
+        let deadline = Instant::now() + inner.cfg.backpressure_wait;
+        let mut st = inner.state.lock();
+        loop {
+            let buffered = st.active_bytes + st.frozen_bytes;
+            // A batch larger than the whole limit still goes through once the buffer is empty.
+            if buffered + bytes <= limit || buffered == 0 {
+                return Ok(());
+            }
+            inner.wake.notify_one();
+            if inner.room.wait_until(&mut st, deadline).timed_out() {
+                inner.stats.backpressure_rejections.fetch_add(1, Ordering::Relaxed);
+                return Err(EngineError::Backpressure { buffered, limit });
+            }
+        }
+    }
+
+    /// A consistent view of everything durable now.
+    pub fn snapshot(&self) -> Snapshot {
+        let durable = self.inner.wal.durable_lsn();
+        let st = self.inner.state.lock();
+        let memory = st
+            .frozen
+            .iter()
+            .chain(st.active.iter())
+            .take_while(|b| b.lsn <= durable)
+            .map(|b| b.events.clone())
+            .collect();
+        Snapshot { segments: st.segments.clone(), memory }
+    }
+
+    /// Bytes and rows currently buffered in memory (not yet in segments).
+    pub fn buffered(&self) -> (usize, usize) {
+        let st = self.inner.state.lock();
+        let rows = st.active.iter().chain(st.frozen.iter()).map(|b| b.events.len()).sum();
+        (st.active_bytes + st.frozen_bytes, rows)
+    }
+
+    /// Flush all durable buffered rows into a hot segment now.
+    pub fn flush(&self) -> Result<bool, EngineError> {
+        flush_once(&self.inner)
+    }
+
+    /// Compact hot segments now (regardless of the trigger count, if there are two or more).
+    pub fn compact(&self) -> Result<bool, EngineError> {
+        compact_once(&self.inner, 2)
+    }
+
+    /// Stop the background thread after a final flush.
+    pub fn close(&self) -> Result<(), EngineError> {
+        self.inner.shutdown.store(true, Ordering::Release);
+        self.inner.wake.notify_all();
+        if let Some(h) = self.worker.lock().take() {
+            let _ = h.join();
+        }
+        flush_once(&self.inner).map(|_| ())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.inner.shutdown.store(true, Ordering::Release);
+        self.inner.wake.notify_all();
+        if let Some(h) = self.worker.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn background_loop(inner: &Arc<Inner>) {
+    while !inner.shutdown.load(Ordering::Acquire) {
+        {
+            let mut g = inner.wake_lock.lock();
+            inner.wake.wait_for(&mut g, Duration::from_millis(100));
+        }
+        let due = {
+            let st = inner.state.lock();
+            st.active_bytes >= inner.cfg.flush_bytes
+                || st.active_since.is_some_and(|t| t.elapsed() >= inner.cfg.flush_age)
+                || st.active_bytes + st.frozen_bytes > inner.cfg.max_buffered_bytes / 2
+        };
+        if due {
+            if let Err(e) = flush_once(inner) {
+                tracing::error!(error = %e, "flush failed; will retry");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        if let Err(e) = compact_once(inner, inner.cfg.compaction_trigger) {
+            tracing::error!(error = %e, "compaction failed; will retry");
+        }
+    }
+}
+
+fn flush_once(inner: &Inner) -> Result<bool, EngineError> {
+    let _m = inner.maintenance.lock();
+    let durable = inner.wal.durable_lsn();
+    // Freeze the durable prefix of the active buffer.
+    let (events, max_lsn, id) = {
+        let mut st = inner.state.lock();
+        let n = st.active.iter().take_while(|b| b.lsn <= durable).count();
+        if n == 0 {
+            return Ok(false);
+        }
+        let taken: Vec<MemBatch> = st.active.drain(..n).collect();
+        let bytes: usize = taken.iter().map(|b| b.bytes).sum();
+        st.active_bytes -= bytes;
+        st.active_since = if st.active.is_empty() { None } else { Some(Instant::now()) };
+        st.frozen_bytes += bytes;
+        let max_lsn = taken.last().map_or(0, |b| b.lsn);
+        let batches: Vec<Arc<Vec<Event>>> = taken.iter().map(|b| b.events.clone()).collect();
+        st.frozen.extend(taken);
+        (batches, max_lsn, st.manifest.next_segment_id)
+    };
+    let mut events: Vec<Event> = events.iter().flat_map(|b| b.iter().cloned()).collect();
+    events.sort_by_key(|e| e.timestamp_ns);
+    let file = segment_file(id);
+    let path = inner.dir.join("segments").join(&file);
+    let result = (|| {
+        SegmentWriter::new(inner.cfg.hot).write(&path, &events)?;
+        let seg = Arc::new(Segment::open(&path)?);
+        let entry = SegmentEntry { file: file.clone(), rows: seg.rows(), tier: Tier::Hot };
+        let mut manifest = inner.state.lock().manifest.clone();
+        manifest.segments.push(entry.clone());
+        manifest.checkpoint_lsn = max_lsn;
+        manifest.next_segment_id = id + 1;
+        manifest.store(&inner.dir)?;
+        Ok::<_, EngineError>((seg, entry, manifest))
+    })();
+    let mut st = inner.state.lock();
+    match result {
+        Ok((seg, entry, manifest)) => {
+            let frozen: Vec<MemBatch> = st.frozen.drain(..).collect();
+            st.frozen_bytes -= frozen.iter().map(|b| b.bytes).sum::<usize>();
+            st.segments.push(LiveSegment { segment: seg, entry });
+            st.manifest = manifest;
+            drop(st);
+            inner.room.notify_all();
+            inner.stats.flushes.fetch_add(1, Ordering::Relaxed);
+            inner.wal.remove_obsolete(max_lsn)?;
+            Ok(true)
+        }
+        Err(e) => {
+            // Put the batches back at the front so nothing is lost; the flush will be retried.
+            let frozen: Vec<MemBatch> = st.frozen.drain(..).collect();
+            let bytes: usize = frozen.iter().map(|b| b.bytes).sum();
+            st.frozen_bytes -= bytes;
+            st.active_bytes += bytes;
+            st.active.splice(0..0, frozen);
+            st.active_since.get_or_insert_with(Instant::now);
+            let _ = std::fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
+fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
+    let _m = inner.maintenance.lock();
+    let picked: Vec<LiveSegment> = {
+        let st = inner.state.lock();
+        let hot: Vec<&LiveSegment> = st.segments.iter().filter(|s| s.entry.tier == Tier::Hot).collect();
+        if hot.len() < trigger.max(2) {
+            return Ok(false);
+        }
+        let mut rows = 0;
+        hot.into_iter()
+            .take_while(|s| {
+                rows += s.segment.rows();
+                rows <= inner.cfg.compaction_max_rows
+            })
+            .cloned()
+            .collect()
+    };
+    if picked.len() < 2 {
+        return Ok(false);
+    }
+    let mut events = Vec::new();
+    for s in &picked {
+        events.extend(s.segment.read_all()?);
+    }
+    events.sort_by_key(|e| e.timestamp_ns);
+    let id = inner.state.lock().manifest.next_segment_id;
+    let file = segment_file(id);
+    let path = inner.dir.join("segments").join(&file);
+    SegmentWriter::new(inner.cfg.cold).write(&path, &events)?;
+    let seg = Arc::new(Segment::open(&path)?);
+    let entry = SegmentEntry { file, rows: seg.rows(), tier: Tier::Warm };
+    let gone: HashSet<String> = picked.iter().map(|s| s.entry.file.clone()).collect();
+    let mut manifest = inner.state.lock().manifest.clone();
+    manifest.segments.retain(|s| !gone.contains(&s.file));
+    manifest.segments.push(entry.clone());
+    manifest.next_segment_id = id + 1;
+    manifest.store(&inner.dir)?;
+    {
+        let mut st = inner.state.lock();
+        st.segments.retain(|s| !gone.contains(&s.entry.file));
+        st.segments.push(LiveSegment { segment: seg, entry });
+        st.manifest = manifest;
+    }
+    for f in gone {
+        let p = inner.dir.join("segments").join(f);
+        if let Err(e) = std::fs::remove_file(&p) {
+            tracing::warn!(file = %p.display(), error = %e, "could not remove compacted segment");
+        }
+    }
+    inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
+    Ok(true)
+}

@@ -38,8 +38,7 @@ impl Conjunction {
             acc = Some(b);
         }
         // Most selective first keeps intermediate bitmaps small.
-        let mut terms: Vec<(RoaringBitmap, &Term)> =
-            self.terms.iter().map(|t| (term_rows(idx, t), t)).collect();
+        let mut terms: Vec<(RoaringBitmap, &Term)> = self.terms.iter().map(|t| (term_rows(idx, t), t)).collect();
         terms.sort_by_key(|(b, _)| b.len());
         for (b, _) in terms {
             acc = Some(match acc {

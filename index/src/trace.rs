@@ -37,7 +37,7 @@ impl TraceIndexBuilder {
 
     pub(crate) fn finish(self) -> TraceIndex {
         let mut pairs: Vec<_> = self.map.into_iter().collect();
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        pairs.sort_by_key(|p| p.0);
         let (ids, rows) = pairs.into_iter().unzip();
         TraceIndex { ids, rows }
     }

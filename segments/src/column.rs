@@ -1,11 +1,11 @@
 //! The column model: which columns an event has, how each is encoded, and conversion between
 //! rows ([`Event`]) and decoded columns ([`ColumnData`]).
 
-use crate::encoding::{
-    decode_dict, decode_floats, decode_ints, decode_plain, decode_validity, encode_dict, encode_floats,
-    encode_ints, encode_plain, encode_validity, Cursor, DictColumn, EncodingError,
-};
 pub use crate::encoding::StrColumn;
+use crate::encoding::{
+    decode_dict, decode_floats, decode_ints, decode_plain, decode_validity, encode_dict, encode_floats, encode_ints,
+    encode_plain, encode_validity, Cursor, DictColumn, EncodingError,
+};
 use crate::event::Event;
 
 /// Stored columns in file order. `timestamp` is unix nanoseconds.
@@ -174,13 +174,27 @@ pub enum ColumnData {
     Dict(DictColumn),
     Str(StrColumn),
     /// `width` bytes per row (zeros where null).
-    Fixed { width: usize, bytes: Vec<u8>, validity: Option<Vec<bool>> },
+    Fixed {
+        width: usize,
+        bytes: Vec<u8>,
+        validity: Option<Vec<bool>>,
+    },
     /// One value per row (0 where null).
-    Int { values: Vec<i64>, validity: Option<Vec<bool>> },
+    Int {
+        values: Vec<i64>,
+        validity: Option<Vec<bool>>,
+    },
     /// One value per row (0.0 where null).
-    Float { values: Vec<f64>, validity: Option<Vec<bool>> },
+    Float {
+        values: Vec<f64>,
+        validity: Option<Vec<bool>>,
+    },
     /// Row `i` owns entries `offsets[i]..offsets[i+1]` of `keys` / `values`.
-    Map { offsets: Vec<i32>, keys: StrColumn, values: StrColumn },
+    Map {
+        offsets: Vec<i32>,
+        keys: StrColumn,
+        values: StrColumn,
+    },
 }
 
 fn validity_of(valid: Vec<bool>) -> Option<Vec<bool>> {
@@ -225,8 +239,12 @@ impl ColumnData {
                     n += e.attributes.len() as i32;
                     offsets.push(n);
                 }
-                let keys = StrColumn::from_options(events.iter().flat_map(|e| e.attributes.iter().map(|(k, _)| Some(k.as_str()))));
-                let values = StrColumn::from_options(events.iter().flat_map(|e| e.attributes.iter().map(|(_, v)| Some(v.as_str()))));
+                let keys = StrColumn::from_options(
+                    events.iter().flat_map(|e| e.attributes.iter().map(|(k, _)| Some(k.as_str()))),
+                );
+                let values = StrColumn::from_options(
+                    events.iter().flat_map(|e| e.attributes.iter().map(|(_, v)| Some(v.as_str()))),
+                );
                 ColumnData::Map { offsets, keys, values }
             }
         }
@@ -315,7 +333,13 @@ pub fn encode_column(id: ColumnId, events: &[Event], out: &mut Vec<u8>) {
 }
 
 /// Spread `present.len()` values over rows by validity (nulls get `fill`).
-fn spread<T: Copy>(present: Vec<T>, validity: &Option<Vec<bool>>, n: usize, fill: T, c: &Cursor<'_>) -> Result<Vec<T>, EncodingError> {
+fn spread<T: Copy>(
+    present: Vec<T>,
+    validity: &Option<Vec<bool>>,
+    n: usize,
+    fill: T,
+    c: &Cursor<'_>,
+) -> Result<Vec<T>, EncodingError> {
     match validity {
         None => {
             if present.len() != n {

@@ -283,7 +283,8 @@ impl StrColumn {
 }
 
 fn read_strings(c: &mut Cursor<'_>, lens: &[u64]) -> Result<(Vec<i32>, Vec<u8>), EncodingError> {
-    let total: u64 = lens.iter().try_fold(0u64, |a, l| a.checked_add(*l)).ok_or(c.corrupt("string lengths overflow"))?;
+    let total: u64 =
+        lens.iter().try_fold(0u64, |a, l| a.checked_add(*l)).ok_or(c.corrupt("string lengths overflow"))?;
     if total > i32::MAX as u64 {
         return Err(c.corrupt("strings larger than 2 GiB"));
     }
@@ -358,10 +359,8 @@ pub fn encode_dict(values: &[Option<&str>], out: &mut Vec<u8>) {
     for s in &dict {
         out.extend_from_slice(s.as_bytes());
     }
-    let codes: Vec<u64> = values
-        .iter()
-        .map(|v| v.map_or(0, |s| dict.binary_search(&s).map_or(0, |i| i as u64 + 1)))
-        .collect();
+    let codes: Vec<u64> =
+        values.iter().map(|v| v.map_or(0, |s| dict.binary_search(&s).map_or(0, |i| i as u64 + 1))).collect();
     let width = bit_width(dict.len() as u64);
     out.push(width);
     bitpack(&codes, width, out);

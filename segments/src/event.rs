@@ -298,28 +298,36 @@ pub mod strategy {
             ("(ok|error)", opt_str(".{0,10}"), opt_str("gpt-[0-9]"), proptest::option::of(any::<i64>())),
             (proptest::option::of(any::<i64>()), num(), proptest::collection::btree_map("[a-z.]{1,6}", ".{0,8}", 0..4)),
         )
-            .prop_map(|((tenant, trace_id, span_id, parent_span_id), (agent_id, session_id, timestamp_ns, kind), (name, content, intent, confidence, duration_ms), (status, error_message, model, input_tokens), (output_tokens, cost_usd, attrs))| Event {
-                tenant,
-                trace_id,
-                span_id,
-                parent_span_id,
-                agent_id,
-                session_id,
-                timestamp_ns,
-                kind,
-                name,
-                content,
-                intent,
-                confidence,
-                duration_ms,
-                status,
-                error_message,
-                model,
-                input_tokens,
-                output_tokens,
-                cost_usd,
-                attributes: attrs.into_iter().collect(),
-            })
+            .prop_map(
+                |(
+                    (tenant, trace_id, span_id, parent_span_id),
+                    (agent_id, session_id, timestamp_ns, kind),
+                    (name, content, intent, confidence, duration_ms),
+                    (status, error_message, model, input_tokens),
+                    (output_tokens, cost_usd, attrs),
+                )| Event {
+                    tenant,
+                    trace_id,
+                    span_id,
+                    parent_span_id,
+                    agent_id,
+                    session_id,
+                    timestamp_ns,
+                    kind,
+                    name,
+                    content,
+                    intent,
+                    confidence,
+                    duration_ms,
+                    status,
+                    error_message,
+                    model,
+                    input_tokens,
+                    output_tokens,
+                    cost_usd,
+                    attributes: attrs.into_iter().collect(),
+                },
+            )
     }
 }
 

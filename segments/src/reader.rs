@@ -73,7 +73,12 @@ impl Segment {
     }
 
     fn corrupt(path: &Path, block: Option<usize>, column: Option<ColumnId>, detail: impl Into<String>) -> SegmentError {
-        SegmentError::Corrupt { path: path.to_path_buf(), block, column: column.map(ColumnId::name), detail: detail.into() }
+        SegmentError::Corrupt {
+            path: path.to_path_buf(),
+            block,
+            column: column.map(ColumnId::name),
+            detail: detail.into(),
+        }
     }
 
     fn parse(path: PathBuf, bytes: Bytes) -> Result<Segment, SegmentError> {
@@ -160,9 +165,8 @@ impl Segment {
             return Err(bad("index section too large".into()));
         }
         let codec = Codec::from_u32(header.index_codec).ok_or_else(|| bad("unknown index codec".into()))?;
-        let idx_raw = codec
-            .decompress(idx_stored, header.index_raw_len as usize)
-            .map_err(|e| bad(format!("index: {e}")))?;
+        let idx_raw =
+            codec.decompress(idx_stored, header.index_raw_len as usize).map_err(|e| bad(format!("index: {e}")))?;
         let index = SegmentIndex::decode(&idx_raw).map_err(|e| bad(format!("index: {e}")))?;
         if index.rows != header.rows {
             return Err(bad("index row count differs from the footer".into()));
@@ -201,10 +205,8 @@ impl Segment {
 
     /// Decode one column of one block, verifying its checksum.
     pub fn read_column(&self, block: usize, col: ColumnId) -> Result<ColumnData, SegmentError> {
-        let meta = self
-            .blocks
-            .get(block)
-            .ok_or_else(|| Self::corrupt(&self.path, Some(block), Some(col), "no such block"))?;
+        let meta =
+            self.blocks.get(block).ok_or_else(|| Self::corrupt(&self.path, Some(block), Some(col), "no such block"))?;
         let ch = self.chunk(block, col);
         let bad = |d: String| Self::corrupt(&self.path, Some(block), Some(col), d);
         let start = ch.offset as usize;

@@ -2,7 +2,7 @@
 //! truncated and corrupted files (every truncation point, random bit flips).
 
 use proptest::prelude::*;
-use segments::{ColumnId, Event, Segment, SegmentError, SegmentWriter, WriterOptions, Codec};
+use segments::{Codec, ColumnId, Event, Segment, SegmentError, SegmentWriter, WriterOptions};
 
 fn sample(n: usize) -> Vec<Event> {
     (0..n)
@@ -26,7 +26,11 @@ fn sample(n: usize) -> Vec<Event> {
             input_tokens: (i % 2 == 0).then_some(i as i64 * 10),
             output_tokens: (i % 2 == 0).then_some(i as i64),
             cost_usd: (i % 2 == 0).then_some(i as f64 * 1e-5),
-            attributes: if i % 3 == 0 { vec![("env".into(), "prod".into()), ("retry".into(), format!("{}", i % 2))] } else { vec![] },
+            attributes: if i % 3 == 0 {
+                vec![("env".into(), "prod".into()), ("retry".into(), format!("{}", i % 2))]
+            } else {
+                vec![]
+            },
         })
         .collect()
 }
@@ -60,7 +64,12 @@ fn roundtrip_through_disk_with_index() {
     // Indexes agree with a scan.
     let idx = seg.index();
     let refund = idx.column(index::IndexedColumn::Intent).rows(Some("refund")).expect("refund rows");
-    let want: Vec<u32> = events.iter().enumerate().filter(|(_, e)| e.intent.as_deref() == Some("refund")).map(|(i, _)| i as u32).collect();
+    let want: Vec<u32> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.intent.as_deref() == Some("refund"))
+        .map(|(i, _)| i as u32)
+        .collect();
     assert_eq!(refund.iter().collect::<Vec<_>>(), want);
     let trace = idx.traces.rows(&[3u8; 16]).expect("trace 3");
     assert_eq!(trace.iter().collect::<Vec<_>>(), (21..28).collect::<Vec<u32>>());

@@ -138,9 +138,8 @@ mod tests {
             let bit = bit % (buf.len() * 8);
             buf[bit / 8] ^= 1 << (bit % 8);
             // A flipped bit anywhere must never decode into a different record.
-            match decode_record(&buf) {
-                Ok((rec, _)) => prop_assert!(false, "corruption accepted: {:?}", rec),
-                Err(_) => {}
+            if let Ok((rec, _)) = decode_record(&buf) {
+                prop_assert!(false, "corruption accepted: {:?}", rec);
             }
         }
     }
@@ -149,14 +148,8 @@ mod tests {
     fn truncation_reports_needed_bytes() {
         let mut buf = Vec::new();
         encode_record(&mut buf, 1, b"hello");
-        assert_eq!(
-            decode_record(&buf[..10]),
-            Err(DecodeError::Truncated { needed: 16, available: 10 })
-        );
-        assert_eq!(
-            decode_record(&buf[..18]),
-            Err(DecodeError::Truncated { needed: 21, available: 18 })
-        );
+        assert_eq!(decode_record(&buf[..10]), Err(DecodeError::Truncated { needed: 16, available: 10 }));
+        assert_eq!(decode_record(&buf[..18]), Err(DecodeError::Truncated { needed: 21, available: 18 }));
     }
 
     #[test]

@@ -24,8 +24,7 @@ fn write_log(dir: &Path, n: u64, max_file: u64) {
 
 fn replay(dir: &Path) -> (Vec<(u64, Vec<u8>)>, wal::RecoveryReport) {
     let mut got = Vec::new();
-    let (_, report) =
-        Wal::open(WalConfig::new(dir), 0, |lsn, p| got.push((lsn, p.to_vec()))).expect("reopen");
+    let (_, report) = Wal::open(WalConfig::new(dir), 0, |lsn, p| got.push((lsn, p.to_vec()))).expect("reopen");
     (got, report)
 }
 
