@@ -1,1 +1,38 @@
-//! placeholder
+//! SQL over ActiveMirrorOS: DataFusion sessions with the `events` table (index and time
+//! pushdown, see [`provider`]) and the `traces` view from the contract, plus result formatting
+//! helpers shared by the CLI and the HTTP API.
+
+pub mod provider;
+pub mod pushdown;
+pub mod schema;
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use datafusion::error::Result;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use engine::Engine;
+
+pub use provider::{plan_scan, EventsTable, PruningStats, ScanPlan};
+pub use pushdown::ScanPredicate;
+
+/// The `traces` view: one row per event, the step folded into a struct so the contract's
+/// example query (`events.semantics.intent`, `events.semantics.confidence`) runs as written.
+pub const TRACES_VIEW: &str = "CREATE VIEW traces AS SELECT tenant, trace_id, agent_id, session_id, timestamp, \
+    named_struct('span_id', span_id, 'parent_span_id', parent_span_id, 'kind', kind, 'name', name, \
+    'content', content, 'duration_ms', duration_ms, 'status', status, \
+    'semantics', named_struct('intent', intent, 'confidence', confidence)) AS events FROM events";
+
+/// A SQL session over `engine`, optionally restricted to one tenant's rows.
+pub async fn session(engine: Arc<Engine>, tenant: Option<String>) -> Result<SessionContext> {
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_table("events", Arc::new(EventsTable::new(engine, tenant)))?;
+    ctx.sql(TRACES_VIEW).await?.collect().await?;
+    Ok(ctx)
+}
+
+/// Run one statement and collect its result.
+pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    ctx.sql(sql).await?.collect().await
+}

@@ -20,3 +20,15 @@ pub use event::{decode_events, encode_events, Event, EventCodecError};
 pub use format::{BlockMeta, Codec};
 pub use reader::Segment;
 pub use writer::{SegmentInfo, SegmentWriter, WriterOptions};
+
+/// The fuzz target's body (also run over the seed corpus by the tests): open the bytes as a
+/// segment and read every block; errors are fine, panics are not.
+pub fn fuzz_open_and_read(data: &[u8]) {
+    if let Ok(seg) = Segment::from_bytes("fuzz.seg", data.to_vec()) {
+        for b in 0..seg.blocks().len() {
+            for c in ColumnId::ALL {
+                let _ = seg.read_column(b, c);
+            }
+        }
+    }
+}

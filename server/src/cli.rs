@@ -1,0 +1,317 @@
+//! Command-line parsing and the offline commands (import, sql, export).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use engine::{Engine, EngineConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+#[derive(Parser, Debug)]
+#[command(name = "activemirror", version, about = "ActiveMirrorOS: store, query and watch AI-agent traces")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (HTTP API) on embedded defaults unless told otherwise.
+    Start(crate::http::StartArgs),
+    /// Bulk load JSON Lines files (`-` for stdin) into a data directory, offline.
+    Import {
+        files: Vec<PathBuf>,
+        #[arg(long, env = "ACTIVEMIRROR_DATA_DIR", default_value = "./activemirror-data")]
+        data_dir: PathBuf,
+    },
+    /// Run one SQL statement against a data directory or a running server.
+    Sql {
+        query: String,
+        #[arg(long, env = "ACTIVEMIRROR_DATA_DIR", default_value = "./activemirror-data", conflicts_with = "server")]
+        data_dir: PathBuf,
+        /// Base URL of a running server, e.g. http://127.0.0.1:8080
+        #[arg(long)]
+        server: Option<String>,
+        #[arg(long, default_value = "table")]
+        format: OutputFormat,
+        /// Only this tenant's rows.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Export events as Parquet (zstd) in Hive-style folders tenant=.../date=YYYY-MM-DD/.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, env = "ACTIVEMIRROR_DATA_DIR", default_value = "./activemirror-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Inclusive lower bound (RFC 3339 or date).
+        #[arg(long)]
+        since: Option<String>,
+        /// Exclusive upper bound (RFC 3339 or date).
+        #[arg(long)]
+        until: Option<String>,
+        /// A SELECT over `events` to export instead of whole rows.
+        #[arg(long)]
+        query: Option<String>,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    init_logs(cli.log_format);
+    match cli.command {
+        Command::Start(args) => crate::http::start(args),
+        Command::Import { files, data_dir } => import(&files, &data_dir),
+        Command::Sql { query, data_dir, server, format, tenant } => match server {
+            Some(url) => sql_remote(&url, &query, format, tenant.as_deref()),
+            None => sql_local(&data_dir, &query, format, tenant),
+        },
+        Command::Export { out, data_dir, tenant, since, until, query } => {
+            export(&data_dir, &out, tenant, since, until, query)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn open_engine(dir: &Path) -> anyhow::Result<Engine> {
+    let (engine, report) =
+        Engine::open(dir, EngineConfig::default()).with_context(|| format!("opening data directory {}", dir.display()))?;
+    if report.wal.dropped_bytes > 0 {
+        tracing::warn!(bytes = report.wal.dropped_bytes, reason = ?report.wal.dropped_reason, "recovery cut a torn WAL tail");
+    }
+    Ok(engine)
+}
+
+/// Import: lines are read in chunks, parsed and validated in parallel, appended in order.
+/// A bad line stops the import; everything before it stays stored.
+fn import(files: &[PathBuf], data_dir: &Path) -> anyhow::Result<()> {
+    if files.is_empty() {
+        bail!("import needs at least one file (`-` for stdin)");
+    }
+    let engine = open_engine(data_dir)?;
+    let total: u64 = files.iter().filter(|f| f.as_os_str() != "-").filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} import [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+            .context("progress template")?,
+    );
+    let start = Instant::now();
+    let mut events_total = 0u64;
+    const CHUNK: usize = 20_000;
+    for file in files {
+        let reader: Box<dyn Read> = if file.as_os_str() == "-" {
+            Box::new(std::io::stdin())
+        } else {
+            Box::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?)
+        };
+        let mut lines = BufReader::with_capacity(1 << 20, reader).lines();
+        let mut line_no = 0usize;
+        loop {
+            let mut chunk: Vec<(usize, String)> = Vec::with_capacity(CHUNK);
+            for line in lines.by_ref() {
+                let line = line.with_context(|| format!("{}: reading line {}", file.display(), line_no + 1))?;
+                line_no += 1;
+                bar.inc(line.len() as u64 + 1);
+                if !line.trim().is_empty() {
+                    chunk.push((line_no, line));
+                }
+                if chunk.len() == CHUNK {
+                    break;
+                }
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            let parsed: Vec<Result<segments::Event, (usize, engine::ValidationError)>> = chunk
+                .par_iter()
+                .map(|(no, line)| engine::parse_event(line, *no - 1).map_err(|e| (*no, e)))
+                .collect();
+            let mut good = Vec::with_capacity(parsed.len());
+            let mut failure = None;
+            for p in parsed {
+                match p {
+                    Ok(e) => good.push(e),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            let n = good.len() as u64;
+            engine.append(good)?;
+            events_total += n;
+            bar.set_message(format!("{events_total} events"));
+            if let Some((no, e)) = failure {
+                bar.abandon();
+                engine.close()?;
+                bail!(
+                    "{}: line {no}: field `{}`: {} ({events_total} events before it were stored)",
+                    file.display(),
+                    e.field,
+                    e.message
+                );
+            }
+        }
+    }
+    engine.close()?;
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "imported {events_total} events from {} file(s) in {secs:.2} s ({:.0} events/s, {:.1} MB/s)",
+        files.len(),
+        events_total as f64 / secs,
+        total as f64 / 1e6 / secs
+    );
+    Ok(())
+}
+
+pub fn format_batches(batches: &[arrow::array::RecordBatch], format: OutputFormat) -> anyhow::Result<String> {
+    Ok(match format {
+        OutputFormat::Table => arrow::util::pretty::pretty_format_batches(batches)?.to_string(),
+        OutputFormat::Csv => {
+            let mut buf = Vec::new();
+            {
+                let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+                for b in batches {
+                    w.write(b)?;
+                }
+            }
+            String::from_utf8(buf)?
+        }
+        OutputFormat::Json => {
+            let mut buf = Vec::new();
+            {
+                let mut w = arrow::json::ArrayWriter::new(&mut buf);
+                for b in batches {
+                    w.write(b)?;
+                }
+                w.finish()?;
+            }
+            if buf.is_empty() {
+                "[]".to_owned()
+            } else {
+                String::from_utf8(buf)?
+            }
+        }
+    })
+}
+
+fn sql_local(dir: &Path, sql: &str, format: OutputFormat, tenant: Option<String>) -> anyhow::Result<()> {
+    let engine = Arc::new(open_engine(dir)?);
+    let rt = runtime()?;
+    let batches = rt.block_on(async {
+        let ctx = query::session(engine.clone(), tenant).await?;
+        query::run_sql(&ctx, sql).await
+    })?;
+    println!("{}", format_batches(&batches, format)?);
+    Ok(())
+}
+
+fn sql_remote(url: &str, sql: &str, format: OutputFormat, tenant: Option<&str>) -> anyhow::Result<()> {
+    let fmt = match format {
+        OutputFormat::Csv => "csv",
+        OutputFormat::Json | OutputFormat::Table => "json",
+    };
+    let endpoint = format!("{}/v1/sql?format={fmt}", url.trim_end_matches('/'));
+    let mut req = ureq::post(&endpoint).config().http_status_as_error(false).build();
+    if let Some(t) = tenant {
+        req = req.header("x-tenant", t);
+    }
+    let mut resp = req.send_json(serde_json::json!({ "sql": sql })).with_context(|| format!("POST {endpoint}"))?;
+    let status = resp.status();
+    let body = resp.body_mut().read_to_string()?;
+    if !status.is_success() {
+        bail!("server answered {status}: {body}");
+    }
+    if format == OutputFormat::Table {
+        let rows: serde_json::Value = serde_json::from_str(&body)?;
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{body}");
+    }
+    Ok(())
+}
+
+fn sql_time(s: &str) -> anyhow::Result<String> {
+    let t = s.trim();
+    if t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || "-:.+TZ ".contains(c)) {
+        bail!("`{s}` is not a timestamp or date");
+    }
+    Ok(format!("TIMESTAMP '{t}'"))
+}
+
+fn export(
+    dir: &Path,
+    out: &Path,
+    tenant: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    sql: Option<String>,
+) -> anyhow::Result<()> {
+    let engine = Arc::new(open_engine(dir)?);
+    let mut conds = Vec::new();
+    if let Some(s) = &since {
+        conds.push(format!("timestamp >= {}", sql_time(s)?));
+    }
+    if let Some(u) = &until {
+        conds.push(format!("timestamp < {}", sql_time(u)?));
+    }
+    let source = sql.unwrap_or_else(|| "SELECT * FROM events".to_owned());
+    let filter = if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) };
+    let full = format!(
+        "SELECT *, to_char(timestamp, '%Y-%m-%d') AS date FROM ({source}) AS src{filter}"
+    );
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(format!("exporting to {}", out.display()));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let rt = runtime()?;
+    let start = Instant::now();
+    let rows = rt.block_on(async {
+        let ctx = query::session(engine.clone(), tenant).await?;
+        let df = ctx.sql(&full).await?;
+        let count = df.clone().count().await?;
+        let opts = datafusion::dataframe::DataFrameWriteOptions::new()
+            .with_partition_by(vec!["tenant".to_owned(), "date".to_owned()]);
+        let mut pq = datafusion::config::TableParquetOptions::default();
+        pq.global.compression = Some("zstd(3)".to_owned());
+        df.write_parquet(&format!("{}/", out.display()), opts, Some(pq)).await?;
+        Ok::<_, datafusion::error::DataFusionError>(count)
+    })?;
+    bar.finish_and_clear();
+    eprintln!("exported {rows} rows to {} in {:.2} s", out.display(), start.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,346 @@
+//! `activemirror start`: configuration (embedded defaults < YAML file < environment < flags),
+//! the HTTP API (axum) and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use engine::{Engine, EngineConfig, EngineError};
+use serde::Deserialize;
+
+use crate::cli::{format_batches, OutputFormat};
+
+#[derive(clap::Args, Debug)]
+pub struct StartArgs {
+    /// YAML configuration file.
+    #[arg(long, env = "ACTIVEMIRROR_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "ACTIVEMIRROR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[arg(long, env = "ACTIVEMIRROR_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    #[arg(long, env = "ACTIVEMIRROR_GRPC_ADDR")]
+    grpc_addr: Option<SocketAddr>,
+}
+
+/// The YAML file's layout. Unknown keys are errors naming the key.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct FileConfig {
+    storage: StorageConfig,
+    query: QueryConfig,
+    server: ServerConfig,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct StorageConfig {
+    data_dir: Option<PathBuf>,
+    max_buffered_mb: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct QueryConfig {
+    max_results: usize,
+    timeout_ms: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig { max_results: 100_000, timeout_ms: 30_000 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ServerConfig {
+    http_addr: Option<SocketAddr>,
+    grpc_addr: Option<SocketAddr>,
+    max_body_mb: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { http_addr: None, grpc_addr: None, max_body_mb: 64 }
+    }
+}
+
+#[derive(Default)]
+struct Metrics {
+    http_events: AtomicU64,
+    http_batches: AtomicU64,
+    http_bytes: AtomicU64,
+    rejected_invalid: AtomicU64,
+    rejected_backpressure: AtomicU64,
+    rejected_too_large: AtomicU64,
+    queries: AtomicU64,
+    query_errors: AtomicU64,
+    query_micros: AtomicU64,
+    query_buckets: [AtomicU64; 8],
+}
+
+const QUERY_BUCKETS_MS: [f64; 8] = [1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0];
+
+struct AppState {
+    engine: Arc<Engine>,
+    query: QueryConfig,
+    metrics: Metrics,
+}
+
+type Shared = Arc<AppState>;
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+}
+
+pub fn start(args: StartArgs) -> anyhow::Result<()> {
+    let file: FileConfig = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+            serde_yaml::from_str(&text).with_context(|| format!("config {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = args.data_dir.or(file.storage.data_dir).unwrap_or_else(|| PathBuf::from("./activemirror-data"));
+    let http_addr = args.http_addr.or(file.server.http_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let _grpc_addr = args.grpc_addr.or(file.server.grpc_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4317)));
+    let mut cfg = EngineConfig::default();
+    if let Some(mb) = file.storage.max_buffered_mb {
+        cfg.max_buffered_bytes = mb << 20;
+    }
+    let (engine, report) =
+        Engine::open(&data_dir, cfg).with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    tracing::info!(
+        dir = %data_dir.display(),
+        segments = report.segments,
+        rows = report.segment_rows,
+        replayed = report.replayed_events,
+        wal_dropped_bytes = report.wal.dropped_bytes,
+        "data directory open"
+    );
+    let engine = Arc::new(engine);
+    let state = Arc::new(AppState { engine: engine.clone(), query: file.query, metrics: Metrics::default() });
+    let body_limit = file.server.max_body_mb << 20;
+    let app = Router::new()
+        .route("/v1/events", post(ingest))
+        .route("/v1/sql", post(sql))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("binding {http_addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "HTTP listening");
+        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    tracing::info!("shutting down: flushing");
+    engine.close()?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn ingest(State(st): State<Shared>, body: Bytes) -> Response {
+    let m = &st.metrics;
+    m.http_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    let Ok(text) = std::str::from_utf8(&body) else {
+        m.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+        return error(StatusCode::BAD_REQUEST, "body is not UTF-8");
+    };
+    let events = match engine::parse_body(text) {
+        Ok(e) => e,
+        Err(e) => {
+            m.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let n = events.len();
+    let engine = st.engine.clone();
+    match tokio::task::spawn_blocking(move || engine.append(events)).await {
+        Ok(Ok(_)) => {
+            m.http_events.fetch_add(n as u64, Ordering::Relaxed);
+            m.http_batches.fetch_add(1, Ordering::Relaxed);
+            Json(serde_json::json!({ "accepted": n })).into_response()
+        }
+        Ok(Err(EngineError::Backpressure { .. })) => {
+            m.rejected_backpressure.fetch_add(1, Ordering::Relaxed);
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "ingest buffer full; retry later");
+            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            r
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("ingest task failed: {e}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct SqlBody {
+    sql: String,
+}
+
+#[derive(Deserialize)]
+struct SqlParams {
+    format: Option<String>,
+}
+
+async fn sql(
+    State(st): State<Shared>,
+    Query(params): Query<SqlParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let m = &st.metrics;
+    let req: SqlBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"sql\": \"...\"}}: {e}")),
+    };
+    let tenant = headers.get("x-tenant").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let start = Instant::now();
+    let limit = st.query.max_results;
+    let run = async {
+        let ctx = query::session(st.engine.clone(), tenant).await?;
+        let df = ctx.sql(&req.sql).await?;
+        // One more than allowed tells us whether the result was cut.
+        df.limit(0, Some(limit + 1))?.collect().await
+    };
+    let result = tokio::time::timeout(Duration::from_millis(st.query.timeout_ms), run).await;
+    let elapsed = start.elapsed();
+    m.queries.fetch_add(1, Ordering::Relaxed);
+    m.query_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    let ms = elapsed.as_secs_f64() * 1e3;
+    for (i, b) in QUERY_BUCKETS_MS.iter().enumerate() {
+        if ms <= *b {
+            m.query_buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let batches = match result {
+        Err(_) => {
+            m.query_errors.fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::REQUEST_TIMEOUT, format!("query exceeded the timeout of {} ms", st.query.timeout_ms));
+        }
+        Ok(Err(e)) => {
+            m.query_errors.fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+        Ok(Ok(b)) => b,
+    };
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let truncated = rows > limit;
+    let batches = if truncated {
+        let mut keep = Vec::new();
+        let mut left = limit;
+        for b in batches {
+            let take = b.num_rows().min(left);
+            keep.push(b.slice(0, take));
+            left -= take;
+        }
+        keep
+    } else {
+        batches
+    };
+    let mut resp = match params.format.as_deref().unwrap_or("json") {
+        "csv" => match format_batches(&batches, OutputFormat::Csv) {
+            Ok(s) => ([("content-type", "text/csv")], s).into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        "arrow" => {
+            let mut buf = Vec::new();
+            let schema = batches.first().map(|b| b.schema());
+            let written = (|| -> anyhow::Result<()> {
+                if let Some(schema) = schema {
+                    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &schema)?;
+                    for b in &batches {
+                        w.write(b)?;
+                    }
+                    w.finish()?;
+                }
+                Ok(())
+            })();
+            match written {
+                Ok(()) => ([("content-type", "application/vnd.apache.arrow.stream")], buf).into_response(),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        "json" => match format_batches(&batches, OutputFormat::Json) {
+            Ok(s) => ([("content-type", "application/json")], s).into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        other => error(StatusCode::BAD_REQUEST, format!("unknown format `{other}` (json, csv, arrow)")),
+    };
+    if truncated {
+        resp.headers_mut().insert("x-activemirror-truncated", HeaderValue::from_static("true"));
+        if let Ok(v) = HeaderValue::from_str(&format!("result cut to query.max_results = {limit} rows")) {
+            resp.headers_mut().insert("warning", v);
+        }
+    }
+    resp
+}
+
+async fn metrics(State(st): State<Shared>) -> Response {
+    use std::fmt::Write;
+    let m = &st.metrics;
+    let e = st.engine.stats();
+    let mut s = String::new();
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let _ = writeln!(s, "# TYPE activemirror_events_ingested_total counter");
+    let _ = writeln!(s, "activemirror_events_ingested_total{{protocol=\"http\"}} {}", l(&m.http_events));
+    let _ = writeln!(s, "activemirror_engine_events_appended_total {}", l(&e.events_appended));
+    let _ = writeln!(s, "# TYPE activemirror_batches_total counter");
+    let _ = writeln!(s, "activemirror_batches_total{{protocol=\"http\"}} {}", l(&m.http_batches));
+    let _ = writeln!(s, "activemirror_ingest_bytes_total{{protocol=\"http\"}} {}", l(&m.http_bytes));
+    let _ = writeln!(s, "# TYPE activemirror_rejected_requests_total counter");
+    let _ = writeln!(s, "activemirror_rejected_requests_total{{reason=\"invalid\"}} {}", l(&m.rejected_invalid));
+    let _ = writeln!(s, "activemirror_rejected_requests_total{{reason=\"backpressure\"}} {}", l(&m.rejected_backpressure));
+    let _ = writeln!(s, "activemirror_rejected_requests_total{{reason=\"too_large\"}} {}", l(&m.rejected_too_large));
+    let (fsyncs, fsync_time) = st.engine.wal().fsync_stats();
+    let _ = writeln!(s, "# TYPE activemirror_wal_fsync_seconds summary");
+    let _ = writeln!(s, "activemirror_wal_fsync_seconds_count {fsyncs}");
+    let _ = writeln!(s, "activemirror_wal_fsync_seconds_sum {}", fsync_time.as_secs_f64());
+    let _ = writeln!(s, "activemirror_flushes_total {}", l(&e.flushes));
+    let _ = writeln!(s, "activemirror_compactions_total {}", l(&e.compactions));
+    let snap = st.engine.snapshot();
+    for tier in [engine::Tier::Hot, engine::Tier::Warm] {
+        let segs: Vec<_> = snap.segments.iter().filter(|x| x.entry.tier == tier).collect();
+        let name = format!("{tier:?}").to_lowercase();
+        let _ = writeln!(s, "activemirror_segments{{tier=\"{name}\"}} {}", segs.len());
+        let bytes: u64 = segs.iter().map(|x| x.segment.file_bytes()).sum();
+        let _ = writeln!(s, "activemirror_segment_bytes{{tier=\"{name}\"}} {bytes}");
+    }
+    let (buf_bytes, buf_rows) = st.engine.buffered();
+    let _ = writeln!(s, "activemirror_buffered_bytes {buf_bytes}");
+    let _ = writeln!(s, "activemirror_buffered_rows {buf_rows}");
+    let _ = writeln!(s, "# TYPE activemirror_query_seconds histogram");
+    for (i, b) in QUERY_BUCKETS_MS.iter().enumerate() {
+        let _ = writeln!(s, "activemirror_query_seconds_bucket{{le=\"{}\"}} {}", b / 1e3, l(&m.query_buckets[i]));
+    }
+    let _ = writeln!(s, "activemirror_query_seconds_bucket{{le=\"+Inf\"}} {}", l(&m.queries));
+    let _ = writeln!(s, "activemirror_query_seconds_sum {}", l(&m.query_micros) as f64 / 1e6);
+    let _ = writeln!(s, "activemirror_query_seconds_count {}", l(&m.queries));
+    let _ = writeln!(s, "activemirror_query_errors_total {}", l(&m.query_errors));
+    ([("content-type", "text/plain; version=0.0.4")], s).into_response()
+}
