@@ -2,7 +2,6 @@
 //! segments and blocks by time bounds and bitmap indexes, then streams one record batch per
 //! surviving block (only the projected columns decoded), spread over several partitions.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array};
@@ -284,9 +283,5 @@ impl TableProvider for EventsTable {
             })
             .collect();
         Ok(Arc::new(StreamingTableExec::try_new(projected, partitions, None, Vec::new(), false, limit)?))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

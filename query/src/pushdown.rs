@@ -127,7 +127,7 @@ fn literal(e: &Expr) -> Option<ScalarValue> {
         Expr::Literal(v, _) => Some(v.clone()),
         Expr::Cast(c) => {
             let v = literal(&c.expr)?;
-            v.cast_to(&c.data_type).ok()
+            v.cast_to(c.field.data_type()).ok()
         }
         _ => None,
     }

@@ -1,0 +1,239 @@
+//! Differential SQL suite: every query runs on our `events` provider (data split between
+//! segments, compacted segments and the in-memory buffer) and on DataFusion's own in-memory
+//! table built independently from the same events; the results must be identical.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Float64Builder, Int64Builder, MapBuilder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
+};
+use benches::Generator;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use engine::validate::hex;
+use engine::{Engine, EngineConfig};
+use segments::Event;
+
+/// Arrow batch for `events`, built with plain builders (independent of the provider's decoder).
+fn baseline_batch(events: &[Event]) -> RecordBatch {
+    let schema = query::schema::events_schema();
+    let s = |f: &dyn Fn(&Event) -> Option<String>| -> ArrayRef {
+        let mut b = StringBuilder::new();
+        for e in events {
+            b.append_option(f(e));
+        }
+        Arc::new(b.finish())
+    };
+    let fl = |f: &dyn Fn(&Event) -> Option<f64>| -> ArrayRef {
+        let mut b = Float64Builder::new();
+        for e in events {
+            b.append_option(f(e));
+        }
+        Arc::new(b.finish())
+    };
+    let int = |f: &dyn Fn(&Event) -> Option<i64>| -> ArrayRef {
+        let mut b = Int64Builder::new();
+        for e in events {
+            b.append_option(f(e));
+        }
+        Arc::new(b.finish())
+    };
+    let mut ts = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    for e in events {
+        ts.append_value(e.timestamp_ns);
+    }
+    let mut map = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    for e in events {
+        for (k, v) in &e.attributes {
+            map.keys().append_value(k);
+            map.values().append_value(v);
+        }
+        map.append(true).expect("map row");
+    }
+    let map: ArrayRef = Arc::new(map.finish());
+    let cols: Vec<ArrayRef> = vec![
+        s(&|e| Some(e.tenant.clone())),
+        s(&|e| Some(hex(&e.trace_id))),
+        s(&|e| Some(hex(&e.span_id))),
+        s(&|e| e.parent_span_id.map(|p| hex(&p))),
+        s(&|e| Some(e.agent_id.clone())),
+        s(&|e| e.session_id.clone()),
+        Arc::new(ts.finish()),
+        s(&|e| Some(e.kind.clone())),
+        s(&|e| e.name.clone()),
+        s(&|e| e.content.clone()),
+        s(&|e| e.intent.clone()),
+        fl(&|e| e.confidence),
+        fl(&|e| e.duration_ms),
+        s(&|e| Some(e.status.clone())),
+        s(&|e| e.error_message.clone()),
+        s(&|e| e.model.clone()),
+        int(&|e| e.input_tokens),
+        int(&|e| e.output_tokens),
+        fl(&|e| e.cost_usd),
+        // Cast the builder's map type (field names differ) to the table's.
+        arrow::compute::cast(&map, schema.field(19).data_type()).expect("map cast"),
+    ];
+    RecordBatch::try_new(schema, cols).expect("baseline batch")
+}
+
+async fn render(ctx: &SessionContext, sql: &str) -> Result<Vec<String>, String> {
+    let batches = query::run_sql(ctx, sql).await.map_err(|e| e.to_string())?;
+    let text = arrow::util::pretty::pretty_format_batches(&batches).map_err(|e| e.to_string())?.to_string();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    if !sql.to_lowercase().contains("order by") {
+        lines.sort();
+    }
+    Ok(lines)
+}
+
+const QUERIES: &[&str] = &[
+    "SELECT count(*) FROM events",
+    "SELECT kind, count(*) FROM events GROUP BY kind",
+    "SELECT tenant, agent_id, count(*) AS n FROM events GROUP BY tenant, agent_id ORDER BY n DESC, tenant, agent_id LIMIT 10",
+    "SELECT count(*) FROM events WHERE tenant = 'acme'",
+    "SELECT count(*) FROM events WHERE tenant IN ('acme', 'globex') AND kind = 'llm_call'",
+    "SELECT count(*) FROM events WHERE tenant NOT IN ('acme') AND status = 'error'",
+    "SELECT count(*) FROM events WHERE intent IS NULL",
+    "SELECT count(*) FROM events WHERE intent IS NOT NULL AND model IS NULL",
+    "SELECT count(*) FROM events WHERE intent != 'refund'",
+    "SELECT count(*) FROM events WHERE intent = 'refund' OR kind = 'output'",
+    "SELECT count(*) FROM events WHERE NOT (status = 'ok')",
+    "SELECT count(*) FROM events WHERE confidence < 0.5",
+    "SELECT count(*) FROM events WHERE confidence BETWEEN 0.2 AND 0.8 AND agent_id = 'support-agent-000'",
+    "SELECT count(*) FROM events WHERE timestamp > '2025-06-01T00:10:00Z'",
+    "SELECT count(*) FROM events WHERE timestamp >= '2025-06-01T00:05:00Z' AND timestamp < '2025-06-01T00:20:00Z'",
+    "SELECT count(*) FROM events WHERE timestamp BETWEEN '2025-06-01T00:01:00Z' AND '2025-06-01T00:02:00Z'",
+    "SELECT min(timestamp), max(timestamp) FROM events",
+    "SELECT date_trunc('minute', timestamp) AS m, count(*) FROM events GROUP BY m ORDER BY m",
+    "SELECT agent_id, avg(CASE WHEN status = 'error' THEN 1.0 ELSE 0.0 END) AS err FROM events GROUP BY agent_id ORDER BY agent_id",
+    "SELECT model, sum(input_tokens), sum(output_tokens), round(sum(cost_usd), 6) FROM events WHERE model IS NOT NULL GROUP BY model ORDER BY model",
+    "SELECT tenant, count(DISTINCT trace_id) FROM events GROUP BY tenant ORDER BY tenant",
+    "SELECT span_id, kind, timestamp FROM events WHERE trace_id = (SELECT trace_id FROM events ORDER BY timestamp, span_id LIMIT 1) ORDER BY timestamp, span_id",
+    "SELECT intent, count(*) AS n FROM events WHERE confidence < 0.5 GROUP BY intent ORDER BY n DESC, intent",
+    "SELECT count(*) FROM events WHERE content LIKE '%refund%'",
+    "SELECT count(*) FROM events WHERE attributes['env'] = 'prod'",
+    "SELECT attributes['retry'] AS r, count(*) FROM events GROUP BY r ORDER BY r",
+    "SELECT span_id, timestamp FROM events ORDER BY timestamp DESC, span_id LIMIT 7",
+    "SELECT agent_id, span_id, row_number() OVER (PARTITION BY agent_id ORDER BY timestamp, span_id) AS rn FROM events WHERE tenant = 'hooli' ORDER BY agent_id, rn LIMIT 30",
+    "SELECT c.kind, p.kind AS parent_kind, count(*) FROM events c JOIN events p ON c.parent_span_id = p.span_id AND c.trace_id = p.trace_id GROUP BY c.kind, p.kind",
+    "SELECT count(*) FROM events WHERE error_message LIKE 'Timeout%'",
+    "SELECT kind, round(avg(duration_ms), 3), max(duration_ms) FROM events GROUP BY kind ORDER BY kind",
+    "SELECT count(*) FROM events WHERE input_tokens > 4000 AND output_tokens < 100",
+    "SELECT count(*) FROM events WHERE parent_span_id IS NULL",
+    "SELECT session_id, count(*) FROM events WHERE tenant = 'stark' GROUP BY session_id ORDER BY 2 DESC, 1 LIMIT 5",
+    "SELECT count(*) FROM events WHERE agent_id = 'no-such-agent'",
+    "SELECT * FROM events WHERE tenant = 'nobody'",
+    "SELECT tenant, trace_id, span_id, parent_span_id, agent_id, session_id, timestamp, kind, name, intent, confidence, duration_ms, status, error_message, model, input_tokens, output_tokens, cost_usd FROM events WHERE kind = 'tool_call' ORDER BY timestamp, span_id LIMIT 20",
+    "SELECT approx_distinct(agent_id) FROM events",
+    "SELECT count(*) FROM events WHERE kind IN ('thought', 'action') AND status = 'ok' AND tenant != 'acme' AND timestamp < '2025-06-01T00:15:00Z'",
+    "SELECT count(*) FROM events WHERE status = 'error' AND intent IN ('refund', 'billing') AND confidence >= 0.9",
+    "SELECT * FROM traces WHERE agent_id = 'support-agent-000' AND timestamp > '2024-01-01' AND events.semantics.intent = 'refund' AND events.semantics.confidence < 0.7 ORDER BY timestamp, events.span_id",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_matches_datafusion_memtable() {
+    let events: Vec<Event> = Generator::new(11).take(30_000).collect();
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = EngineConfig {
+        background: false,
+        hot: segments::WriterOptions { block_rows: 1000, ..segments::WriterOptions::hot() },
+        cold: segments::WriterOptions { block_rows: 3000, ..segments::WriterOptions::cold() },
+        ..Default::default()
+    };
+    let (eng, _) = Engine::open(dir.path(), cfg).expect("open");
+    let eng = Arc::new(eng);
+    // Three flushed + compacted, two hot segments, the rest in memory.
+    for (i, chunk) in events.chunks(5000).enumerate() {
+        eng.append(chunk.to_vec()).expect("append");
+        if i < 5 {
+            eng.flush().expect("flush");
+        }
+        if i == 2 {
+            assert!(eng.compact().expect("compact"));
+        }
+    }
+    let snap = eng.snapshot();
+    assert!(snap.segments.len() >= 3 && !snap.memory.is_empty());
+
+    let ours = query::session(eng.clone(), None).await.expect("session");
+    let theirs = SessionContext::new();
+    let table = MemTable::try_new(query::schema::events_schema(), vec![vec![baseline_batch(&events)]]).expect("mem");
+    theirs.register_table("events", Arc::new(table)).expect("register");
+    theirs.sql(query::TRACES_VIEW).await.expect("view").collect().await.expect("view");
+
+    let mut failures = Vec::new();
+    for q in QUERIES {
+        let a = render(&ours, q).await;
+        let b = render(&theirs, q).await;
+        if a != b {
+            failures.push(format!("{q}\n ours:   {:?}\n theirs: {:?}", a.map(|l| l.into_iter().take(8).collect::<Vec<_>>()), b.map(|l| l.into_iter().take(8).collect::<Vec<_>>())));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} queries differ:\n{}", failures.len(), QUERIES.len(), failures.join("\n"));
+    assert!(QUERIES.len() >= 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexed_and_time_predicates_prune_blocks() {
+    let events: Vec<Event> = Generator::new(5).take(20_000).collect();
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = EngineConfig {
+        background: false,
+        hot: segments::WriterOptions { block_rows: 500, ..segments::WriterOptions::hot() },
+        ..Default::default()
+    };
+    let (eng, _) = Engine::open(dir.path(), cfg).expect("open");
+    let eng = Arc::new(eng);
+    for chunk in events.chunks(4000) {
+        eng.append(chunk.to_vec()).expect("append");
+        eng.flush().expect("flush");
+    }
+    let table = Arc::new(query::EventsTable::new(eng.clone(), None));
+    let ctx = SessionContext::new();
+    ctx.register_table("t", table.clone()).expect("register");
+    let plan_for = |sql: &str| {
+        let df = futures_lite_block(ctx.sql(sql)).expect("plan");
+        let filters = scan_filters(df);
+        table.plan(&filters)
+    };
+    let all = plan_for("SELECT * FROM t");
+    assert_eq!(all.stats.rows_kept, 20_000);
+    // A rare agent: the bitmap keeps exactly its rows.
+    let rare = &events.iter().rev().find(|e| e.agent_id.ends_with("039") || e.agent_id.ends_with("038")).expect("rare").agent_id;
+    let want = events.iter().filter(|e| &e.agent_id == rare).count() as u64;
+    let p = plan_for(&format!("SELECT * FROM t WHERE agent_id = '{rare}'"));
+    assert_eq!(p.stats.rows_kept, want);
+    assert!(p.stats.blocks_kept < p.stats.blocks_total, "{:?}", p.stats);
+    // A time window of a few seconds keeps a few blocks only.
+    let mid = events[10_000].timestamp_ns;
+    let lo = mid;
+    let p = plan_for(&format!(
+        "SELECT * FROM t WHERE timestamp >= to_timestamp_nanos({lo}) AND timestamp < to_timestamp_nanos({})",
+        lo + 5_000_000_000
+    ));
+    assert!(p.stats.blocks_kept * 4 < p.stats.blocks_total, "{:?}", p.stats);
+    // One trace by id.
+    let tid = hex(&events[123].trace_id);
+    let p = plan_for(&format!("SELECT * FROM t WHERE trace_id = '{tid}'"));
+    assert_eq!(p.stats.rows_kept, events.iter().filter(|e| e.trace_id == events[123].trace_id).count() as u64);
+}
+
+fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// The filters DataFusion pushes into the scan of `t`, read off the optimized plan.
+fn scan_filters(df: datafusion::dataframe::DataFrame) -> Vec<datafusion::logical_expr::Expr> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::LogicalPlan;
+    let plan = df.into_optimized_plan().expect("optimize");
+    let mut out = Vec::new();
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            out.extend(scan.filters.iter().cloned());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
+}
