@@ -166,9 +166,8 @@ fn timestamp_ns(v: &ScalarValue) -> Option<i64> {
         ScalarValue::TimestampMillisecond(Some(x), _) => x.checked_mul(1_000_000),
         ScalarValue::TimestampSecond(Some(x), _) => x.checked_mul(1_000_000_000),
         ScalarValue::Utf8(Some(_)) | ScalarValue::LargeUtf8(Some(_)) | ScalarValue::Utf8View(Some(_)) => {
-            let ts = v
-                .cast_to(&arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None))
-                .ok()?;
+            let ts =
+                v.cast_to(&arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None)).ok()?;
             timestamp_ns(&ts)
         }
         _ => None,

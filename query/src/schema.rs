@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Float64Array, Int64Array, MapArray, StringArray, StructArray, TimestampNanosecondArray,
-};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, MapArray, StringArray, StructArray, TimestampNanosecondArray};
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -85,7 +83,8 @@ pub fn to_arrow(id: ColumnId, data: ColumnData) -> Result<ArrayRef, ArrowError> 
             let DataType::Struct(fields) = map_entries().data_type().clone() else {
                 return Err(ArrowError::SchemaError("map entries must be a struct".into()));
             };
-            let entries = StructArray::try_new(fields, vec![Arc::new(strings(keys)?), Arc::new(strings(values)?)], None)?;
+            let entries =
+                StructArray::try_new(fields, vec![Arc::new(strings(keys)?), Arc::new(strings(values)?)], None)?;
             Arc::new(MapArray::try_new(
                 Arc::new(map_entries()),
                 OffsetBuffer::new(ScalarBuffer::from(offsets)),

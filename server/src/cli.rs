@@ -108,8 +108,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn open_engine(dir: &Path) -> anyhow::Result<Engine> {
-    let (engine, report) =
-        Engine::open(dir, EngineConfig::default()).with_context(|| format!("opening data directory {}", dir.display()))?;
+    let (engine, report) = Engine::open(dir, EngineConfig::default())
+        .with_context(|| format!("opening data directory {}", dir.display()))?;
     if report.wal.dropped_bytes > 0 {
         tracing::warn!(bytes = report.wal.dropped_bytes, reason = ?report.wal.dropped_reason, "recovery cut a torn WAL tail");
     }
@@ -123,11 +123,14 @@ fn import(files: &[PathBuf], data_dir: &Path) -> anyhow::Result<()> {
         bail!("import needs at least one file (`-` for stdin)");
     }
     let engine = open_engine(data_dir)?;
-    let total: u64 = files.iter().filter(|f| f.as_os_str() != "-").filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let total: u64 =
+        files.iter().filter(|f| f.as_os_str() != "-").filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} import [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
-            .context("progress template")?,
+        ProgressStyle::with_template(
+            "{spinner} import [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        )
+        .context("progress template")?,
     );
     let start = Instant::now();
     let mut events_total = 0u64;
@@ -156,10 +159,8 @@ fn import(files: &[PathBuf], data_dir: &Path) -> anyhow::Result<()> {
             if chunk.is_empty() {
                 break;
             }
-            let parsed: Vec<Result<segments::Event, (usize, engine::ValidationError)>> = chunk
-                .par_iter()
-                .map(|(no, line)| engine::parse_event(line, *no - 1).map_err(|e| (*no, e)))
-                .collect();
+            let parsed: Vec<Result<segments::Event, (usize, engine::ValidationError)>> =
+                chunk.par_iter().map(|(no, line)| engine::parse_event(line, *no - 1).map_err(|e| (*no, e))).collect();
             let mut good = Vec::with_capacity(parsed.len());
             let mut failure = None;
             for p in parsed {
@@ -292,9 +293,7 @@ fn export(
     }
     let source = sql.unwrap_or_else(|| "SELECT * FROM events".to_owned());
     let filter = if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) };
-    let full = format!(
-        "SELECT *, to_char(timestamp, '%Y-%m-%d') AS date FROM ({source}) AS src{filter}"
-    );
+    let full = format!("SELECT *, to_char(timestamp, '%Y-%m-%d') AS date FROM ({source}) AS src{filter}");
     let bar = ProgressBar::new_spinner();
     bar.set_message(format!("exporting to {}", out.display()));
     bar.enable_steady_tick(Duration::from_millis(120));

@@ -112,8 +112,10 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         None => FileConfig::default(),
     };
     let data_dir = args.data_dir.or(file.storage.data_dir).unwrap_or_else(|| PathBuf::from("./activemirror-data"));
-    let http_addr = args.http_addr.or(file.server.http_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let _grpc_addr = args.grpc_addr.or(file.server.grpc_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4317)));
+    let http_addr =
+        args.http_addr.or(file.server.http_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let _grpc_addr =
+        args.grpc_addr.or(file.server.grpc_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4317)));
     let mut cfg = EngineConfig::default();
     if let Some(mb) = file.storage.max_buffered_mb {
         cfg.max_buffered_bytes = mb << 20;
@@ -140,7 +142,8 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         .with_state(state);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("binding {http_addr}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("binding {http_addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "HTTP listening");
         axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
         Ok::<_, anyhow::Error>(())
@@ -208,12 +211,7 @@ struct SqlParams {
     format: Option<String>,
 }
 
-async fn sql(
-    State(st): State<Shared>,
-    Query(params): Query<SqlParams>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers: HeaderMap, body: Bytes) -> Response {
     let m = &st.metrics;
     let req: SqlBody = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -241,7 +239,10 @@ async fn sql(
     let batches = match result {
         Err(_) => {
             m.query_errors.fetch_add(1, Ordering::Relaxed);
-            return error(StatusCode::REQUEST_TIMEOUT, format!("query exceeded the timeout of {} ms", st.query.timeout_ms));
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("query exceeded the timeout of {} ms", st.query.timeout_ms),
+            );
         }
         Ok(Err(e)) => {
             m.query_errors.fetch_add(1, Ordering::Relaxed);
@@ -315,7 +316,8 @@ async fn metrics(State(st): State<Shared>) -> Response {
     let _ = writeln!(s, "activemirror_ingest_bytes_total{{protocol=\"http\"}} {}", l(&m.http_bytes));
     let _ = writeln!(s, "# TYPE activemirror_rejected_requests_total counter");
     let _ = writeln!(s, "activemirror_rejected_requests_total{{reason=\"invalid\"}} {}", l(&m.rejected_invalid));
-    let _ = writeln!(s, "activemirror_rejected_requests_total{{reason=\"backpressure\"}} {}", l(&m.rejected_backpressure));
+    let _ =
+        writeln!(s, "activemirror_rejected_requests_total{{reason=\"backpressure\"}} {}", l(&m.rejected_backpressure));
     let _ = writeln!(s, "activemirror_rejected_requests_total{{reason=\"too_large\"}} {}", l(&m.rejected_too_large));
     let (fsyncs, fsync_time) = st.engine.wal().fsync_stats();
     let _ = writeln!(s, "# TYPE activemirror_wal_fsync_seconds summary");

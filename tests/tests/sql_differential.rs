@@ -167,7 +167,11 @@ async fn provider_matches_datafusion_memtable() {
         let a = render(&ours, q).await;
         let b = render(&theirs, q).await;
         if a != b {
-            failures.push(format!("{q}\n ours:   {:?}\n theirs: {:?}", a.map(|l| l.into_iter().take(8).collect::<Vec<_>>()), b.map(|l| l.into_iter().take(8).collect::<Vec<_>>())));
+            failures.push(format!(
+                "{q}\n ours:   {:?}\n theirs: {:?}",
+                a.map(|l| l.into_iter().take(8).collect::<Vec<_>>()),
+                b.map(|l| l.into_iter().take(8).collect::<Vec<_>>())
+            ));
         }
     }
     assert!(failures.is_empty(), "{} of {} queries differ:\n{}", failures.len(), QUERIES.len(), failures.join("\n"));
@@ -200,7 +204,12 @@ async fn indexed_and_time_predicates_prune_blocks() {
     let all = plan_for("SELECT * FROM t");
     assert_eq!(all.stats.rows_kept, 20_000);
     // A rare agent: the bitmap keeps exactly its rows.
-    let rare = &events.iter().rev().find(|e| e.agent_id.ends_with("039") || e.agent_id.ends_with("038")).expect("rare").agent_id;
+    let rare = &events
+        .iter()
+        .rev()
+        .find(|e| e.agent_id.ends_with("039") || e.agent_id.ends_with("038"))
+        .expect("rare")
+        .agent_id;
     let want = events.iter().filter(|e| &e.agent_id == rare).count() as u64;
     let p = plan_for(&format!("SELECT * FROM t WHERE agent_id = '{rare}'"));
     assert_eq!(p.stats.rows_kept, want);

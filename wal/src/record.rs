@@ -107,6 +107,18 @@ pub fn decode_all(buf: &[u8]) -> (Vec<Record<'_>>, Option<(usize, DecodeError)>)
     (out, None)
 }
 
+/// The fuzz target's body (also run over the seed corpus by the tests): decode everything,
+/// and check that whatever decoded re-encodes to the same bytes.
+pub fn fuzz_decode(data: &[u8]) {
+    let (records, stop) = decode_all(data);
+    let mut again = Vec::new();
+    for r in &records {
+        encode_record(&mut again, r.lsn, r.payload);
+    }
+    let end = stop.map_or(data.len(), |(pos, _)| pos);
+    assert_eq!(&again[..], &data[..end], "decoded records must re-encode to the same bytes");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,16 +170,4 @@ mod tests {
         buf.extend_from_slice(&[0u8; 12]);
         assert_eq!(decode_record(&buf), Err(DecodeError::TooLarge(u32::MAX as u64)));
     }
-}
-
-/// The fuzz target's body (also run over the seed corpus by the tests): decode everything,
-/// and check that whatever decoded re-encodes to the same bytes.
-pub fn fuzz_decode(data: &[u8]) {
-    let (records, stop) = decode_all(data);
-    let mut again = Vec::new();
-    for r in &records {
-        encode_record(&mut again, r.lsn, r.payload);
-    }
-    let end = stop.map_or(data.len(), |(pos, _)| pos);
-    assert_eq!(&again[..], &data[..end], "decoded records must re-encode to the same bytes");
 }

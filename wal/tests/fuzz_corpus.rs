@@ -20,7 +20,8 @@ fn seed_corpus_decodes_without_panics() {
         let mut flipped = buf.clone();
         flipped[30] ^= 4;
         std::fs::write(corpus().join("flipped"), &flipped).expect("w");
-        std::fs::write(corpus().join("huge-len"), [0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]).expect("w");
+        std::fs::write(corpus().join("huge-len"), [0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0])
+            .expect("w");
     }
     let mut n = 0;
     for entry in std::fs::read_dir(corpus()).expect("seed corpus exists") {

@@ -101,10 +101,16 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bar = ProgressBar::new(args.events as u64);
     bar.set_message("generate");
-    let events: Arc<Vec<Event>> = Arc::new(Generator::new(args.seed).take(args.events).inspect(|_| bar.inc(1)).collect());
+    let events: Arc<Vec<Event>> =
+        Arc::new(Generator::new(args.seed).take(args.events).inspect(|_| bar.inc(1)).collect());
     bar.finish_and_clear();
     let raw_text: u64 = events.iter().map(|e| e.content.as_ref().map_or(0, String::len) as u64).sum();
-    println!("events: {}  (content text {:.1} MB, avg {:.0} B/event)", events.len(), raw_text as f64 / 1e6, raw_text as f64 / events.len() as f64);
+    println!(
+        "events: {}  (content text {:.1} MB, avg {:.0} B/event)",
+        events.len(),
+        raw_text as f64 / 1e6,
+        raw_text as f64 / events.len() as f64
+    );
 
     // Baseline: one writer, no batching across writers (every append pays its own fsync).
     let base_dir = tempfile::tempdir_in(".")?;
@@ -143,7 +149,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(s) = snap.segments.first() {
         let mut per: Vec<(ColumnId, u64)> = ColumnId::ALL.iter().map(|c| (*c, s.segment.column_bytes(*c))).collect();
         per.sort_by_key(|p| std::cmp::Reverse(p.1));
-        let top: Vec<String> = per.iter().take(6).map(|(c, b)| format!("{}={:.1}MB", c.name(), *b as f64 / 1e6)).collect();
+        let top: Vec<String> =
+            per.iter().take(6).map(|(c, b)| format!("{}={:.1}MB", c.name(), *b as f64 / 1e6)).collect();
         println!("  largest columns: {}", top.join(" "));
     }
     let pq = parquet_bytes(&events, &dir.path().join("baseline.parquet"))?;
