@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use segments::{ColumnData, ColumnId, Event};
+use segments::{Codec, ColumnData, ColumnId, Event};
 
 #[derive(Parser, Debug)]
 #[command(about = "ActiveMirrorOS storage benchmark")]
@@ -33,6 +33,53 @@ struct Args {
     /// Generator seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Only measure content-column compression across zstd levels and block sizes.
+    #[arg(long)]
+    tune_text: bool,
+}
+
+/// Content column: bytes and speed per codec and block size, to choose the cold text codec.
+fn tune_text(events: &[Event]) {
+    println!("content compression (raw = plain-encoded bytes before compression):");
+    println!("{:>8} {:>10} {:>10} {:>8} {:>12} {:>12}", "block", "codec", "MB", "ratio", "comp MB/s", "decomp MB/s");
+    for block in [4096usize, 16384, 65536] {
+        for codec in [
+            Codec::Lz4,
+            Codec::Zstd(1),
+            Codec::Zstd(3),
+            Codec::Zstd(6),
+            Codec::Zstd(9),
+            Codec::Zstd(12),
+            Codec::Zstd(15),
+        ] {
+            let mut raw_total = 0usize;
+            let mut stored_total = 0usize;
+            let mut comp = std::time::Duration::ZERO;
+            let mut decomp = std::time::Duration::ZERO;
+            for chunk in events.chunks(block) {
+                let mut raw = Vec::new();
+                segments::column::encode_column(ColumnId::Content, chunk, &mut raw);
+                let t = Instant::now();
+                let stored = codec.compress(&raw);
+                comp += t.elapsed();
+                let t = Instant::now();
+                let back = codec.decompress(&stored, raw.len()).unwrap_or_default();
+                decomp += t.elapsed();
+                assert_eq!(back.len(), raw.len());
+                raw_total += raw.len();
+                stored_total += stored.len();
+            }
+            let mb = raw_total as f64 / 1e6;
+            println!(
+                "{block:>8} {:>10} {:>10.2} {:>8.3} {:>12.0} {:>12.0}",
+                format!("{codec:?}"),
+                stored_total as f64 / 1e6,
+                stored_total as f64 / raw_total as f64,
+                mb / comp.as_secs_f64(),
+                mb / decomp.as_secs_f64()
+            );
+        }
+    }
 }
 
 fn dir_bytes(p: &Path) -> u64 {
@@ -105,6 +152,10 @@ fn main() -> anyhow::Result<()> {
         Arc::new(Generator::new(args.seed).take(args.events).inspect(|_| bar.inc(1)).collect());
     bar.finish_and_clear();
     let raw_text: u64 = events.iter().map(|e| e.content.as_ref().map_or(0, String::len) as u64).sum();
+    if args.tune_text {
+        tune_text(&events);
+        return Ok(());
+    }
     println!(
         "events: {}  (content text {:.1} MB, avg {:.0} B/event)",
         events.len(),
