@@ -43,6 +43,8 @@ pub enum EngineError {
     Backpressure { buffered: usize, limit: usize },
     #[error("engine is shut down")]
     Closed,
+    #[error("data directory {0} is in use by another process (a running server? query it with --server URL)")]
+    Locked(PathBuf),
 }
 
 impl EngineError {
@@ -167,6 +169,8 @@ struct Inner {
     wake: Condvar,
     wake_lock: Mutex<()>,
     stats: EngineStats,
+    /// Exclusive lock on `<dir>/LOCK`, held for the engine's life (released when dropped).
+    _dir_lock: std::fs::File,
 }
 
 /// The storage engine. Cheap to share behind an `Arc`.
@@ -202,6 +206,18 @@ impl Engine {
         let dir = dir.as_ref().to_path_buf();
         let seg_dir = dir.join("segments");
         std::fs::create_dir_all(&seg_dir).map_err(|e| EngineError::io(&seg_dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| EngineError::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(EngineError::Locked(dir)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(EngineError::io(&lock_path, e)),
+        }
         let manifest = Manifest::load(&dir)?;
         let mut report = OpenReport::default();
         let mut live = Vec::new();
@@ -258,6 +274,7 @@ impl Engine {
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
             stats: EngineStats::default(),
+            _dir_lock: lock,
         });
         let worker = if background {
             let inner = inner.clone();

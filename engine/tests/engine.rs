@@ -187,3 +187,15 @@ fn orphan_segment_files_are_removed_on_open() {
     assert_eq!(report.removed_orphans, 2);
     assert_eq!(eng.snapshot().rows(), 10);
 }
+
+#[test]
+fn a_data_directory_opens_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (eng, _) = Engine::open(dir.path(), manual()).expect("open");
+    match Engine::open(dir.path(), manual()) {
+        Err(EngineError::Locked(p)) => assert_eq!(p, dir.path()),
+        other => panic!("second open must fail with Locked, got {other:?}"),
+    }
+    drop(eng);
+    Engine::open(dir.path(), manual()).expect("open again after the first is dropped");
+}
