@@ -391,9 +391,9 @@ impl Engine {
         flush_once(&self.inner)
     }
 
-    /// Compact hot segments now (regardless of the trigger count, if there are two or more).
+    /// Compact hot segments into a warm (zstd) one now, regardless of the trigger count.
     pub fn compact(&self) -> Result<bool, EngineError> {
-        compact_once(&self.inner, 2)
+        compact_once(&self.inner, 1)
     }
 
     /// Stop the background thread after a final flush.
@@ -508,19 +508,21 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
     let picked: Vec<LiveSegment> = {
         let st = inner.state.lock();
         let hot: Vec<&LiveSegment> = st.segments.iter().filter(|s| s.entry.tier == Tier::Hot).collect();
-        if hot.len() < trigger.max(2) {
+        if hot.len() < trigger.max(1) {
             return Ok(false);
         }
         let mut rows = 0;
         hot.into_iter()
-            .take_while(|s| {
+            .enumerate()
+            .take_while(|(i, s)| {
                 rows += s.segment.rows();
-                rows <= inner.cfg.compaction_max_rows
+                *i == 0 || rows <= inner.cfg.compaction_max_rows
             })
+            .map(|(_, s)| s)
             .cloned()
             .collect()
     };
-    if picked.len() < 2 {
+    if picked.is_empty() {
         return Ok(false);
     }
     let mut events = Vec::new();

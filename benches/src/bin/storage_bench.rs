@@ -36,6 +36,93 @@ struct Args {
     /// Only measure content-column compression across zstd levels and block sizes.
     #[arg(long)]
     tune_text: bool,
+    /// Timed runs per query in the query section (0 skips it).
+    #[arg(long, default_value_t = 50)]
+    query_runs: usize,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn time_query(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+    runs: usize,
+) -> anyhow::Result<(Vec<f64>, usize)> {
+    let mut rows = 0;
+    for _ in 0..3 {
+        rows = ctx.sql(sql).await?.collect().await?.iter().map(|b| b.num_rows()).sum();
+    }
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let out = ctx.sql(sql).await?.collect().await?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(out);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((ms, rows))
+}
+
+/// Query latency on our provider vs. DataFusion over the same rows in memory (same run).
+fn query_section(engine: Arc<Engine>, events: &[Event], runs: usize) -> anyhow::Result<()> {
+    use datafusion::datasource::MemTable;
+    let top_agent = {
+        let mut counts = std::collections::HashMap::new();
+        for e in events {
+            *counts.entry(&e.agent_id).or_insert(0usize) += 1;
+        }
+        counts.into_iter().max_by_key(|(_, c)| *c).map(|(a, _)| a.clone()).unwrap_or_default()
+    };
+    let trace = engine::validate::hex(&events[events.len() / 2].trace_id);
+    let queries = [
+        ("contract example query", format!("SELECT * FROM traces WHERE agent_id = '{top_agent}' AND timestamp > '2024-01-01' AND events.semantics.intent = 'refund' AND events.semantics.confidence < 0.7")),
+        ("one trace by trace_id", format!("SELECT * FROM events WHERE trace_id = '{trace}' ORDER BY timestamp")),
+        ("count per kind", "SELECT kind, count(*) FROM events GROUP BY kind".to_owned()),
+        ("p99 duration per agent", "SELECT agent_id, approx_percentile_cont(duration_ms, 0.99) FROM events GROUP BY agent_id".to_owned()),
+        ("error rate per agent per hour (acme)", "SELECT agent_id, date_trunc('hour', timestamp) h, avg(CASE WHEN status = 'error' THEN 1.0 ELSE 0.0 END) FROM events WHERE tenant = 'acme' GROUP BY 1, 2".to_owned()),
+        ("tokens and cost per model per day", "SELECT model, date_trunc('day', timestamp) d, sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM events GROUP BY 1, 2".to_owned()),
+        ("distinct traces per tenant", "SELECT tenant, count(DISTINCT trace_id) FROM events GROUP BY tenant".to_owned()),
+        ("rare word in content", "SELECT count(*) FROM events WHERE content LIKE '%inconvenience%'".to_owned()),
+    ];
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let ours = query::session(engine.clone(), None).await?;
+        let theirs = datafusion::prelude::SessionContext::new();
+        let schema = query::schema::events_schema();
+        let mut batches = Vec::new();
+        for chunk in events.chunks(8192) {
+            let cols = ColumnId::ALL
+                .iter()
+                .map(|c| query::schema::to_arrow(*c, ColumnData::from_events(*c, chunk)))
+                .collect::<Result<Vec<_>, _>>()?;
+            batches.push(RecordBatch::try_new(schema.clone(), cols)?);
+        }
+        let parts = batches.chunks(batches.len().div_ceil(2).max(1)).map(|c| c.to_vec()).collect();
+        theirs.register_table("events", Arc::new(MemTable::try_new(schema, parts)?))?;
+        theirs.sql(query::TRACES_VIEW).await?.collect().await?;
+        println!("queries ({runs} timed runs each after 3 warm-ups; baseline: DataFusion over the same rows as an in-memory table)");
+        println!("{:<38} {:>9} {:>9} {:>11} {:>11} {:>8} {:>7}", "query", "ours p50", "ours p99", "mem p50", "mem p99", "ratio50", "rows");
+        for (name, sql) in &queries {
+            let (a, rows_a) = time_query(&ours, sql, runs).await?;
+            let (b, rows_b) = time_query(&theirs, sql, runs).await?;
+            anyhow::ensure!(rows_a == rows_b, "{name}: {rows_a} rows vs {rows_b}");
+            println!(
+                "{name:<38} {:>7.2}ms {:>7.2}ms {:>9.2}ms {:>9.2}ms {:>7.2}x {rows_a:>7}",
+                percentile(&a, 0.5),
+                percentile(&a, 0.99),
+                percentile(&b, 0.5),
+                percentile(&b, 0.99),
+                percentile(&a, 0.5) / percentile(&b, 0.5)
+            );
+        }
+        Ok::<_, anyhow::Error>(())
+    })
 }
 
 /// Content column: bytes and speed per codec and block size, to choose the cold text codec.
@@ -214,5 +301,9 @@ fn main() -> anyhow::Result<()> {
         seg_bytes as f64 / pq as f64,
         dir_bytes(dir.path()) as f64 / 1e6
     );
+    drop(snap);
+    if args.query_runs > 0 {
+        query_section(engine, &events, args.query_runs)?;
+    }
     Ok(())
 }
