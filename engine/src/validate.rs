@@ -70,23 +70,10 @@ struct RawEvent<'a> {
 type FieldError = (&'static str, String);
 
 fn hex_id<const N: usize>(field: &'static str, s: &str) -> Result<[u8; N], FieldError> {
-    let b = s.as_bytes();
-    if b.len() != N * 2 {
-        return Err((field, format!("expected {} lowercase hex characters, got {} characters", N * 2, b.len())));
+    if s.len() != N * 2 {
+        return Err((field, format!("expected {} lowercase hex characters, got {} characters", N * 2, s.len())));
     }
-    let mut out = [0u8; N];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        let d = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        match (d(pair[0]), d(pair[1])) {
-            (Some(h), Some(l)) => out[i] = h << 4 | l,
-            _ => return Err((field, format!("`{s}` is not {} lowercase hex characters", N * 2))),
-        }
-    }
-    Ok(out)
+    segments::parse_hex::<N>(s).ok_or_else(|| (field, format!("`{s}` is not {} lowercase hex characters", N * 2)))
 }
 
 /// Parse an RFC 3339 timestamp to unix nanoseconds and the number of fractional digits given.

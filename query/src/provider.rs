@@ -75,14 +75,7 @@ fn event_matches(e: &Event, p: &ScanPredicate) -> bool {
 }
 
 fn term_matches(e: &Event, t: &Term) -> bool {
-    let v = match t.column {
-        IndexedColumn::Tenant => Some(e.tenant.as_str()),
-        IndexedColumn::AgentId => Some(e.agent_id.as_str()),
-        IndexedColumn::Intent => e.intent.as_deref(),
-        IndexedColumn::Kind => Some(e.kind.as_str()),
-        IndexedColumn::Status => Some(e.status.as_str()),
-        IndexedColumn::Model => e.model.as_deref(),
-    };
+    let v = e.indexed_value(t.column);
     let hit = t.values.iter().any(|x| x.as_deref() == v);
     if !t.negated {
         return hit;

@@ -142,21 +142,7 @@ fn string(v: &ScalarValue) -> Option<Option<String>> {
 }
 
 fn trace_id(v: &ScalarValue) -> Option<[u8; 16]> {
-    let s = string(v)??;
-    let b = s.as_bytes();
-    if b.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        let d = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        out[i] = d(pair[0])? << 4 | d(pair[1])?;
-    }
-    Some(out)
+    segments::parse_hex::<16>(&string(v)??)
 }
 
 fn timestamp_ns(v: &ScalarValue) -> Option<i64> {

@@ -46,6 +46,39 @@ impl Event {
     }
 }
 
+impl Event {
+    /// Value of an indexed column (the columns with bitmap indexes).
+    pub fn indexed_value(&self, c: index::IndexedColumn) -> Option<&str> {
+        use index::IndexedColumn::*;
+        match c {
+            Tenant => Some(self.tenant.as_str()),
+            AgentId => Some(self.agent_id.as_str()),
+            Intent => self.intent.as_deref(),
+            Kind => Some(self.kind.as_str()),
+            Status => Some(self.status.as_str()),
+            Model => self.model.as_deref(),
+        }
+    }
+}
+
+/// Parse `2 * N` lowercase hex characters into `N` bytes.
+pub fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let b = s.as_bytes();
+    if b.len() != N * 2 {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; N];
+    for (i, pair) in b.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventCodecError {
     #[error("event payload truncated at byte {0}")]

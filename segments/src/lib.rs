@@ -16,7 +16,7 @@ mod writer;
 
 pub use column::{ColumnData, ColumnId, StrColumn, COLUMN_COUNT};
 pub use error::SegmentError;
-pub use event::{decode_events, encode_events, Event, EventCodecError};
+pub use event::{decode_events, encode_events, parse_hex, Event, EventCodecError};
 pub use format::{BlockMeta, Codec};
 pub use reader::Segment;
 pub use writer::{SegmentInfo, SegmentWriter, WriterOptions};

@@ -56,14 +56,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SegmentError + '_ {
 }
 
 fn indexed_values(e: &Event) -> [Option<&str>; 6] {
-    IndexedColumn::ALL.map(|c| match c {
-        IndexedColumn::Tenant => Some(e.tenant.as_str()),
-        IndexedColumn::AgentId => Some(e.agent_id.as_str()),
-        IndexedColumn::Intent => e.intent.as_deref(),
-        IndexedColumn::Kind => Some(e.kind.as_str()),
-        IndexedColumn::Status => Some(e.status.as_str()),
-        IndexedColumn::Model => e.model.as_deref(),
-    })
+    IndexedColumn::ALL.map(|c| e.indexed_value(c))
 }
 
 impl SegmentWriter {
