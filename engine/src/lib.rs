@@ -461,7 +461,8 @@ fn flush_once(inner: &Inner) -> Result<bool, EngineError> {
         st.frozen.extend(taken);
         (batches, max_lsn, st.manifest.next_segment_id)
     };
-    let mut events: Vec<Event> = events.iter().flat_map(|b| b.iter().cloned()).collect();
+    // Sort references, not copies: the batches stay shared with readers.
+    let mut events: Vec<&Event> = events.iter().flat_map(|b| b.iter()).collect();
     events.sort_by_key(|e| e.timestamp_ns);
     let file = segment_file(id);
     let path = inner.dir.join("segments").join(&file);

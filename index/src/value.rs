@@ -26,18 +26,44 @@ impl ValueIndex {
     }
 }
 
+/// Accumulates bitmaps without allocating per row: values are looked up by `&str`, and a
+/// run of equal consecutive values reuses the last slot.
 #[derive(Debug, Default)]
 pub(crate) struct ValueIndexBuilder {
-    map: HashMap<Option<String>, RoaringBitmap>,
+    nulls: RoaringBitmap,
+    slots: Vec<(String, RoaringBitmap)>,
+    by_value: HashMap<String, usize>,
+    last: Option<usize>,
 }
 
 impl ValueIndexBuilder {
     pub(crate) fn push(&mut self, row: u32, v: Option<&str>) {
-        let key = v.map(str::to_owned);
-        self.map.entry(key).or_default().insert(row);
+        let Some(v) = v else {
+            self.nulls.insert(row);
+            self.last = None;
+            return;
+        };
+        let slot = match self.last {
+            Some(i) if self.slots[i].0 == v => i,
+            _ => match self.by_value.get(v) {
+                Some(i) => *i,
+                None => {
+                    self.slots.push((v.to_owned(), RoaringBitmap::new()));
+                    self.by_value.insert(v.to_owned(), self.slots.len() - 1);
+                    self.slots.len() - 1
+                }
+            },
+        };
+        self.slots[slot].1.insert(row);
+        self.last = Some(slot);
     }
 
     pub(crate) fn finish(self) -> ValueIndex {
-        ValueIndex { entries: self.map.into_iter().collect() }
+        let mut entries: BTreeMap<Option<String>, RoaringBitmap> =
+            self.slots.into_iter().map(|(k, b)| (Some(k), b)).collect();
+        if !self.nulls.is_empty() {
+            entries.insert(None, self.nulls);
+        }
+        ValueIndex { entries }
     }
 }

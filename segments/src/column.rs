@@ -6,6 +6,8 @@ use crate::encoding::{
     decode_dict, decode_floats, decode_ints, decode_plain, decode_validity, encode_dict, encode_floats, encode_ints,
     encode_plain, encode_validity, Cursor, DictColumn, EncodingError,
 };
+use std::borrow::Borrow;
+
 use crate::event::Event;
 
 /// Stored columns in file order. `timestamp` is unix nanoseconds.
@@ -207,7 +209,8 @@ fn validity_of(valid: Vec<bool>) -> Option<Vec<bool>> {
 
 impl ColumnData {
     /// Build the column from rows without encoding (used for in-memory data).
-    pub fn from_events(id: ColumnId, events: &[Event]) -> ColumnData {
+    pub fn from_events<E: Borrow<Event>>(id: ColumnId, events: &[E]) -> ColumnData {
+        let events: &[&Event] = &events.iter().map(Borrow::borrow).collect::<Vec<_>>();
         match id.encoding() {
             ColumnEncoding::Dict | ColumnEncoding::Plain => {
                 ColumnData::Str(StrColumn::from_options(events.iter().map(|e| id.str_of(e))))
@@ -288,7 +291,8 @@ impl ColumnData {
 }
 
 /// Encode column `id` of `events` (before compression).
-pub fn encode_column(id: ColumnId, events: &[Event], out: &mut Vec<u8>) {
+pub fn encode_column<E: Borrow<Event>>(id: ColumnId, events: &[E], out: &mut Vec<u8>) {
+    let events: &[&Event] = &events.iter().map(Borrow::borrow).collect::<Vec<_>>();
     match id.encoding() {
         ColumnEncoding::Dict => {
             let vals: Vec<Option<&str>> = events.iter().map(|e| id.str_of(e)).collect();
@@ -496,11 +500,12 @@ pub fn events_from_columns(cols: &[ColumnData]) -> Vec<Event> {
 }
 
 /// Numeric min / max / null count of a column of `events` (NaN bounds when not numeric or all null).
-pub fn numeric_stats(id: ColumnId, events: &[Event]) -> (f64, f64, u32) {
+pub fn numeric_stats<E: Borrow<Event>>(id: ColumnId, events: &[E]) -> (f64, f64, u32) {
     let mut min = f64::NAN;
     let mut max = f64::NAN;
     let mut nulls = 0u32;
     for e in events {
+        let e: &Event = e.borrow();
         let v = match id.encoding() {
             ColumnEncoding::Int => id.int_of(e).map(|v| v as f64),
             ColumnEncoding::Float => id.float_of(e),

@@ -2,6 +2,7 @@
 //! The file is written to a temporary name, fsync'd and renamed, so a segment either exists
 //! whole or not at all.
 
+use std::borrow::Borrow;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -65,7 +66,8 @@ impl SegmentWriter {
     }
 
     /// Encode `events` into the bytes of a segment file.
-    pub fn encode(&self, events: &[Event]) -> Vec<u8> {
+    pub fn encode<E: Borrow<Event>>(&self, events: &[E]) -> Vec<u8> {
+        let events: &[&Event] = &events.iter().map(Borrow::borrow).collect::<Vec<_>>();
         let mut out = Vec::new();
         out.extend_from_slice(&HEAD_MAGIC);
         let block_rows = self.opts.block_rows.max(1);
@@ -149,8 +151,9 @@ impl SegmentWriter {
     }
 
     /// Write `events` (sorted by timestamp) to `path` atomically and durably.
-    pub fn write(&self, path: &Path, events: &[Event]) -> Result<SegmentInfo, SegmentError> {
+    pub fn write<E: Borrow<Event>>(&self, path: &Path, events: &[E]) -> Result<SegmentInfo, SegmentError> {
         let bytes = self.encode(events);
+        let events: &[&Event] = &events.iter().map(Borrow::borrow).collect::<Vec<_>>();
         let tmp = path.with_extension("tmp");
         {
             let f = File::create(&tmp).map_err(io(&tmp))?;

@@ -77,7 +77,7 @@ fn roundtrip_through_disk_with_index() {
 
 #[test]
 fn empty_segment_is_valid() {
-    let bytes = SegmentWriter::new(opts(16)).encode(&[]);
+    let bytes = SegmentWriter::new(opts(16)).encode::<Event>(&[]);
     let seg = Segment::from_bytes("empty.seg", bytes).expect("open");
     assert_eq!(seg.rows(), 0);
     assert!(seg.read_all().expect("read").is_empty());
