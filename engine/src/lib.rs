@@ -504,6 +504,21 @@ fn flush_once(inner: &Inner) -> Result<bool, EngineError> {
     }
 }
 
+/// Warm segments are ordered by (tenant, agent_id, trace_id, timestamp): one agent's or one
+/// trace's rows sit together, so bitmap and trace lookups touch few blocks, and ids, names and
+/// text of a trace compress together. Time pruning works per segment (compaction merges
+/// time-adjacent hot segments) and per block through the block min/max.
+pub fn sort_for_compaction(events: &mut [Event]) {
+    events.sort_by(|a, b| {
+        (a.tenant.as_str(), a.agent_id.as_str(), a.trace_id, a.timestamp_ns).cmp(&(
+            b.tenant.as_str(),
+            b.agent_id.as_str(),
+            b.trace_id,
+            b.timestamp_ns,
+        ))
+    });
+}
+
 fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
     let _m = inner.maintenance.lock();
     let picked: Vec<LiveSegment> = {
@@ -530,7 +545,7 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
     for s in &picked {
         events.extend(s.segment.read_all()?);
     }
-    events.sort_by_key(|e| e.timestamp_ns);
+    sort_for_compaction(&mut events);
     let id = inner.state.lock().manifest.next_segment_id;
     let file = segment_file(id);
     let path = inner.dir.join("segments").join(&file);

@@ -130,7 +130,8 @@ fn compaction_keeps_every_row_sorted_and_indexed() {
     assert_eq!(snap.segments[0].entry.tier, Tier::Warm);
     let rows = snap.segments[0].segment.read_all().expect("read");
     assert_eq!(ids(&rows), (0..500).collect::<Vec<_>>());
-    assert!(rows.windows(2).all(|w| w[0].timestamp_ns <= w[1].timestamp_ns));
+    let key = |e: &Event| (e.tenant.clone(), e.agent_id.clone(), e.trace_id, e.timestamp_ns);
+    assert!(rows.windows(2).all(|w| key(&w[0]) <= key(&w[1])), "warm segments keep the compaction order");
     let idx = snap.segments[0].segment.index();
     let t1 = idx.column(index::IndexedColumn::Tenant).rows(Some("t1")).expect("t1").len();
     assert_eq!(t1 as usize, rows.iter().filter(|e| e.tenant == "t1").count());
