@@ -28,11 +28,11 @@ pub struct WriterOptions {
 impl WriterOptions {
     /// Freshly flushed data: fast lz4 everywhere.
     pub fn hot() -> Self {
-        WriterOptions { block_rows: 8192, codec: Codec::Lz4, text_codec: Codec::Lz4 }
+        WriterOptions { block_rows: 4096, codec: Codec::Lz4, text_codec: Codec::Lz4 }
     }
     /// Compacted data: zstd, stronger for text, larger blocks.
     pub fn cold() -> Self {
-        WriterOptions { block_rows: 16384, codec: Codec::Zstd(3), text_codec: Codec::Zstd(9) }
+        WriterOptions { block_rows: 4096, codec: Codec::Zstd(3), text_codec: Codec::Zstd(9) }
     }
 }
 

@@ -36,6 +36,9 @@ struct Args {
     /// Only measure content-column compression across zstd levels and block sizes.
     #[arg(long)]
     tune_text: bool,
+    /// Only write the generated events as JSON Lines to this file (input for import / peers).
+    #[arg(long)]
+    write_jsonl: Option<std::path::PathBuf>,
     /// Timed runs per query in the query section (0 skips it).
     #[arg(long, default_value_t = 50)]
     query_runs: usize,
@@ -241,6 +244,16 @@ fn main() -> anyhow::Result<()> {
     let raw_text: u64 = events.iter().map(|e| e.content.as_ref().map_or(0, String::len) as u64).sum();
     if args.tune_text {
         tune_text(&events);
+        return Ok(());
+    }
+    if let Some(path) = &args.write_jsonl {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for e in events.iter() {
+            writeln!(w, "{}", Generator::json_line(e))?;
+        }
+        w.flush()?;
+        println!("wrote {} events to {}", events.len(), path.display());
         return Ok(());
     }
     println!(
