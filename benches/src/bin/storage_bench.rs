@@ -39,6 +39,9 @@ struct Args {
     /// Only write the generated events as JSON Lines to this file (input for import / peers).
     #[arg(long)]
     write_jsonl: Option<std::path::PathBuf>,
+    /// Hot segments that trigger background compaction while appending.
+    #[arg(long, default_value_t = 4)]
+    compaction_trigger: usize,
     /// Timed runs per query in the query section (0 skips it).
     #[arg(long, default_value_t = 50)]
     query_runs: usize,
@@ -264,16 +267,17 @@ fn main() -> anyhow::Result<()> {
     );
 
     // Baseline: one writer, no batching across writers (every append pays its own fsync).
+    let cfg = EngineConfig { compaction_trigger: args.compaction_trigger, ..EngineConfig::default() };
     let base_dir = tempfile::tempdir_in(".")?;
-    let (base, _) = Engine::open(base_dir.path(), EngineConfig::default())?;
+    let (base, _) = Engine::open(base_dir.path(), cfg.clone())?;
     let base = Arc::new(base);
-    let base_n = (args.events / 10).max(args.batch);
-    let base_events = Arc::new(events[..base_n.min(events.len())].to_vec());
-    let base_rate = append_all(&base, &base_events, 1, args.batch)?;
+    let base_rate = append_all(&base, &events, 1, args.batch)?;
+    base.close()?;
     drop(base);
+    drop(base_dir);
 
     let dir = tempfile::tempdir_in(".")?;
-    let (engine, _) = Engine::open(dir.path(), EngineConfig::default())?;
+    let (engine, _) = Engine::open(dir.path(), cfg)?;
     let engine = Arc::new(engine);
     let rate = append_all(&engine, &events, args.writers, args.batch)?;
     let (fsyncs, fsync_time) = engine.wal().fsync_stats();
