@@ -139,6 +139,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response_with_state(state.clone(), body_too_large))
         .with_state(state);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -151,6 +152,16 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: flushing");
     engine.close()?;
     Ok(())
+}
+
+/// Bodies over the configured limit are rejected by axum's body limit with a plain-text 413;
+/// count them and answer in the API's JSON error shape.
+async fn body_too_large(State(st): State<Shared>, resp: Response) -> Response {
+    if resp.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return resp;
+    }
+    st.metrics.rejected_too_large.fetch_add(1, Ordering::Relaxed);
+    error(StatusCode::PAYLOAD_TOO_LARGE, "request body exceeds the configured limit (server.max_body_mb)")
 }
 
 async fn shutdown_signal() {

@@ -88,10 +88,17 @@ fn ingest_query_reject_and_survive_sigkill() {
     assert_eq!(status, 400);
     assert!(body.contains("nope"), "{body}");
 
+    // A body over the limit (64 MiB default) gets a JSON 413 and is counted.
+    let huge = "x".repeat(65 << 20);
+    let (status, body) = post(&format!("{}/v1/events", s.base), &huge);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+
     // Health and metrics.
     let mut r = ureq::get(&format!("{}/metrics", s.base)).call().expect("metrics");
     let m = r.body_mut().read_to_string().expect("body");
     assert!(m.contains("activemirror_events_ingested_total{protocol=\"http\"} 150"), "{m}");
+    assert!(m.contains("activemirror_rejected_requests_total{reason=\"too_large\"} 1"), "{m}");
 
     // SIGKILL, restart: every acknowledged event is back.
     s.child.kill().expect("kill");
