@@ -25,7 +25,7 @@ use wal::{Wal, WalConfig};
 
 pub use manifest::{Manifest, SegmentEntry, Tier};
 pub use segments;
-pub use validate::{parse_body, parse_event, ValidationError};
+pub use validate::{parse_body, parse_event, validate_input, EventInput, ValidationError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -21,50 +21,53 @@ pub struct ValidationError {
     pub message: String,
 }
 
-#[derive(Deserialize, Default)]
-struct RawEvent<'a> {
+/// The fields of one event as they arrive, before validation. JSON bodies are read into it by
+/// serde; other protocols (gRPC) fill it and call [`validate_input`], so every protocol is
+/// validated by the same rules.
+#[derive(Deserialize, Default, Debug)]
+pub struct EventInput<'a> {
     #[serde(borrow, default)]
-    tenant: Option<Cow<'a, str>>,
+    pub tenant: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    trace_id: Option<Cow<'a, str>>,
+    pub trace_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    span_id: Option<Cow<'a, str>>,
+    pub span_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    parent_span_id: Option<Cow<'a, str>>,
+    pub parent_span_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    agent_id: Option<Cow<'a, str>>,
+    pub agent_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    session_id: Option<Cow<'a, str>>,
+    pub session_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    timestamp: Option<Cow<'a, str>>,
+    pub timestamp: Option<Cow<'a, str>>,
     #[serde(default)]
-    timestamp_ns: Option<i64>,
+    pub timestamp_ns: Option<i64>,
     #[serde(borrow, default)]
-    kind: Option<Cow<'a, str>>,
+    pub kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
+    pub name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
+    pub content: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    intent: Option<Cow<'a, str>>,
+    pub intent: Option<Cow<'a, str>>,
     #[serde(default)]
-    confidence: Option<f64>,
+    pub confidence: Option<f64>,
     #[serde(default)]
-    duration_ms: Option<f64>,
+    pub duration_ms: Option<f64>,
     #[serde(borrow, default)]
-    status: Option<Cow<'a, str>>,
+    pub status: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    error_message: Option<Cow<'a, str>>,
+    pub error_message: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
+    pub model: Option<Cow<'a, str>>,
     #[serde(default)]
-    input_tokens: Option<i64>,
+    pub input_tokens: Option<i64>,
     #[serde(default)]
-    output_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
     #[serde(default)]
-    cost_usd: Option<f64>,
+    pub cost_usd: Option<f64>,
     #[serde(default)]
-    attributes: Option<BTreeMap<String, String>>,
+    pub attributes: Option<BTreeMap<String, String>>,
 }
 
 type FieldError = (&'static str, String);
@@ -95,7 +98,7 @@ fn required<'a>(field: &'static str, v: Option<Cow<'a, str>>) -> Result<Cow<'a, 
     }
 }
 
-fn build(raw: RawEvent<'_>) -> Result<Event, FieldError> {
+fn build(raw: EventInput<'_>) -> Result<Event, FieldError> {
     let trace_id = hex_id::<16>("trace_id", &required("trace_id", raw.trace_id)?)?;
     let span_id = hex_id::<8>("span_id", &required("span_id", raw.span_id)?)?;
     let parent_span_id = match raw.parent_span_id.as_deref() {
@@ -172,7 +175,7 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 /// Slow path: read a generic JSON value field by field, naming the first field of the wrong type.
-fn raw_from_value(v: &Value) -> Result<RawEvent<'_>, FieldError> {
+fn raw_from_value(v: &Value) -> Result<EventInput<'_>, FieldError> {
     let Value::Object(m) = v else {
         return Err(("(event)", format!("expected a JSON object, got {}", type_name(v))));
     };
@@ -223,7 +226,7 @@ fn raw_from_value(v: &Value) -> Result<RawEvent<'_>, FieldError> {
         }
         Some(o) => return Err(("attributes", format!("expected an object, got {}", type_name(o)))),
     };
-    Ok(RawEvent {
+    Ok(EventInput {
         tenant: s("tenant")?,
         trace_id: s("trace_id")?,
         span_id: s("span_id")?,
@@ -254,7 +257,7 @@ fn err(index: usize, (field, message): FieldError) -> ValidationError {
 
 /// Parse and validate one JSON object (the text of one event).
 pub fn parse_event(json: &str, index: usize) -> Result<Event, ValidationError> {
-    match serde_json::from_str::<RawEvent<'_>>(json) {
+    match serde_json::from_str::<EventInput<'_>>(json) {
         Ok(raw) => build(raw).map_err(|e| err(index, e)),
         Err(first) => {
             let v: Value = serde_json::from_str(json).map_err(|e| ValidationError {
@@ -272,6 +275,11 @@ pub fn parse_event(json: &str, index: usize) -> Result<Event, ValidationError> {
             }
         }
     }
+}
+
+/// Validate one event given field by field (the gRPC path); `index` is its position in the batch.
+pub fn validate_input(input: EventInput<'_>, index: usize) -> Result<Event, ValidationError> {
+    build(input).map_err(|e| err(index, e))
 }
 
 /// Validate a JSON value already parsed (e.g. one element of an array body).

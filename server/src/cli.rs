@@ -58,6 +58,9 @@ enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Load generators and benchmarks against a running server.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Export events as Parquet (zstd) in Hive-style folders tenant=.../date=YYYY-MM-DD/.
     Export {
         #[arg(long)]
@@ -76,6 +79,13 @@ enum Command {
         #[arg(long)]
         query: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Drive a running server's gRPC ingest with generated events; prints events/s, MB/s and
+    /// ack latency p50/p99.
+    Ingest(crate::bench::IngestBenchArgs),
 }
 
 fn init_logs(format: LogFormat) {
@@ -98,6 +108,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Some(url) => sql_remote(&url, &query, format, tenant.as_deref()),
             None => sql_local(&data_dir, &query, format, tenant),
         },
+        Command::Bench(BenchCommand::Ingest(args)) => {
+            let report = runtime()?.block_on(crate::bench::run_ingest(&args))?;
+            crate::bench::print_report(&report, args.json)
+        }
         Command::Export { out, data_dir, tenant, since, until, query } => {
             export(&data_dir, &out, tenant, since, until, query)
         }

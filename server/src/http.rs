@@ -1,6 +1,7 @@
 //! `activemirror start`: configuration (embedded defaults < YAML file < environment < flags),
 //! the HTTP API (axum) and graceful shutdown.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,10 +15,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use engine::{Engine, EngineConfig, EngineError};
+use engine::{Engine, EngineConfig};
 use serde::Deserialize;
 
 use crate::cli::{format_batches, OutputFormat};
+use crate::grpc::{self, GrpcState};
+use crate::ingest::{self, IngestMetrics, Protocol, StoreError};
+use crate::otlp;
 
 #[derive(clap::Args, Debug)]
 pub struct StartArgs {
@@ -77,12 +81,6 @@ impl Default for ServerConfig {
 
 #[derive(Default)]
 struct Metrics {
-    http_events: AtomicU64,
-    http_batches: AtomicU64,
-    http_bytes: AtomicU64,
-    rejected_invalid: AtomicU64,
-    rejected_backpressure: AtomicU64,
-    rejected_too_large: AtomicU64,
     queries: AtomicU64,
     query_errors: AtomicU64,
     query_micros: AtomicU64,
@@ -95,6 +93,8 @@ struct AppState {
     engine: Arc<Engine>,
     query: QueryConfig,
     metrics: Metrics,
+    ingest: Arc<IngestMetrics>,
+    body_limit: usize,
 }
 
 type Shared = Arc<AppState>;
@@ -114,7 +114,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.or(file.storage.data_dir).unwrap_or_else(|| PathBuf::from("./activemirror-data"));
     let http_addr =
         args.http_addr.or(file.server.http_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let _grpc_addr =
+    let grpc_addr =
         args.grpc_addr.or(file.server.grpc_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4317)));
     let mut cfg = EngineConfig::default();
     if let Some(mb) = file.storage.max_buffered_mb {
@@ -131,10 +131,19 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         "data directory open"
     );
     let engine = Arc::new(engine);
-    let state = Arc::new(AppState { engine: engine.clone(), query: file.query, metrics: Metrics::default() });
     let body_limit = file.server.max_body_mb << 20;
+    let ingest_metrics = Arc::new(IngestMetrics::default());
+    let state = Arc::new(AppState {
+        engine: engine.clone(),
+        query: file.query,
+        metrics: Metrics::default(),
+        ingest: ingest_metrics.clone(),
+        body_limit,
+    });
+    let grpc_routes = grpc::router(GrpcState { engine: engine.clone(), metrics: ingest_metrics }, body_limit);
     let app = Router::new()
         .route("/v1/events", post(ingest))
+        .route("/v1/traces", post(otlp_traces))
         .route("/v1/sql", post(sql))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -145,8 +154,27 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("binding {http_addr}"))?;
+        let grpc_listener =
+            tokio::net::TcpListener::bind(grpc_addr).await.with_context(|| format!("binding gRPC {grpc_addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "HTTP listening");
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+        tracing::info!(addr = %grpc_listener.local_addr()?, "gRPC listening");
+        // One signal stops both servers: each stops accepting and finishes in-flight calls.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let grpc = tonic::transport::Server::builder().add_routes(grpc_routes).serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            stopped(stop_rx.clone()),
+        );
+        let http = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx));
+        let (h, g) = tokio::join!(http.into_future(), grpc);
+        h?;
+        g?;
         Ok::<_, anyhow::Error>(())
     })?;
     tracing::info!("shutting down: flushing");
@@ -160,7 +188,7 @@ async fn body_too_large(State(st): State<Shared>, resp: Response) -> Response {
     if resp.status() != StatusCode::PAYLOAD_TOO_LARGE {
         return resp;
     }
-    st.metrics.rejected_too_large.fetch_add(1, Ordering::Relaxed);
+    st.ingest.rejected_too_large.fetch_add(1, Ordering::Relaxed);
     error(StatusCode::PAYLOAD_TOO_LARGE, "request body exceeds the configured limit (server.max_body_mb)")
 }
 
@@ -179,36 +207,98 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::Backpressure { .. } => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, e.to_string());
+            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            r
+        }
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
 async fn ingest(State(st): State<Shared>, body: Bytes) -> Response {
-    let m = &st.metrics;
-    m.http_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    let m = &st.ingest;
+    m.received(Protocol::Http, body.len());
     let Ok(text) = std::str::from_utf8(&body) else {
-        m.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+        m.invalid();
         return error(StatusCode::BAD_REQUEST, "body is not UTF-8");
     };
     let events = match engine::parse_body(text) {
         Ok(e) => e,
         Err(e) => {
-            m.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+            m.invalid();
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    let n = events.len();
-    let engine = st.engine.clone();
-    match tokio::task::spawn_blocking(move || engine.append(events)).await {
-        Ok(Ok(_)) => {
-            m.http_events.fetch_add(n as u64, Ordering::Relaxed);
-            m.http_batches.fetch_add(1, Ordering::Relaxed);
-            Json(serde_json::json!({ "accepted": n })).into_response()
+    match ingest::store(&st.engine, m, Protocol::Http, events).await {
+        Ok(n) => Json(serde_json::json!({ "accepted": n })).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// OTLP/HTTP traces (`POST /v1/traces`): protobuf (`application/x-protobuf`, the default) or
+/// JSON (`application/json`), optionally gzip-encoded; answers in the request's encoding.
+async fn otlp_traces(State(st): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+    use prost::Message;
+    let m = &st.ingest;
+    m.received(Protocol::OtlpHttp, body.len());
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let json = header("content-type").starts_with("application/json");
+    let body = match header("content-encoding") {
+        "" | "identity" => body.to_vec(),
+        "gzip" => {
+            use std::io::Read;
+            let mut out = Vec::new();
+            let limit = st.body_limit as u64 + 1;
+            if let Err(e) = flate2::read::GzDecoder::new(&body[..]).take(limit).read_to_end(&mut out) {
+                m.invalid();
+                return error(StatusCode::BAD_REQUEST, format!("gzip body does not decode: {e}"));
+            }
+            if out.len() as u64 >= limit {
+                m.rejected_too_large.fetch_add(1, Ordering::Relaxed);
+                return error(StatusCode::PAYLOAD_TOO_LARGE, "decompressed body exceeds the configured limit");
+            }
+            out
         }
-        Ok(Err(EngineError::Backpressure { .. })) => {
-            m.rejected_backpressure.fetch_add(1, Ordering::Relaxed);
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "ingest buffer full; retry later");
-            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
-            r
+        other => {
+            m.invalid();
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("content-encoding `{other}` is not supported (gzip)"),
+            );
         }
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("ingest task failed: {e}")),
+    };
+    let req = if json {
+        serde_json::from_slice::<ExportTraceServiceRequest>(&body).map_err(|e| format!("invalid OTLP JSON: {e}"))
+    } else {
+        ExportTraceServiceRequest::decode(&body[..]).map_err(|e| format!("invalid OTLP protobuf: {e}"))
+    };
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => {
+            m.invalid();
+            return error(StatusCode::BAD_REQUEST, e);
+        }
+    };
+    let tenant = grpc::tenant_of(headers.get("x-tenant").and_then(|v| v.to_str().ok())).map(str::to_owned);
+    let events = match otlp::events_from_request(req, tenant.as_deref()) {
+        Ok(e) => e,
+        Err(e) => {
+            m.invalid();
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    if let Err(e) = ingest::store(&st.engine, m, Protocol::OtlpHttp, events).await {
+        return store_error(e);
+    }
+    let resp = ExportTraceServiceResponse { partial_success: None };
+    if json {
+        ([("content-type", "application/json")], "{}").into_response()
+    } else {
+        ([("content-type", "application/x-protobuf")], resp.encode_to_vec()).into_response()
     }
 }
 
@@ -319,21 +409,45 @@ async fn metrics(State(st): State<Shared>) -> Response {
     let e = st.engine.stats();
     let mut s = String::new();
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let _ = writeln!(s, "# TYPE activemirror_events_ingested_total counter");
-    let _ = writeln!(s, "activemirror_events_ingested_total{{protocol=\"http\"}} {}", l(&m.http_events));
+    let ing = &st.ingest;
+    for (metric, help, get) in [
+        ("activemirror_events_ingested_total", "Events stored, by ingest protocol.", 0),
+        ("activemirror_batches_total", "Batches (requests) stored, by ingest protocol.", 1),
+        ("activemirror_ingest_bytes_total", "Request bytes received, by ingest protocol.", 2),
+    ] {
+        let _ = writeln!(s, "# HELP {metric} {help}\n# TYPE {metric} counter");
+        for p in Protocol::ALL {
+            let c = ing.of(p);
+            let v = [&c.events, &c.batches, &c.bytes][get];
+            let _ = writeln!(s, "{metric}{{protocol=\"{}\"}} {}", p.label(), l(v));
+        }
+    }
     let _ = writeln!(s, "activemirror_engine_events_appended_total {}", l(&e.events_appended));
-    let _ = writeln!(s, "# TYPE activemirror_batches_total counter");
-    let _ = writeln!(s, "activemirror_batches_total{{protocol=\"http\"}} {}", l(&m.http_batches));
-    let _ = writeln!(s, "activemirror_ingest_bytes_total{{protocol=\"http\"}} {}", l(&m.http_bytes));
     let _ = writeln!(s, "# TYPE activemirror_rejected_requests_total counter");
-    let _ = writeln!(s, "activemirror_rejected_requests_total{{reason=\"invalid\"}} {}", l(&m.rejected_invalid));
-    let _ =
-        writeln!(s, "activemirror_rejected_requests_total{{reason=\"backpressure\"}} {}", l(&m.rejected_backpressure));
-    let _ = writeln!(s, "activemirror_rejected_requests_total{{reason=\"too_large\"}} {}", l(&m.rejected_too_large));
-    let (fsyncs, fsync_time) = st.engine.wal().fsync_stats();
-    let _ = writeln!(s, "# TYPE activemirror_wal_fsync_seconds summary");
-    let _ = writeln!(s, "activemirror_wal_fsync_seconds_count {fsyncs}");
-    let _ = writeln!(s, "activemirror_wal_fsync_seconds_sum {}", fsync_time.as_secs_f64());
+    let _ = writeln!(s, "activemirror_rejected_requests_total{{reason=\"invalid\"}} {}", l(&ing.rejected_invalid));
+    let _ = writeln!(
+        s,
+        "activemirror_rejected_requests_total{{reason=\"backpressure\"}} {}",
+        l(&ing.rejected_backpressure)
+    );
+    let _ = writeln!(s, "activemirror_rejected_requests_total{{reason=\"too_large\"}} {}", l(&ing.rejected_too_large));
+    let w = st.engine.wal().stats();
+    let _ = writeln!(s, "# HELP activemirror_wal_fsync_seconds Latency of WAL fsyncs (one per commit group).");
+    let _ = writeln!(s, "# TYPE activemirror_wal_fsync_seconds histogram");
+    for (b, n) in wal::FSYNC_BUCKETS_S.iter().zip(&w.fsync_buckets) {
+        let _ = writeln!(s, "activemirror_wal_fsync_seconds_bucket{{le=\"{b}\"}} {n}");
+    }
+    let _ = writeln!(s, "activemirror_wal_fsync_seconds_bucket{{le=\"+Inf\"}} {}", w.fsyncs);
+    let _ = writeln!(s, "activemirror_wal_fsync_seconds_sum {}", w.fsync_seconds_sum);
+    let _ = writeln!(s, "activemirror_wal_fsync_seconds_count {}", w.fsyncs);
+    let _ = writeln!(s, "# HELP activemirror_wal_group_records Records made durable per fsync (group commit size).");
+    let _ = writeln!(s, "# TYPE activemirror_wal_group_records histogram");
+    for (b, n) in wal::GROUP_BUCKETS.iter().zip(&w.group_buckets) {
+        let _ = writeln!(s, "activemirror_wal_group_records_bucket{{le=\"{b}\"}} {n}");
+    }
+    let _ = writeln!(s, "activemirror_wal_group_records_bucket{{le=\"+Inf\"}} {}", w.fsyncs);
+    let _ = writeln!(s, "activemirror_wal_group_records_sum {}", w.group_records_sum);
+    let _ = writeln!(s, "activemirror_wal_group_records_count {}", w.fsyncs);
     let _ = writeln!(s, "activemirror_flushes_total {}", l(&e.flushes));
     let _ = writeln!(s, "activemirror_compactions_total {}", l(&e.compactions));
     let snap = st.engine.snapshot();

@@ -1,12 +1,9 @@
-//! The `activemirror` binary: `start` (the HTTP server), `import`, `sql`, `export`.
+//! The `activemirror` binary: `start` (HTTP + gRPC server), `import`, `sql`, `export`, `bench`.
 //! Errors are `anyhow` here at the edge; library crates use typed errors.
-
-mod cli;
-mod http;
 
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
-    let args = cli::Cli::parse();
-    cli::run(args)
+    let args = server::cli::Cli::parse();
+    server::cli::run(args)
 }

@@ -2,43 +2,11 @@
 //! Ingest over HTTP, query over /v1/sql, bad input stores nothing, SIGKILL then restart loses
 //! no acknowledged event.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::Duration;
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-fn start(dir: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_activemirror"))
-        .args(["start", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn server");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited before listening").expect("read");
-        if line.contains("HTTP listening") {
-            let a = line.split("addr=").nth(1).expect("addr").split_whitespace().next().expect("addr").to_owned();
-            break a;
-        }
-    };
-    // Keep draining logs so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, base: format!("http://{addr}") }
-}
-
-fn post(url: &str, body: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut r = agent.post(url).send(body).expect("request");
-    (r.status().as_u16(), r.body_mut().read_to_string().expect("body"))
-}
+use common::{count, post, start};
 
 fn event(i: usize) -> String {
     format!(
@@ -49,18 +17,6 @@ fn event(i: usize) -> String {
         i % 3,
         1_750_000_000_000_000_000u64 + i as u64
     )
-}
-
-fn count(base: &str, tenant: Option<&str>) -> u64 {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut req = agent.post(&format!("{base}/v1/sql"));
-    if let Some(t) = tenant {
-        req = req.header("x-tenant", t);
-    }
-    let mut r = req.send(r#"{"sql": "SELECT count(*) AS n FROM events"}"#).expect("sql");
-    let body = r.body_mut().read_to_string().expect("body");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-    v[0]["n"].as_u64().expect("n")
 }
 
 #[test]

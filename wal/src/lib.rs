@@ -10,5 +10,5 @@ pub mod log;
 pub mod record;
 
 pub use fs::{StdFs, WalFile, WalFs};
-pub use log::{RecoveryReport, Wal, WalConfig, WalError};
+pub use log::{RecoveryReport, Wal, WalConfig, WalError, WalStats, FSYNC_BUCKETS_S, GROUP_BUCKETS};
 pub use record::{decode_record, encode_record, DecodeError, Record, HEADER_LEN, MAX_PAYLOAD};

@@ -88,6 +88,22 @@ struct ActiveFile {
     spare: Vec<u8>,
 }
 
+/// Upper bounds, in seconds, of the fsync latency histogram's buckets.
+pub const FSYNC_BUCKETS_S: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
+/// Upper bounds, in records per fsync, of the group-size histogram's buckets.
+pub const GROUP_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/// Counters of the log's durability work. Buckets are cumulative (count of observations at or
+/// below each bound); the total count is `fsyncs`.
+#[derive(Debug, Clone, Default)]
+pub struct WalStats {
+    pub fsyncs: u64,
+    pub fsync_seconds_sum: f64,
+    pub fsync_buckets: Vec<u64>,
+    pub group_records_sum: u64,
+    pub group_buckets: Vec<u64>,
+}
+
 /// A group-committing write-ahead log.
 pub struct Wal {
     cfg: WalConfig,
@@ -96,6 +112,9 @@ pub struct Wal {
     active: Mutex<ActiveFile>,
     fsyncs: std::sync::atomic::AtomicU64,
     fsync_nanos: std::sync::atomic::AtomicU64,
+    fsync_buckets: [std::sync::atomic::AtomicU64; FSYNC_BUCKETS_S.len()],
+    group_buckets: [std::sync::atomic::AtomicU64; GROUP_BUCKETS.len()],
+    group_records: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Wal {
@@ -213,6 +232,9 @@ impl Wal {
             cfg,
             fsyncs: Default::default(),
             fsync_nanos: Default::default(),
+            fsync_buckets: Default::default(),
+            group_buckets: Default::default(),
+            group_records: Default::default(),
         };
         Ok((wal, report))
     }
@@ -250,11 +272,13 @@ impl Wal {
             // Become the leader for everything pending now.
             p.flushing = true;
             let upto = p.last_lsn;
+            let group = upto.saturating_sub(p.durable_lsn);
             let mut act = self.active.lock();
             let mut buf = std::mem::take(&mut act.spare);
             std::mem::swap(&mut buf, &mut p.buf);
             drop(p);
             let result = self.write_group(&mut act, &buf, upto);
+            self.record_group(group);
             buf.clear();
             act.spare = buf;
             drop(act);
@@ -303,6 +327,38 @@ impl Wal {
         use std::sync::atomic::Ordering::Relaxed;
         self.fsyncs.fetch_add(1, Relaxed);
         self.fsync_nanos.fetch_add(d.as_nanos() as u64, Relaxed);
+        let secs = d.as_secs_f64();
+        for (b, bound) in self.fsync_buckets.iter().zip(FSYNC_BUCKETS_S) {
+            if secs <= bound {
+                b.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn record_group(&self, records: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if records == 0 {
+            return;
+        }
+        self.group_records.fetch_add(records, Relaxed);
+        for (b, bound) in self.group_buckets.iter().zip(GROUP_BUCKETS) {
+            if records <= bound {
+                b.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Fsync latency and group-size histograms (cumulative buckets, Prometheus style).
+    pub fn stats(&self) -> WalStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let fsyncs = self.fsyncs.load(Relaxed);
+        WalStats {
+            fsyncs,
+            fsync_seconds_sum: Duration::from_nanos(self.fsync_nanos.load(Relaxed)).as_secs_f64(),
+            fsync_buckets: self.fsync_buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            group_records_sum: self.group_records.load(Relaxed),
+            group_buckets: self.group_buckets.iter().map(|b| b.load(Relaxed)).collect(),
+        }
     }
 
     /// Number of fsyncs issued and their total duration (for metrics and group-size figures).

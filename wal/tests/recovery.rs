@@ -198,6 +198,13 @@ fn concurrent_writers_share_fsyncs_and_all_records_survive() {
     }
     let (fsyncs, _) = wal.fsync_stats();
     assert!(fsyncs < 1600, "group commit must batch fsyncs: {fsyncs} for 1600 records");
+    let stats = wal.stats();
+    assert_eq!(stats.fsyncs, fsyncs);
+    assert_eq!(stats.group_records_sum, 1600, "every record belongs to exactly one group");
+    // Cumulative buckets: non-decreasing, and the last fsync bucket (1 s) holds (nearly) all.
+    assert!(stats.fsync_buckets.windows(2).all(|w| w[0] <= w[1]));
+    assert!(stats.group_buckets.windows(2).all(|w| w[0] <= w[1]));
+    assert!(*stats.group_buckets.last().expect("buckets") <= fsyncs);
     drop(wal);
     let mut got = Vec::new();
     let (_, report) = Wal::open(WalConfig::new(dir.path()), 0, |lsn, p| got.push((lsn, p.to_vec()))).expect("reopen");
