@@ -71,8 +71,16 @@ pub struct EngineConfig {
     pub compaction_trigger: usize,
     /// Largest compacted segment, in rows.
     pub compaction_max_rows: u64,
+    /// Most memory one compaction may hold, estimated as decoded column bytes plus the
+    /// in-memory row overhead of its input segments. Bounds the engine's memory beside
+    /// `max_buffered_bytes`.
+    pub compaction_max_bytes: u64,
     /// Run the flush / compaction thread (tests may drive them by hand).
     pub background: bool,
+    /// Delete data older than this (by event timestamp). Whole segments are dropped once
+    /// their newest event is older than the cutoff, so a query may still see up to one
+    /// segment's worth of older rows. `None` keeps everything.
+    pub retention: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -87,7 +95,9 @@ impl Default for EngineConfig {
             cold: WriterOptions::cold(),
             compaction_trigger: 4,
             compaction_max_rows: 4_000_000,
+            compaction_max_bytes: 512 << 20,
             background: true,
+            retention: None,
         }
     }
 }
@@ -153,6 +163,9 @@ pub struct EngineStats {
     pub flushes: AtomicU64,
     pub compactions: AtomicU64,
     pub backpressure_rejections: AtomicU64,
+    /// Segments and rows deleted by retention.
+    pub expired_segments: AtomicU64,
+    pub expired_rows: AtomicU64,
 }
 
 struct Inner {
@@ -396,6 +409,12 @@ impl Engine {
         compact_once(&self.inner, 1)
     }
 
+    /// Delete every segment whose newest event is older than `cutoff_ns` (unix ns). Returns
+    /// the rows deleted. Readers holding a snapshot keep reading the deleted files' mappings.
+    pub fn expire_before(&self, cutoff_ns: i64) -> Result<u64, EngineError> {
+        expire_once(&self.inner, cutoff_ns)
+    }
+
     /// Stop the background thread after a final flush.
     pub fn close(&self) -> Result<(), EngineError> {
         self.inner.shutdown.store(true, Ordering::Release);
@@ -438,7 +457,46 @@ fn background_loop(inner: &Arc<Inner>) {
         if let Err(e) = compact_once(inner, inner.cfg.compaction_trigger) {
             tracing::error!(error = %e, "compaction failed; will retry");
         }
+        if let Some(max_age) = inner.cfg.retention {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64);
+            let cutoff = now.saturating_sub(max_age.as_nanos().min(i64::MAX as u128) as i64);
+            if let Err(e) = expire_once(inner, cutoff) {
+                tracing::error!(error = %e, "retention failed; will retry");
+            }
+        }
     }
+}
+
+fn expire_once(inner: &Inner, cutoff_ns: i64) -> Result<u64, EngineError> {
+    let _m = inner.maintenance.lock();
+    let gone: HashSet<String> = {
+        let st = inner.state.lock();
+        st.segments.iter().filter(|s| s.segment.max_ts() < cutoff_ns).map(|s| s.entry.file.clone()).collect()
+    };
+    if gone.is_empty() {
+        return Ok(0);
+    }
+    let mut manifest = inner.state.lock().manifest.clone();
+    let rows: u64 = manifest.segments.iter().filter(|s| gone.contains(&s.file)).map(|s| s.rows).sum();
+    manifest.segments.retain(|s| !gone.contains(&s.file));
+    manifest.store(&inner.dir)?;
+    {
+        let mut st = inner.state.lock();
+        st.segments.retain(|s| !gone.contains(&s.entry.file));
+        st.manifest = manifest;
+    }
+    for f in &gone {
+        let p = inner.dir.join("segments").join(f);
+        if let Err(e) = std::fs::remove_file(&p) {
+            tracing::warn!(file = %p.display(), error = %e, "could not remove expired segment");
+        }
+    }
+    inner.stats.expired_segments.fetch_add(gone.len() as u64, Ordering::Relaxed);
+    inner.stats.expired_rows.fetch_add(rows, Ordering::Relaxed);
+    tracing::info!(segments = gone.len(), rows, cutoff_ns, "retention deleted expired segments");
+    Ok(rows)
 }
 
 fn flush_once(inner: &Inner) -> Result<bool, EngineError> {
@@ -519,6 +577,11 @@ pub fn sort_for_compaction(events: &mut [Event]) {
     });
 }
 
+/// Estimated memory of a segment's rows once decoded for compaction.
+fn compaction_bytes(seg: &Segment) -> u64 {
+    seg.raw_bytes() + seg.rows() * std::mem::size_of::<Event>() as u64
+}
+
 fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
     let _m = inner.maintenance.lock();
     let picked: Vec<LiveSegment> = {
@@ -527,12 +590,13 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
         if hot.len() < trigger.max(1) {
             return Ok(false);
         }
-        let mut rows = 0;
+        let (mut rows, mut bytes) = (0, 0);
         hot.into_iter()
             .enumerate()
             .take_while(|(i, s)| {
                 rows += s.segment.rows();
-                *i == 0 || rows <= inner.cfg.compaction_max_rows
+                bytes += compaction_bytes(&s.segment);
+                *i == 0 || (rows <= inner.cfg.compaction_max_rows && bytes <= inner.cfg.compaction_max_bytes)
             })
             .map(|(_, s)| s)
             .cloned()

@@ -200,3 +200,35 @@ fn a_data_directory_opens_once() {
     drop(eng);
     Engine::open(dir.path(), manual()).expect("open again after the first is dropped");
 }
+
+#[test]
+fn retention_drops_only_segments_wholly_older_than_the_cutoff() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let at = |i: u64, ts: i64| Event { timestamp_ns: ts, ..ev(i) };
+    let day = 86_400_000_000_000i64;
+    let t0 = 1_700_000_000_000_000_000i64;
+    {
+        let (eng, _) = Engine::open(dir.path(), manual()).expect("open");
+        // Segment A: days 0..1. Segment B: days 2..4 (straddles the cutoff). Buffer: day 5.
+        eng.append((0..10).map(|i| at(i, t0 + (i as i64 % 2) * day)).collect()).expect("a");
+        eng.flush().expect("flush a");
+        eng.append((10..20).map(|i| at(i, t0 + (2 + i as i64 % 3) * day)).collect()).expect("b");
+        eng.flush().expect("flush b");
+        eng.append((20..25).map(|i| at(i, t0 + 5 * day)).collect()).expect("c");
+        let snap = eng.snapshot();
+        let deleted = eng.expire_before(t0 + 3 * day).expect("expire");
+        assert_eq!(deleted, 10, "only segment A is wholly older than day 3");
+        // A snapshot taken before keeps reading the deleted segment.
+        assert_eq!(snap.all_events().expect("old snapshot").len(), 25);
+        let left = ids(&eng.snapshot().all_events().expect("read"));
+        assert_eq!(left, (10..25).collect::<Vec<_>>());
+        assert_eq!(eng.expire_before(t0 + 3 * day).expect("again"), 0);
+        assert_eq!(eng.stats().expired_rows.load(std::sync::atomic::Ordering::Relaxed), 10);
+    }
+    // The deletion is durable: the manifest no longer lists the segment, its file is gone.
+    let (eng, report) = Engine::open(dir.path(), manual()).expect("reopen");
+    assert_eq!(report.segment_rows, 10);
+    assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (10..25).collect::<Vec<_>>());
+    let files = std::fs::read_dir(dir.path().join("segments")).expect("dir").count();
+    assert_eq!(files, 1);
+}

@@ -199,6 +199,15 @@ impl Segment {
         &self.index
     }
     /// Stored (compressed) bytes of one column over all blocks.
+    /// Uncompressed bytes of every column block: what decoding the whole segment produces
+    /// before it becomes rows (used to bound the memory of compaction).
+    pub fn raw_bytes(&self) -> u64 {
+        (0..self.blocks.len())
+            .flat_map(|b| ColumnId::ALL.iter().map(move |c| (b, *c)))
+            .map(|(b, c)| u64::from(self.chunk(b, c).raw_len))
+            .sum()
+    }
+
     pub fn column_bytes(&self, col: ColumnId) -> u64 {
         (0..self.blocks.len()).map(|b| u64::from(self.chunk(b, col).len)).sum()
     }

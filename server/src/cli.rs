@@ -37,7 +37,7 @@ pub enum OutputFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server (HTTP API) on embedded defaults unless told otherwise.
-    Start(crate::http::StartArgs),
+    Start(crate::config::StartArgs),
     /// Bulk load JSON Lines files (`-` for stdin) into a data directory, offline.
     Import {
         files: Vec<PathBuf>,
@@ -239,7 +239,10 @@ pub fn format_batches(batches: &[arrow::array::RecordBatch], format: OutputForma
         OutputFormat::Json => {
             let mut buf = Vec::new();
             {
-                let mut w = arrow::json::ArrayWriter::new(&mut buf);
+                // Explicit nulls: every row object has every column, as SQL clients expect.
+                let mut w = arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow::json::writer::JsonArray>(&mut buf);
                 for b in batches {
                     w.write(b)?;
                 }

@@ -128,13 +128,15 @@ impl Ingest for GrpcState {
             let batch = match stream.message().await {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
-                Err(s) => return Err(Status::new(
-                    s.code(),
-                    format!(
+                Err(s) => {
+                    return Err(Status::new(
+                        s.code(),
+                        format!(
                         "stream failed after {batches} batches: {}; the {accepted} events of those batches are stored",
                         s.message()
                     ),
-                )),
+                    ))
+                }
             };
             self.metrics.received(Protocol::Grpc, prost::Message::encoded_len(&batch));
             match self.write_batch(batch).await {

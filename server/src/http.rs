@@ -3,10 +3,9 @@
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use axum::body::Bytes;
@@ -19,65 +18,10 @@ use engine::{Engine, EngineConfig};
 use serde::Deserialize;
 
 use crate::cli::{format_batches, OutputFormat};
+use crate::config::{self, QueryLimits, Settings, StartArgs};
 use crate::grpc::{self, GrpcState};
 use crate::ingest::{self, IngestMetrics, Protocol, StoreError};
 use crate::otlp;
-
-#[derive(clap::Args, Debug)]
-pub struct StartArgs {
-    /// YAML configuration file.
-    #[arg(long, env = "ACTIVEMIRROR_CONFIG")]
-    config: Option<PathBuf>,
-    #[arg(long, env = "ACTIVEMIRROR_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    #[arg(long, env = "ACTIVEMIRROR_HTTP_ADDR")]
-    http_addr: Option<SocketAddr>,
-    #[arg(long, env = "ACTIVEMIRROR_GRPC_ADDR")]
-    grpc_addr: Option<SocketAddr>,
-}
-
-/// The YAML file's layout. Unknown keys are errors naming the key.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct FileConfig {
-    storage: StorageConfig,
-    query: QueryConfig,
-    server: ServerConfig,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct StorageConfig {
-    data_dir: Option<PathBuf>,
-    max_buffered_mb: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct QueryConfig {
-    max_results: usize,
-    timeout_ms: u64,
-}
-
-impl Default for QueryConfig {
-    fn default() -> Self {
-        QueryConfig { max_results: 100_000, timeout_ms: 30_000 }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct ServerConfig {
-    http_addr: Option<SocketAddr>,
-    grpc_addr: Option<SocketAddr>,
-    max_body_mb: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig { http_addr: None, grpc_addr: None, max_body_mb: 64 }
-    }
-}
 
 #[derive(Default)]
 struct Metrics {
@@ -91,7 +35,7 @@ const QUERY_BUCKETS_MS: [f64; 8] = [1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 
 
 struct AppState {
     engine: Arc<Engine>,
-    query: QueryConfig,
+    query: QueryLimits,
     metrics: Metrics,
     ingest: Arc<IngestMetrics>,
     body_limit: usize,
@@ -104,22 +48,21 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 pub fn start(args: StartArgs) -> anyhow::Result<()> {
-    let file: FileConfig = match &args.config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
-            serde_yaml::from_str(&text).with_context(|| format!("config {}", p.display()))?
-        }
-        None => FileConfig::default(),
+    let file = match &args.config {
+        Some(p) => config::load_file(p)?,
+        None => config::FileConfig::default(),
     };
-    let data_dir = args.data_dir.or(file.storage.data_dir).unwrap_or_else(|| PathBuf::from("./activemirror-data"));
-    let http_addr =
-        args.http_addr.or(file.server.http_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let grpc_addr =
-        args.grpc_addr.or(file.server.grpc_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4317)));
-    let mut cfg = EngineConfig::default();
-    if let Some(mb) = file.storage.max_buffered_mb {
-        cfg.max_buffered_bytes = mb << 20;
-    }
+    let settings = config::resolve(&args, file)?;
+    let Settings { data_dir, http_addr, grpc_addr, .. } = settings.clone();
+    let cfg = EngineConfig {
+        max_buffered_bytes: settings.max_buffered_bytes,
+        flush_age: settings.flush_interval,
+        compaction_trigger: settings.compaction_trigger,
+        retention: settings.retention,
+        // Compaction's working set is bounded like the ingest buffer.
+        compaction_max_bytes: (settings.max_buffered_bytes as u64).max(32 << 20),
+        ..EngineConfig::default()
+    };
     let (engine, report) =
         Engine::open(&data_dir, cfg).with_context(|| format!("opening data directory {}", data_dir.display()))?;
     tracing::info!(
@@ -131,11 +74,11 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         "data directory open"
     );
     let engine = Arc::new(engine);
-    let body_limit = file.server.max_body_mb << 20;
+    let body_limit = settings.max_body_bytes;
     let ingest_metrics = Arc::new(IngestMetrics::default());
     let state = Arc::new(AppState {
         engine: engine.clone(),
-        query: file.query,
+        query: settings.query.clone(),
         metrics: Metrics::default(),
         ingest: ingest_metrics.clone(),
         body_limit,
@@ -145,11 +88,17 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         .route("/v1/events", post(ingest))
         .route("/v1/traces", post(otlp_traces))
         .route("/v1/sql", post(sql))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }));
+    let app = if settings.metrics_enabled { app.route("/metrics", get(metrics)) } else { app };
+    let app = app
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::map_response_with_state(state.clone(), body_too_large))
-        .with_state(state);
+        .with_state(state.clone());
+    let monitoring = settings.metrics_port.map(|port| {
+        let r = Router::new().route("/healthz", get(|| async { "ok\n" }));
+        let r = if settings.metrics_enabled { r.route("/metrics", get(metrics)) } else { r };
+        (SocketAddr::from(([127, 0, 0, 1], port)), r.with_state(state))
+    });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener =
@@ -171,10 +120,20 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             stopped(stop_rx.clone()),
         );
-        let http = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx));
-        let (h, g) = tokio::join!(http.into_future(), grpc);
+        let http = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let mon = async {
+            if let Some((addr, router)) = monitoring {
+                let l =
+                    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding monitoring {addr}"))?;
+                tracing::info!(addr = %l.local_addr()?, "monitoring listening");
+                axum::serve(l, router).with_graceful_shutdown(stopped(stop_rx.clone())).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        let (h, g, m) = tokio::join!(http.into_future(), grpc, mon);
         h?;
         g?;
+        m?;
         Ok::<_, anyhow::Error>(())
     })?;
     tracing::info!("shutting down: flushing");
@@ -327,7 +286,7 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
         // One more than allowed tells us whether the result was cut.
         df.limit(0, Some(limit + 1))?.collect().await
     };
-    let result = tokio::time::timeout(Duration::from_millis(st.query.timeout_ms), run).await;
+    let result = tokio::time::timeout(st.query.timeout, run).await;
     let elapsed = start.elapsed();
     m.queries.fetch_add(1, Ordering::Relaxed);
     m.query_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
@@ -342,7 +301,7 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
             m.query_errors.fetch_add(1, Ordering::Relaxed);
             return error(
                 StatusCode::REQUEST_TIMEOUT,
-                format!("query exceeded the timeout of {} ms", st.query.timeout_ms),
+                format!("query exceeded the timeout of {} ms (query.timeout)", st.query.timeout.as_millis()),
             );
         }
         Ok(Err(e)) => {

@@ -1,0 +1,278 @@
+//! Server configuration: embedded defaults < YAML file (`--config`) < `ACTIVEMIRROR_*`
+//! environment variables < command-line flags. The file's unknown keys and bad values are
+//! errors naming the key, reported at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Deserializer};
+
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct StartArgs {
+    /// YAML configuration file.
+    #[arg(long, env = "ACTIVEMIRROR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: ./activemirror-data].
+    #[arg(long, env = "ACTIVEMIRROR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP API address [default: 127.0.0.1:8080].
+    #[arg(long, env = "ACTIVEMIRROR_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// gRPC (ingest + OTLP) address [default: 127.0.0.1:4317].
+    #[arg(long, env = "ACTIVEMIRROR_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Delete data older than this, e.g. 30d, 12h [default: keep everything].
+    #[arg(long, env = "ACTIVEMIRROR_RETENTION", value_parser = parse_duration)]
+    pub retention: Option<Duration>,
+    /// Longest a query may run, e.g. 30s, 500ms.
+    #[arg(long, env = "ACTIVEMIRROR_QUERY_TIMEOUT", value_parser = parse_duration)]
+    pub query_timeout: Option<Duration>,
+    /// Most rows a query returns over HTTP.
+    #[arg(long, env = "ACTIVEMIRROR_MAX_RESULTS")]
+    pub max_results: Option<usize>,
+    /// Also serve /metrics and /healthz on this port (127.0.0.1).
+    #[arg(long, env = "ACTIVEMIRROR_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+    /// Memory for buffered (not yet flushed) events, in MiB, before writers wait.
+    #[arg(long, env = "ACTIVEMIRROR_MAX_BUFFERED_MB")]
+    pub max_buffered_mb: Option<usize>,
+}
+
+/// `30s`, `500ms`, `2h`, `7d`, `1h 30m` (humantime), or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(t).map_err(|e| format!("`{s}` is not a duration (like 30s, 500ms, 12h, 7d): {e}"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::Secs(s)) => Ok(Some(Duration::from_secs(s))),
+        Some(Raw::Text(t)) => parse_duration(&t).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// The YAML file's layout.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub storage: StorageConfig,
+    pub retention: RetentionConfig,
+    pub query: QueryFileConfig,
+    pub monitoring: MonitoringConfig,
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub data_dir: Option<PathBuf>,
+    pub max_buffered_mb: Option<usize>,
+    /// Flush the in-memory buffer at least this often.
+    #[serde(deserialize_with = "duration")]
+    pub flush_interval: Option<Duration>,
+    /// Compact once this many hot segments exist.
+    pub compaction_trigger: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Delete data older than this.
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryFileConfig {
+    pub max_results: Option<usize>,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    /// The same as `timeout`, in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// A second listener (127.0.0.1:port) for /metrics and /healthz.
+    pub port: Option<u16>,
+    /// Serve /metrics at all.
+    pub metrics_enabled: bool,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig { port: None, metrics_enabled: true }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub http_addr: Option<SocketAddr>,
+    pub grpc_addr: Option<SocketAddr>,
+    pub max_body_mb: Option<usize>,
+}
+
+/// Query limits the HTTP API applies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryLimits {
+    pub max_results: usize,
+    pub timeout: Duration,
+}
+
+/// Everything `start` needs, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub max_body_bytes: usize,
+    pub query: QueryLimits,
+    pub metrics_enabled: bool,
+    pub metrics_port: Option<u16>,
+    pub retention: Option<Duration>,
+    pub max_buffered_bytes: usize,
+    pub flush_interval: Duration,
+    pub compaction_trigger: usize,
+}
+
+/// Reads and checks a YAML config file; errors name the file, the key and what is wrong.
+pub fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    parse_file(&text).with_context(|| format!("config {}", path.display()))
+}
+
+/// Parses the YAML text of a config file.
+pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        anyhow::anyhow!("key `{path}`: {}", e.into_inner())
+    })
+}
+
+/// Applies the precedence: defaults < file < environment / flags (clap has already merged
+/// environment variables into `args`).
+pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
+    let engine_defaults = engine::EngineConfig::default();
+    let max_body_mb = file.server.max_body_mb.unwrap_or(64);
+    anyhow::ensure!(max_body_mb > 0, "key `server.max_body_mb`: must be at least 1");
+    let timeout = args
+        .query_timeout
+        .or(file.query.timeout)
+        .or(file.query.timeout_ms.map(Duration::from_millis))
+        .unwrap_or(Duration::from_secs(30));
+    anyhow::ensure!(!timeout.is_zero(), "key `query.timeout`: must be more than zero");
+    let max_results = args.max_results.or(file.query.max_results).unwrap_or(100_000);
+    anyhow::ensure!(max_results > 0, "key `query.max_results`: must be at least 1");
+    let max_buffered_mb = args.max_buffered_mb.or(file.storage.max_buffered_mb);
+    if let Some(mb) = max_buffered_mb {
+        anyhow::ensure!(mb >= 1, "key `storage.max_buffered_mb`: must be at least 1");
+    }
+    let retention = args.retention.or(file.retention.max_age);
+    if let Some(r) = retention {
+        anyhow::ensure!(!r.is_zero(), "key `retention.max_age`: must be more than zero");
+    }
+    Ok(Settings {
+        data_dir: args
+            .data_dir
+            .clone()
+            .or(file.storage.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./activemirror-data")),
+        http_addr: args.http_addr.or(file.server.http_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        grpc_addr: args.grpc_addr.or(file.server.grpc_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4317))),
+        max_body_bytes: max_body_mb << 20,
+        query: QueryLimits { max_results, timeout },
+        metrics_enabled: file.monitoring.metrics_enabled,
+        metrics_port: args.metrics_port.or(file.monitoring.port),
+        retention,
+        max_buffered_bytes: max_buffered_mb.map_or(engine_defaults.max_buffered_bytes, |mb| mb << 20),
+        flush_interval: file.storage.flush_interval.unwrap_or(engine_defaults.flush_age),
+        compaction_trigger: file.storage.compaction_trigger.unwrap_or(engine_defaults.compaction_trigger).max(1),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_a_file() {
+        let s = resolve(&StartArgs::default(), FileConfig::default()).expect("defaults");
+        assert_eq!(s.data_dir, PathBuf::from("./activemirror-data"));
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.grpc_addr.to_string(), "127.0.0.1:4317");
+        assert_eq!(s.query, QueryLimits { max_results: 100_000, timeout: Duration::from_secs(30) });
+        assert!(s.metrics_enabled);
+        assert_eq!(s.retention, None);
+    }
+
+    #[test]
+    fn the_full_layout_parses_and_flags_win() {
+        let file = parse_file(
+            "storage:\n  data_dir: /var/am\n  max_buffered_mb: 128\n  flush_interval: 500ms\n\
+             retention:\n  max_age: 30d\n\
+             query:\n  max_results: 500\n  timeout: 2s\n\
+             monitoring:\n  port: 9100\n  metrics_enabled: false\n\
+             server:\n  http_addr: 0.0.0.0:9000\n  max_body_mb: 8\n",
+        )
+        .expect("parses");
+        let args = StartArgs {
+            max_results: Some(7),
+            http_addr: Some("127.0.0.1:1".parse().expect("a")),
+            ..Default::default()
+        };
+        let s = resolve(&args, file).expect("resolves");
+        assert_eq!(s.data_dir, PathBuf::from("/var/am"));
+        assert_eq!(s.max_buffered_bytes, 128 << 20);
+        assert_eq!(s.flush_interval, Duration::from_millis(500));
+        assert_eq!(s.retention, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(s.query, QueryLimits { max_results: 7, timeout: Duration::from_secs(2) });
+        assert_eq!(s.metrics_port, Some(9100));
+        assert!(!s.metrics_enabled);
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:1", "the flag wins over the file");
+        assert_eq!(s.max_body_bytes, 8 << 20);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = parse_file("query:\n  max_result: 5\n").expect_err("typo");
+        assert!(e.to_string().contains("query") && e.to_string().contains("max_result"), "{e}");
+        let e = parse_file("query:\n  timeout: soon\n").expect_err("bad duration");
+        assert!(e.to_string().contains("query.timeout") && e.to_string().contains("soon"), "{e}");
+        let e = parse_file("server:\n  http_addr: nowhere\n").expect_err("bad addr");
+        assert!(e.to_string().contains("server.http_addr"), "{e}");
+        let e = parse_file("monitoring:\n  metrics_enabled: maybe\n").expect_err("bad bool");
+        assert!(e.to_string().contains("monitoring.metrics_enabled"), "{e}");
+        let e = parse_file("colour: blue\n").expect_err("unknown section");
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = resolve(&StartArgs::default(), parse_file("query:\n  max_results: 0\n").expect("parses"))
+            .expect_err("zero");
+        assert!(e.to_string().contains("query.max_results"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("-3s").is_err());
+    }
+}
