@@ -409,6 +409,42 @@ impl Engine {
         compact_once(&self.inner, 1)
     }
 
+    /// Offline bulk load: writes already-validated `events` straight into one compacted (warm,
+    /// zstd) segment, ordered as compaction orders them, bypassing the WAL and the in-memory
+    /// buffer. Durable when it returns: the segment is fsync'd and the manifest that lists it
+    /// is replaced atomically, so a crash leaves either all of the batch or none of it.
+    /// Returns the rows written. Callers should pass large batches (up to
+    /// `compaction_max_rows`); each call makes one segment.
+    pub fn bulk_load(&self, mut events: Vec<Event>) -> Result<u64, EngineError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        sort_for_compaction(&mut events);
+        let inner = &self.inner;
+        let _m = inner.maintenance.lock();
+        let id = inner.state.lock().manifest.next_segment_id;
+        let file = segment_file(id);
+        let path = inner.dir.join("segments").join(&file);
+        SegmentWriter::new(inner.cfg.cold).write(&path, &events)?;
+        let seg = Arc::new(Segment::open(&path)?);
+        let entry = SegmentEntry { file, rows: seg.rows(), tier: Tier::Warm };
+        let mut manifest = inner.state.lock().manifest.clone();
+        manifest.segments.push(entry.clone());
+        manifest.next_segment_id = id + 1;
+        if let Err(e) = manifest.store(&inner.dir) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        let rows = seg.rows();
+        {
+            let mut st = inner.state.lock();
+            st.segments.push(LiveSegment { segment: seg, entry });
+            st.manifest = manifest;
+        }
+        inner.stats.events_appended.fetch_add(rows, Ordering::Relaxed);
+        Ok(rows)
+    }
+
     /// Delete every segment whose newest event is older than `cutoff_ns` (unix ns). Returns
     /// the rows deleted. Readers holding a snapshot keep reading the deleted files' mappings.
     pub fn expire_before(&self, cutoff_ns: i64) -> Result<u64, EngineError> {

@@ -3,6 +3,8 @@
 //! whole or not at all.
 
 use std::borrow::Borrow;
+
+use rayon::prelude::*;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -71,40 +73,53 @@ impl SegmentWriter {
         let mut out = Vec::new();
         out.extend_from_slice(&HEAD_MAGIC);
         let block_rows = self.opts.block_rows.max(1);
-        let mut blocks = Vec::new();
-        let mut chunks = Vec::new();
-        let mut raw = Vec::new();
-        for (b, rows) in events.chunks(block_rows).enumerate() {
-            let min_ts = rows.iter().map(|e| e.timestamp_ns).min().unwrap_or(0);
-            let max_ts = rows.iter().map(|e| e.timestamp_ns).max().unwrap_or(0);
-            blocks.push(BlockMeta {
-                rows: rows.len() as u32,
-                _pad: 0,
-                first_row: (b * block_rows) as u64,
-                min_ts,
-                max_ts,
-            });
-            for id in ColumnId::ALL {
-                raw.clear();
-                encode_column(id, rows, &mut raw);
-                let codec = match id {
-                    ColumnId::Content | ColumnId::Attributes => self.opts.text_codec,
-                    _ => self.opts.codec,
-                };
-                let stored = codec.compress(&raw);
-                let (min, max, nulls) = numeric_stats(id, rows);
-                chunks.push(ChunkMeta {
-                    offset: out.len() as u64,
-                    len: stored.len() as u32,
-                    raw_len: raw.len() as u32,
-                    crc: crc32fast::hash(&stored),
-                    codec: codec.to_u32(),
-                    null_count: nulls,
-                    _pad: 0,
-                    min,
-                    max,
-                });
+        // Blocks are encoded and compressed in parallel (compression dominates writing), then
+        // laid out in order.
+        let encoded: Vec<(BlockMeta, Vec<(ChunkMeta, Vec<u8>)>)> = events
+            .par_chunks(block_rows)
+            .enumerate()
+            .map(|(b, rows)| {
+                let min_ts = rows.iter().map(|e| e.timestamp_ns).min().unwrap_or(0);
+                let max_ts = rows.iter().map(|e| e.timestamp_ns).max().unwrap_or(0);
+                let meta =
+                    BlockMeta { rows: rows.len() as u32, _pad: 0, first_row: (b * block_rows) as u64, min_ts, max_ts };
+                let mut raw = Vec::new();
+                let cols = ColumnId::ALL
+                    .iter()
+                    .map(|&id| {
+                        raw.clear();
+                        encode_column(id, rows, &mut raw);
+                        let codec = match id {
+                            ColumnId::Content | ColumnId::Attributes => self.opts.text_codec,
+                            _ => self.opts.codec,
+                        };
+                        let stored = codec.compress(&raw);
+                        let (min, max, nulls) = numeric_stats(id, rows);
+                        let chunk = ChunkMeta {
+                            offset: 0,
+                            len: stored.len() as u32,
+                            raw_len: raw.len() as u32,
+                            crc: crc32fast::hash(&stored),
+                            codec: codec.to_u32(),
+                            null_count: nulls,
+                            _pad: 0,
+                            min,
+                            max,
+                        };
+                        (chunk, stored)
+                    })
+                    .collect();
+                (meta, cols)
+            })
+            .collect();
+        let mut blocks = Vec::with_capacity(encoded.len());
+        let mut chunks = Vec::with_capacity(encoded.len() * COLUMN_COUNT);
+        for (meta, cols) in encoded {
+            blocks.push(meta);
+            for (mut chunk, stored) in cols {
+                chunk.offset = out.len() as u64;
                 out.extend_from_slice(&stored);
+                chunks.push(chunk);
             }
         }
         // Index section.

@@ -133,6 +133,10 @@ fn open_engine(dir: &Path) -> anyhow::Result<Engine> {
 
 /// Import: lines are read in chunks, parsed and validated in parallel, appended in order.
 /// A bad line stops the import; everything before it stays stored.
+/// Events per bulk-loaded segment: large enough for good compression and few segments, small
+/// enough to bound memory (about 1 KB per event in memory).
+const IMPORT_SEGMENT_ROWS: usize = 500_000;
+
 fn import(files: &[PathBuf], data_dir: &Path) -> anyhow::Result<()> {
     if files.is_empty() {
         bail!("import needs at least one file (`-` for stdin)");
@@ -148,8 +152,54 @@ fn import(files: &[PathBuf], data_dir: &Path) -> anyhow::Result<()> {
         .context("progress template")?,
     );
     let start = Instant::now();
-    let mut events_total = 0u64;
+    // Parsing (parallel, this thread) and segment writing (a writer thread) overlap: while one
+    // segment is sorted, encoded and compressed, the next one's lines are parsed.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<segments::Event>>(1);
+    let outcome = std::thread::scope(|scope| {
+        let engine = &engine;
+        let writer = scope.spawn(move || -> anyhow::Result<u64> {
+            let mut stored = 0;
+            for batch in rx {
+                stored += engine.bulk_load(batch)?;
+            }
+            Ok(stored)
+        });
+        let parsed = parse_files(files, &bar, &tx);
+        drop(tx);
+        let stored = writer.join().map_err(|_| anyhow::anyhow!("segment writer panicked"))?;
+        Ok::<_, anyhow::Error>((parsed, stored))
+    });
+    let (parsed, stored) = outcome?;
+    let stored = stored?;
+    engine.close()?;
+    match parsed {
+        Err(e) => {
+            bar.abandon();
+            bail!("{e} ({stored} events before it were stored)")
+        }
+        Ok(_) => bar.finish_and_clear(),
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "imported {stored} events from {} file(s) in {secs:.2} s ({:.0} events/s, {:.1} MB/s)",
+        files.len(),
+        stored as f64 / secs,
+        total as f64 / 1e6 / secs
+    );
+    Ok(())
+}
+
+/// Reads and validates every line, sending batches of [`IMPORT_SEGMENT_ROWS`] to `tx`. Stops at
+/// the first bad line (after sending the good events before it) with its file, line and field.
+fn parse_files(
+    files: &[PathBuf],
+    bar: &ProgressBar,
+    tx: &std::sync::mpsc::SyncSender<Vec<segments::Event>>,
+) -> anyhow::Result<u64> {
     const CHUNK: usize = 20_000;
+    let mut events_total = 0u64;
+    let mut pending: Vec<segments::Event> = Vec::new();
+    let send = |batch: Vec<segments::Event>| tx.send(batch).map_err(|_| anyhow::anyhow!("segment writer stopped"));
     for file in files {
         let reader: Box<dyn Read> = if file.as_os_str() == "-" {
             Box::new(std::io::stdin())
@@ -176,51 +226,26 @@ fn import(files: &[PathBuf], data_dir: &Path) -> anyhow::Result<()> {
             }
             let parsed: Vec<Result<segments::Event, (usize, engine::ValidationError)>> =
                 chunk.par_iter().map(|(no, line)| engine::parse_event(line, *no - 1).map_err(|e| (*no, e))).collect();
-            let mut good = Vec::with_capacity(parsed.len());
-            let mut failure = None;
             for p in parsed {
                 match p {
-                    Ok(e) => good.push(e),
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
+                    Ok(e) => {
+                        pending.push(e);
+                        events_total += 1;
+                    }
+                    Err((no, e)) => {
+                        send(std::mem::take(&mut pending))?;
+                        bail!("{}: line {no}: field `{}`: {}", file.display(), e.field, e.message);
                     }
                 }
             }
-            let n = good.len() as u64;
-            engine.append(good)?;
-            events_total += n;
             bar.set_message(format!("{events_total} events"));
-            if let Some((no, e)) = failure {
-                bar.abandon();
-                engine.close()?;
-                bail!(
-                    "{}: line {no}: field `{}`: {} ({events_total} events before it were stored)",
-                    file.display(),
-                    e.field,
-                    e.message
-                );
+            if pending.len() >= IMPORT_SEGMENT_ROWS {
+                send(std::mem::take(&mut pending))?;
             }
         }
     }
-    engine.close()?;
-    bar.finish_and_clear();
-    let load_secs = start.elapsed().as_secs_f64();
-    // Bulk loads go straight to the compacted (warm) layout.
-    let spinner = ProgressBar::new_spinner();
-    spinner.set_message("compacting");
-    spinner.enable_steady_tick(Duration::from_millis(120));
-    while engine.compact()? {}
-    spinner.finish_and_clear();
-    let secs = start.elapsed().as_secs_f64();
-    eprintln!("loaded in {load_secs:.2} s, compacted in {:.2} s", secs - load_secs);
-    eprintln!(
-        "imported {events_total} events from {} file(s) in {secs:.2} s ({:.0} events/s, {:.1} MB/s)",
-        files.len(),
-        events_total as f64 / secs,
-        total as f64 / 1e6 / secs
-    );
-    Ok(())
+    send(pending)?;
+    Ok(events_total)
 }
 
 pub fn format_batches(batches: &[arrow::array::RecordBatch], format: OutputFormat) -> anyhow::Result<String> {

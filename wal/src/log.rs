@@ -379,6 +379,24 @@ impl Wal {
 
     /// Delete whole files whose records all have `lsn <= checkpoint`. The active file stays.
     pub fn remove_obsolete(&self, checkpoint: u64) -> Result<usize, WalError> {
+        // When the checkpoint covers every record written so far, start a fresh active file so
+        // the covered one can be deleted too (otherwise it lingers until size rotation).
+        // Lock order as in `wait_durable`: pending, then active.
+        {
+            let p = self.pending.lock();
+            if !p.flushing && p.buf.is_empty() && p.last_lsn <= checkpoint && p.durable_lsn >= p.last_lsn {
+                let mut act = self.active.lock();
+                if act.size > 0 {
+                    let next = p.last_lsn + 1;
+                    let new_path = self.cfg.dir.join(file_name(next));
+                    let f = self.cfg.fs.create(&new_path).map_err(io_err(&new_path))?;
+                    self.cfg.fs.sync_dir(&self.cfg.dir).map_err(io_err(&self.cfg.dir))?;
+                    act.file = f;
+                    act.size = 0;
+                    act.files.push((next, new_path));
+                }
+            }
+        }
         let mut act = self.active.lock();
         let mut removed = 0;
         while act.files.len() > 1 && act.files[1].0 <= checkpoint + 1 {

@@ -234,3 +234,25 @@ fn checkpoint_removes_only_obsolete_files_and_replay_skips_them() {
     let (_, _) = Wal::open(cfg, 10, |lsn, _| got.push(lsn)).expect("reopen");
     assert_eq!(got, (11..=20).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_fully_covering_checkpoint_leaves_no_log_bytes_behind() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (wal, _) = Wal::open(WalConfig::new(dir.path()), 0, |_, _| {}).expect("open");
+    let mut last = 0;
+    for i in 0..20 {
+        last = wal.append(&payload(i)).expect("append");
+    }
+    wal.remove_obsolete(last).expect("remove");
+    let bytes: u64 = wal_files(dir.path()).iter().map(|p| std::fs::metadata(p).expect("meta").len()).sum();
+    assert_eq!(bytes, 0, "the covered active file is replaced by an empty one");
+    assert_eq!(wal.file_count(), 1);
+    let next = wal.append(b"after").expect("append after checkpoint");
+    assert_eq!(next, last + 1, "LSNs continue across the switch");
+    drop(wal);
+    let mut got = Vec::new();
+    let mut cfg = WalConfig::new(dir.path());
+    cfg.min_next_lsn = last + 1;
+    let (_, _) = Wal::open(cfg, last, |lsn, p| got.push((lsn, p.to_vec()))).expect("reopen");
+    assert_eq!(got, vec![(last + 1, b"after".to_vec())]);
+}
