@@ -5,6 +5,9 @@
 use std::borrow::Borrow;
 
 use rayon::prelude::*;
+
+/// One block's metadata and its column chunks (chunk metadata without offsets, stored bytes).
+type EncodedBlock = (BlockMeta, Vec<(ChunkMeta, Vec<u8>)>);
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -75,7 +78,7 @@ impl SegmentWriter {
         let block_rows = self.opts.block_rows.max(1);
         // Blocks are encoded and compressed in parallel (compression dominates writing), then
         // laid out in order.
-        let encoded: Vec<(BlockMeta, Vec<(ChunkMeta, Vec<u8>)>)> = events
+        let encoded: Vec<EncodedBlock> = events
             .par_chunks(block_rows)
             .enumerate()
             .map(|(b, rows)| {

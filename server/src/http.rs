@@ -39,6 +39,26 @@ struct AppState {
     metrics: Metrics,
     ingest: Arc<IngestMetrics>,
     body_limit: usize,
+    /// One prepared SQL session per tenant scope (`None`: all tenants), reused across
+    /// requests. Requests may not change it: DDL, DML and SET are refused over HTTP.
+    sessions: parking_lot::Mutex<std::collections::HashMap<Option<String>, datafusion::prelude::SessionContext>>,
+}
+
+/// Most tenant scopes kept prepared; beyond it the cache starts over.
+const SESSION_CACHE_MAX: usize = 1024;
+
+impl AppState {
+    async fn session(&self, tenant: Option<String>) -> datafusion::error::Result<datafusion::prelude::SessionContext> {
+        if let Some(ctx) = self.sessions.lock().get(&tenant) {
+            return Ok(ctx.clone());
+        }
+        let ctx = query::session(self.engine.clone(), tenant.clone()).await?;
+        let mut cache = self.sessions.lock();
+        if cache.len() >= SESSION_CACHE_MAX {
+            cache.clear();
+        }
+        Ok(cache.entry(tenant).or_insert(ctx).clone())
+    }
 }
 
 type Shared = Arc<AppState>;
@@ -82,6 +102,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         metrics: Metrics::default(),
         ingest: ingest_metrics.clone(),
         body_limit,
+        sessions: Default::default(),
     });
     let grpc_routes = grpc::router(GrpcState { engine: engine.clone(), metrics: ingest_metrics }, body_limit);
     let app = Router::new()
@@ -281,8 +302,13 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
     let start = Instant::now();
     let limit = st.query.max_results;
     let run = async {
-        let ctx = query::session(st.engine.clone(), tenant).await?;
-        let df = ctx.sql(&req.sql).await?;
+        let ctx = st.session(tenant).await?;
+        // Read-only: the prepared session is shared, so nothing may change it.
+        let options = datafusion::execution::context::SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx.sql_with_options(&req.sql, options).await?;
         // One more than allowed tells us whether the result was cut.
         df.limit(0, Some(limit + 1))?.collect().await
     };

@@ -40,6 +40,16 @@ fn ingest_query_reject_and_survive_sigkill() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("\"error\""));
     assert_eq!(count(&s.base, None), 150);
+    // SQL over HTTP is read-only: statements that would change the shared session are refused.
+    for ddl in ["CREATE VIEW v AS SELECT 1", "DROP VIEW traces", "SET datafusion.execution.batch_size = 1"] {
+        let (status, body) = post(&format!("{}/v1/sql", s.base), &serde_json::json!({ "sql": ddl }).to_string());
+        assert_eq!(status, 400, "{ddl}: {body}");
+    }
+    assert_eq!(common::sql(&s.base, None, "SELECT count(*) AS n FROM traces")[0]["n"], 150);
+    // The prepared session reads a fresh snapshot each time: new events show up at once.
+    assert_eq!(post(&format!("{}/v1/events", s.base), &event(150)).0, 200);
+    assert_eq!(count(&s.base, None), 151);
+    assert_eq!(count(&s.base, Some("t0")), 76);
     let (status, body) = post(&format!("{}/v1/sql", s.base), r#"{"sql": "SELECT nope FROM events"}"#);
     assert_eq!(status, 400);
     assert!(body.contains("nope"), "{body}");
@@ -53,7 +63,7 @@ fn ingest_query_reject_and_survive_sigkill() {
     // Health and metrics.
     let mut r = ureq::get(&format!("{}/metrics", s.base)).call().expect("metrics");
     let m = r.body_mut().read_to_string().expect("body");
-    assert!(m.contains("activemirror_events_ingested_total{protocol=\"http\"} 150"), "{m}");
+    assert!(m.contains("activemirror_events_ingested_total{protocol=\"http\"} 151"), "{m}");
     assert!(m.contains("activemirror_rejected_requests_total{reason=\"too_large\"} 1"), "{m}");
 
     // SIGKILL, restart: every acknowledged event is back.
@@ -61,7 +71,7 @@ fn ingest_query_reject_and_survive_sigkill() {
     let _ = s.child.wait();
     std::thread::sleep(Duration::from_millis(50));
     let mut s = start(dir.path());
-    assert_eq!(count(&s.base, None), 150);
+    assert_eq!(count(&s.base, None), 151);
     s.child.kill().expect("kill");
     let _ = s.child.wait();
 }
