@@ -138,6 +138,24 @@ fn grpc_ingest_write_stream_and_rejections() {
     assert!(m.contains("activemirror_batches_total{protocol=\"grpc\"} 5"), "{m}");
     assert!(m.contains("activemirror_wal_fsync_seconds_bucket{le=\"+Inf\"}"), "{m}");
     assert!(m.contains("activemirror_wal_group_records_sum"), "{m}");
+
+    // SIGTERM: graceful stop (flush, exit 0); a restart has every event, from segments.
+    let mut s = s;
+    let pid = s.child.id().to_string();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(killed.success());
+    let status = s.child.wait().expect("wait");
+    assert!(status.success(), "SIGTERM must end the server with exit 0, got {status}");
+    let s = start(dir.path());
+    assert_eq!(count(&s.base, None), 230);
+    assert!(
+        !dir.path()
+            .join("wal")
+            .read_dir()
+            .expect("wal dir")
+            .any(|f| f.is_ok_and(|f| f.metadata().is_ok_and(|m| m.len() > 0))),
+        "after a clean stop every event is in segments and the WAL holds nothing"
+    );
 }
 
 /// A codec that sends fixed bytes whatever the message, to test malformed requests.
