@@ -1,0 +1,89 @@
+//! sqllogictest-style files (`tests/slt/*.slt`) for the SQL behaviour people see: answers on the
+//! contract's example events, errors for unknown columns and tables, type errors, empty results.
+//!
+//! Format: records separated by blank lines; `#` starts a comment line.
+//!   `query` [`rowsort`], the SQL, `----`, then one line per row, cells separated by ` | `,
+//!   NULL for nulls (`rowsort` compares sorted lines);
+//!   `error <text>`, then the SQL: the statement must fail with a message containing <text>.
+//! Set `SLT_PRINT=1` to print what the engine answers instead of checking.
+
+use std::sync::Arc;
+
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use engine::{Engine, EngineConfig};
+
+fn render(batches: &[arrow::array::RecordBatch]) -> Vec<String> {
+    let opts = FormatOptions::default().with_null("NULL");
+    let mut lines = Vec::new();
+    for b in batches {
+        let fmts: Vec<_> =
+            b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).expect("formatter")).collect();
+        for r in 0..b.num_rows() {
+            lines.push(fmts.iter().map(|f| f.value(r).to_string()).collect::<Vec<_>>().join(" | "));
+        }
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (engine, _) = Engine::open(dir.path(), EngineConfig { background: false, ..Default::default() }).expect("open");
+    let text = include_str!("../data/example-events.jsonl");
+    let lines: Vec<&str> = text.lines().collect();
+    // Half in a segment, half in the in-memory buffer.
+    engine.append_json(&lines[..6].join("\n")).expect("append");
+    engine.flush().expect("flush");
+    engine.append_json(&lines[6..].join("\n")).expect("append");
+    let engine = Arc::new(engine);
+    let ctx = query::session(engine, None).await.expect("session");
+    let print = std::env::var("SLT_PRINT").is_ok();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/slt");
+    let mut files: Vec<_> = std::fs::read_dir(root).expect("slt dir").map(|e| e.expect("entry").path()).collect();
+    files.sort();
+    let mut checked = 0;
+    for file in files {
+        let body = std::fs::read_to_string(&file).expect("read slt");
+        for record in body.split("\n\n").map(str::trim).filter(|r| !r.is_empty()) {
+            let lines: Vec<&str> = record.lines().filter(|l| !l.starts_with('#')).collect();
+            let Some((head, rest)) = lines.split_first() else { continue };
+            let where_ = format!("{}: {head}", file.display());
+            if let Some(expected_error) = head.strip_prefix("error ") {
+                let sql = rest.join("\n");
+                let got = match ctx.sql(&sql).await {
+                    Ok(df) => df.collect().await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                let msg = got.err().map(|e| e.to_string()).unwrap_or_default();
+                if print {
+                    println!("error {msg}\n{sql}\n");
+                } else {
+                    assert!(
+                        msg.contains(expected_error),
+                        "{where_}\n{sql}\nexpected an error containing `{expected_error}`, got `{msg}`"
+                    );
+                }
+            } else {
+                let rowsort = *head == "query rowsort";
+                assert!(rowsort || *head == "query", "{where_}: a record starts with `query` or `error`");
+                let sep = rest.iter().position(|l| *l == "----").unwrap_or(rest.len());
+                let sql = rest[..sep].join("\n");
+                let mut expected: Vec<String> =
+                    rest.get(sep + 1..).unwrap_or_default().iter().map(|s| s.to_string()).collect();
+                let batches = ctx.sql(&sql).await.expect(&sql).collect().await.expect(&sql);
+                let mut got = render(&batches);
+                if print {
+                    println!("{head}\n{sql}\n----\n{}\n", got.join("\n"));
+                    continue;
+                }
+                if rowsort {
+                    got.sort();
+                    expected.sort();
+                }
+                assert_eq!(got, expected, "{where_}\n{sql}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(print || checked >= 10, "only {checked} records checked");
+}
