@@ -243,9 +243,18 @@ impl TableProvider for EventsTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        // The scan prunes with every filter it understands, but DataFusion re-applies them all,
-        // so results never depend on the pruning being complete.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // Filters the scan applies row for row are Exact (DataFusion drops them); the others
+        // still prune segments and blocks where they can, and DataFusion re-applies them.
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if crate::pushdown::is_exact(f) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
     }
 
     async fn scan(

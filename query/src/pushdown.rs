@@ -24,6 +24,9 @@ impl ScanPredicate {
     }
 
     fn add(&mut self, e: &Expr) {
+        if let Some(list) = or_chain_as_in_list(e) {
+            return self.add(&Expr::InList(list));
+        }
         match e {
             Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
                 self.add(left);
@@ -114,6 +117,87 @@ impl ScanPredicate {
     }
 }
 
+/// Whether the scan applies `e` exactly, row for row, so DataFusion need not re-apply it:
+/// equality / IN (not negated) with string literals on an indexed column, IS [NOT] NULL on an
+/// indexed column (answered by the bitmaps), and `trace_id` equality / IN with valid ids
+/// (answered by the trace directory). The in-memory buffer applies the same predicate per row.
+/// Negations (`!=`, `NOT IN`) are not exact: their bitmaps keep NULL rows that SQL drops.
+/// Time bounds are not exact either: they prune blocks, rows are cut by DataFusion.
+pub fn is_exact(e: &Expr) -> bool {
+    fn plain_column(e: &Expr) -> Option<&str> {
+        match e {
+            Expr::Column(c) => Some(c.name.as_str()),
+            _ => None,
+        }
+    }
+    let plain_string = |e: &Expr| match e {
+        Expr::Literal(v, _) => match string(v) {
+            Some(Some(s)) => Some(s),
+            _ => None,
+        },
+        _ => None,
+    };
+    let exact_value = |col: &str, v: Option<String>| match v {
+        None => false,
+        Some(v) if col == "trace_id" => segments::parse_hex::<16>(&v).is_some(),
+        Some(_) => IndexedColumn::from_name(col).is_some(),
+    };
+    if let Some(list) = or_chain_as_in_list(e) {
+        return is_exact(&Expr::InList(list));
+    }
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+            match (plain_column(left), plain_column(right)) {
+                (Some(col), None) => exact_value(col, plain_string(right)),
+                (None, Some(col)) => exact_value(col, plain_string(left)),
+                _ => false,
+            }
+        }
+        Expr::InList(list) if !list.negated && !list.list.is_empty() => match plain_column(&list.expr) {
+            Some(col) => list.list.iter().all(|v| exact_value(col, plain_string(v))),
+            None => false,
+        },
+        Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
+            plain_column(inner).is_some_and(|c| IndexedColumn::from_name(c).is_some())
+        }
+        _ => false,
+    }
+}
+
+/// `c = 'a' OR c = 'b' OR ...` on one column (DataFusion rewrites short IN lists this way),
+/// as the IN list it means.
+fn or_chain_as_in_list(e: &Expr) -> Option<datafusion::logical_expr::expr::InList> {
+    fn collect<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+        match e {
+            Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+                collect(left, out);
+                collect(right, out);
+            }
+            other => out.push(other),
+        }
+    }
+    let mut parts = Vec::new();
+    collect(e, &mut parts);
+    if parts.len() < 2 {
+        return None;
+    }
+    let mut column: Option<&Expr> = None;
+    let mut values = Vec::new();
+    for p in parts {
+        let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = p else { return None };
+        let (c, v) = match (left.as_ref(), right.as_ref()) {
+            (c @ Expr::Column(_), v @ Expr::Literal(..)) | (v @ Expr::Literal(..), c @ Expr::Column(_)) => (c, v),
+            _ => return None,
+        };
+        if column.is_some_and(|prev| prev != c) {
+            return None;
+        }
+        column = Some(c);
+        values.push(v.clone());
+    }
+    Some(datafusion::logical_expr::expr::InList::new(Box::new(column?.clone()), values, false))
+}
+
 fn column_name(e: &Expr) -> Option<String> {
     match e {
         Expr::Column(c) => Some(c.name.clone()),
@@ -157,5 +241,45 @@ fn timestamp_ns(v: &ScalarValue) -> Option<i64> {
             timestamp_ns(&ts)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col, in_list, lit};
+
+    #[test]
+    fn exactness() {
+        let trace = "0123456789abcdef0123456789abcdef";
+        for e in [
+            col("agent_id").eq(lit("a")),
+            lit("a").eq(col("tenant")),
+            in_list(col("intent"), vec![lit("refund"), lit("billing")], false),
+            col("model").is_null(),
+            col("status").is_not_null(),
+            col("trace_id").eq(lit(trace)),
+            in_list(col("trace_id"), vec![lit(trace)], false),
+            col("agent_id").eq(lit("a")).or(col("agent_id").eq(lit("b"))).or(lit("c").eq(col("agent_id"))),
+        ] {
+            assert!(is_exact(&e), "{e}");
+            // And the predicate really absorbs it.
+            let p = ScanPredicate::from_filters(std::slice::from_ref(&e));
+            assert!(!p.conj.is_empty(), "{e}");
+        }
+        for e in [
+            col("agent_id").not_eq(lit("a")),
+            in_list(col("intent"), vec![lit("refund")], true),
+            col("content").eq(lit("x")),
+            col("trace_id").eq(lit("ABC")),
+            col("trace_id").eq(lit(trace.to_uppercase())),
+            col("timestamp").gt(lit("2024-01-01")),
+            col("agent_id").eq(lit(ScalarValue::Utf8(None))),
+            col("confidence").lt(lit(0.5)),
+            col("agent_id").eq(lit("a")).or(col("intent").eq(lit("b"))),
+            col("agent_id").eq(lit("a")).or(col("confidence").lt(lit(0.5))),
+        ] {
+            assert!(!is_exact(&e), "{e}");
+        }
     }
 }

@@ -87,3 +87,48 @@ async fn slt_files() {
     }
     assert!(print || checked >= 10, "only {checked} records checked");
 }
+
+/// Filters the scan answers exactly (indexed equality, IN, IS NULL, trace ids) leave no
+/// FilterExec behind; the others (time, negations, other columns) are re-applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_filters_are_not_reapplied() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (engine, _) = Engine::open(dir.path(), EngineConfig { background: false, ..Default::default() }).expect("open");
+    engine.append_json(include_str!("../data/example-events.jsonl")).expect("append");
+    engine.flush().expect("flush");
+    let ctx = query::session(Arc::new(engine), None).await.expect("session");
+    let plan = |sql: String| {
+        let ctx = ctx.clone();
+        async move {
+            let batches = ctx.sql(&format!("EXPLAIN {sql}")).await.expect("plan").collect().await.expect("explain");
+            render(&batches).join("\n")
+        }
+    };
+    for sql in [
+        "SELECT count(*) FROM events WHERE agent_id = 'support-agent-026' AND intent IN ('escalation', 'x')",
+        "SELECT count(*) FROM events WHERE model IS NULL",
+        "SELECT count(*) FROM events WHERE trace_id = '0123456789abcdef0123456789abcdef'",
+    ] {
+        let p = plan(sql.to_owned()).await;
+        assert!(!p.contains("FilterExec"), "{sql}\n{p}");
+        assert!(p.contains("EventsScanExec"), "{sql}\n{p}");
+    }
+    for sql in [
+        "SELECT count(*) FROM events WHERE agent_id != 'support-agent-026'",
+        "SELECT count(*) FROM events WHERE timestamp > '2025-06-03T12:00:00Z'",
+        "SELECT count(*) FROM events WHERE confidence < 0.95",
+    ] {
+        let p = plan(sql.to_owned()).await;
+        assert!(p.contains("FilterExec"), "{sql}\n{p}");
+    }
+    // And the exact answers: 6 of 7 acme steps have intent escalation; 5 events have no model.
+    let n = |sql: &'static str| {
+        let ctx = ctx.clone();
+        async move { render(&ctx.sql(sql).await.expect("sql").collect().await.expect("run")) }
+    };
+    assert_eq!(
+        n("SELECT count(*) FROM events WHERE agent_id = 'support-agent-026' AND intent IN ('escalation', 'x')").await,
+        ["5"]
+    );
+    assert_eq!(n("SELECT count(*) FROM events WHERE model IS NULL").await, ["5"]);
+}
