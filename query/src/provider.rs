@@ -8,8 +8,9 @@ use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::{DataFusionError, Result, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -279,6 +280,13 @@ impl TableProvider for EventsTable {
         for (i, u) in plan.units.into_iter().enumerate() {
             shares[i % n].push(u);
         }
+        // The scan emits exactly the rows it kept (remaining filters run above it), so the
+        // row counts it offers the optimizer are exact.
+        let cap = |rows: usize| limit.map_or(rows, |l| rows.min(l));
+        let partition_rows: Vec<usize> =
+            shares.iter().map(|units| cap(units.iter().map(ScanUnit::rows).sum::<usize>())).collect();
+        let mut total = Statistics::new_unknown(&projected);
+        total.num_rows = Precision::Exact(cap(plan.stats.rows_kept as usize));
         let partitions: Vec<Arc<dyn PartitionStream>> = shares
             .into_iter()
             .map(|units| {
@@ -287,7 +295,7 @@ impl TableProvider for EventsTable {
             })
             .collect();
         let inner = Arc::new(StreamingTableExec::try_new(projected, partitions, None, Vec::new(), false, limit)?);
-        Ok(Arc::new(EventsScanExec { inner, stats: plan.stats }))
+        Ok(Arc::new(EventsScanExec { inner, stats: plan.stats, statistics: Arc::new(total), partition_rows }))
     }
 }
 
@@ -296,6 +304,9 @@ impl TableProvider for EventsTable {
 pub struct EventsScanExec {
     inner: Arc<StreamingTableExec>,
     stats: PruningStats,
+    /// Exact output row count, offered to the optimizer.
+    statistics: Arc<Statistics>,
+    partition_rows: Vec<usize>,
 }
 
 impl EventsScanExec {
@@ -347,5 +358,16 @@ impl ExecutionPlan for EventsScanExec {
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         self.inner.execute(partition, context)
+    }
+
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        Ok(match partition {
+            None => self.statistics.clone(),
+            Some(i) => {
+                let mut s = Statistics::new_unknown(&self.inner.schema());
+                s.num_rows = self.partition_rows.get(i).map_or(Precision::Absent, |r| Precision::Exact(*r));
+                Arc::new(s)
+            }
+        })
     }
 }

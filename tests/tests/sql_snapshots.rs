@@ -105,9 +105,9 @@ async fn exact_filters_are_not_reapplied() {
         }
     };
     for sql in [
-        "SELECT count(*) FROM events WHERE agent_id = 'support-agent-026' AND intent IN ('escalation', 'x')",
-        "SELECT count(*) FROM events WHERE model IS NULL",
-        "SELECT count(*) FROM events WHERE trace_id = '0123456789abcdef0123456789abcdef'",
+        "SELECT count(content) FROM events WHERE agent_id = 'support-agent-026' AND intent IN ('escalation', 'x')",
+        "SELECT count(content) FROM events WHERE model IS NULL",
+        "SELECT count(content) FROM events WHERE trace_id = '0123456789abcdef0123456789abcdef'",
     ] {
         let p = plan(sql.to_owned()).await;
         assert!(!p.contains("FilterExec"), "{sql}\n{p}");
@@ -131,4 +131,13 @@ async fn exact_filters_are_not_reapplied() {
         ["5"]
     );
     assert_eq!(n("SELECT count(*) FROM events WHERE model IS NULL").await, ["5"]);
+    // Exact row counts reach the optimizer: a count under exact filters needs no aggregation.
+    let p = plan("SELECT count(*) FROM events WHERE tenant = 'acme-corp'".to_owned()).await;
+    assert!(!p.contains("AggregateExec") && !p.contains("EventsScanExec"), "{p}");
+    assert_eq!(n("SELECT count(*) FROM events WHERE tenant = 'acme-corp'").await, ["7"]);
+    assert_eq!(n("SELECT count(*) FROM events").await, ["12"]);
+    // Not when a filter remains above the scan.
+    let p = plan("SELECT count(*) FROM events WHERE confidence < 0.95".to_owned()).await;
+    assert!(p.contains("AggregateExec"), "{p}");
+    assert_eq!(n("SELECT count(*) FROM events WHERE confidence < 0.95").await, ["4"]);
 }
