@@ -576,27 +576,21 @@ def charts(results, out_dir):
     files = []
     for res in results:
         n = res["events"]
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        vals = [res["ingest"][e]["events_per_s"] / 1e3 for e in engines]
-        ax.bar(engines, vals, color=[colors[e] for e in engines])
-        ax.set_ylabel("thousand events / s")
-        ax.set_title(f"Offline import of {n:,} events (higher is better)")
-        fig.tight_layout()
-        f = f"ingest-{n}.png"
-        fig.savefig(os.path.join(out_dir, f), dpi=110)
-        plt.close(fig)
-        files.append(f)
+        def bar(name, labels, values, ylabel, title):
+            fig, ax = plt.subplots(figsize=(6, 3.2))
+            ax.bar(labels, values, color=[colors[k] for k in labels])
+            ax.set_ylabel(ylabel)
+            ax.set_title(title)
+            fig.tight_layout()
+            fig.savefig(os.path.join(out_dir, name), dpi=110)
+            plt.close(fig)
+            files.append(name)
 
-        fig, ax = plt.subplots(figsize=(6, 3.2))
+        bar(f"ingest-{n}.png", engines, [res["ingest"][e]["events_per_s"] / 1e3 for e in engines],
+            "thousand events / s", f"Offline import of {n:,} events (higher is better)")
         keys = engines + ["parquet-zstd"]
-        ax.bar(keys, [res["size"][k] / n for k in keys], color=[colors[k] for k in keys])
-        ax.set_ylabel("bytes / event")
-        ax.set_title(f"Size at rest, {n:,} events (lower is better)")
-        fig.tight_layout()
-        f = f"size-{n}.png"
-        fig.savefig(os.path.join(out_dir, f), dpi=110)
-        plt.close(fig)
-        files.append(f)
+        bar(f"size-{n}.png", keys, [res["size"][k] / n for k in keys], "bytes / event",
+            f"Size at rest, {n:,} events (lower is better)")
 
         fig, ax = plt.subplots(figsize=(9, 4.5))
         names = [q["name"].split(" (")[0][:28] for q in res["queries"]]

@@ -422,23 +422,18 @@ impl Engine {
         sort_for_compaction(&mut events);
         let inner = &self.inner;
         let _m = inner.maintenance.lock();
-        let id = inner.state.lock().manifest.next_segment_id;
-        let file = segment_file(id);
-        let path = inner.dir.join("segments").join(&file);
-        SegmentWriter::new(inner.cfg.cold).write(&path, &events)?;
-        let seg = Arc::new(Segment::open(&path)?);
-        let entry = SegmentEntry { file, rows: seg.rows(), tier: Tier::Warm };
+        let (live, id) = write_new_segment(inner, &events, Tier::Warm)?;
         let mut manifest = inner.state.lock().manifest.clone();
-        manifest.segments.push(entry.clone());
+        manifest.segments.push(live.entry.clone());
         manifest.next_segment_id = id + 1;
         if let Err(e) = manifest.store(&inner.dir) {
-            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(live.segment.path());
             return Err(e);
         }
-        let rows = seg.rows();
+        let rows = live.segment.rows();
         {
             let mut st = inner.state.lock();
-            st.segments.push(LiveSegment { segment: seg, entry });
+            st.segments.push(live);
             st.manifest = manifest;
         }
         inner.stats.events_appended.fetch_add(rows, Ordering::Relaxed);
@@ -613,6 +608,26 @@ pub fn sort_for_compaction(events: &mut [Event]) {
     });
 }
 
+/// Writes `events` as the next segment of `tier` and opens it. The caller holds the
+/// maintenance lock and records the segment in the manifest (with `id + 1` as the next id).
+fn write_new_segment<E: std::borrow::Borrow<Event>>(
+    inner: &Inner,
+    events: &[E],
+    tier: Tier,
+) -> Result<(LiveSegment, u64), EngineError> {
+    let id = inner.state.lock().manifest.next_segment_id;
+    let file = segment_file(id);
+    let path = inner.dir.join("segments").join(&file);
+    let opts = match tier {
+        Tier::Hot => inner.cfg.hot,
+        Tier::Warm => inner.cfg.cold,
+    };
+    SegmentWriter::new(opts).write(&path, events)?;
+    let segment = Arc::new(Segment::open(&path)?);
+    let entry = SegmentEntry { file, rows: segment.rows(), tier };
+    Ok((LiveSegment { segment, entry }, id))
+}
+
 /// Estimated memory of a segment's rows once decoded for compaction.
 fn compaction_bytes(seg: &Segment) -> u64 {
     seg.raw_bytes() + seg.rows() * std::mem::size_of::<Event>() as u64
@@ -646,22 +661,17 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
         events.extend(s.segment.read_all()?);
     }
     sort_for_compaction(&mut events);
-    let id = inner.state.lock().manifest.next_segment_id;
-    let file = segment_file(id);
-    let path = inner.dir.join("segments").join(&file);
-    SegmentWriter::new(inner.cfg.cold).write(&path, &events)?;
-    let seg = Arc::new(Segment::open(&path)?);
-    let entry = SegmentEntry { file, rows: seg.rows(), tier: Tier::Warm };
+    let (live, id) = write_new_segment(inner, &events, Tier::Warm)?;
     let gone: HashSet<String> = picked.iter().map(|s| s.entry.file.clone()).collect();
     let mut manifest = inner.state.lock().manifest.clone();
     manifest.segments.retain(|s| !gone.contains(&s.file));
-    manifest.segments.push(entry.clone());
+    manifest.segments.push(live.entry.clone());
     manifest.next_segment_id = id + 1;
     manifest.store(&inner.dir)?;
     {
         let mut st = inner.state.lock();
         st.segments.retain(|s| !gone.contains(&s.entry.file));
-        st.segments.push(LiveSegment { segment: seg, entry });
+        st.segments.push(live);
         st.manifest = manifest;
     }
     for f in gone {
