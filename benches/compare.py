@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -52,6 +51,24 @@ CH_TABLE = """CREATE TABLE bench.events (
 ) ENGINE = MergeTree ORDER BY (tenant, agent_id, timestamp)"""
 
 
+def own_peak_rss():
+    """This process's high-water RSS in bytes (VmHWM: unlike ru_maxrss it does not carry the
+    parent's figure across fork and exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def export_parquet(db, out):
+    import duckdb
+
+    con = duckdb.connect(db, read_only=True)
+    con.execute(f"COPY events TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
+    con.close()
+
+
 def load_duckdb(jsonl, db):
     import duckdb
 
@@ -62,6 +79,7 @@ def load_duckdb(jsonl, db):
     )
     con.execute("CHECKPOINT")
     con.close()
+    print(json.dumps({"peak_rss": own_peak_rss()}))
 
 
 def load_chdb(jsonl, path):
@@ -78,6 +96,7 @@ def load_chdb(jsonl, path):
     )
     s.query("OPTIMIZE TABLE bench.events FINAL")
     s.close()
+    print(json.dumps({"peak_rss": own_peak_rss()}))
 
 
 def worker(engine, path):
@@ -111,7 +130,7 @@ def worker(engine, path):
             out = {"ms": ms, "rows": rows if cmd.get("rows") else None}
         except Exception as e:  # reported, never fatal to the run
             out = {"error": str(e)}
-        out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out["peak_rss"] = own_peak_rss()
         print(json.dumps(out, default=str), flush=True)
 
 
@@ -119,13 +138,19 @@ def worker(engine, path):
 
 
 def run_measured(cmd, **kw):
-    """Runs a command; returns (seconds, peak RSS bytes of the child)."""
+    """Runs a command; returns (seconds, peak RSS bytes of the child). A child that prints
+    `{"peak_rss": N}` (our Python loaders) reports its own VmHWM; otherwise ru_maxrss is used
+    (the driver stays small, so what it passes on through fork is negligible)."""
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, **kw)
+    p = subprocess.Popen(cmd, stdout=kw.pop("stdout", subprocess.PIPE), **kw)
+    out = p.stdout.read() if p.stdout else b""
     _, status, ru = os.wait4(p.pid, 0)
     secs = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"command failed ({status}): {' '.join(cmd)}")
+    for line in (out or b"").decode(errors="replace").splitlines():
+        if line.startswith('{"peak_rss"'):
+            return secs, json.loads(line)["peak_rss"]
     return secs, ru.ru_maxrss * 1024
 
 
@@ -200,7 +225,7 @@ class Peer:
         self.p.stdin.write(json.dumps({"sql": sql, "rows": rows}) + "\n")
         self.p.stdin.flush()
         out = json.loads(self.p.stdout.readline())
-        self.maxrss = max(self.maxrss, out.get("maxrss_kb", 0) * 1024)
+        self.maxrss = max(self.maxrss, out.get("peak_rss", 0))
         if "error" in out:
             raise RuntimeError(out["error"])
         return out
@@ -464,11 +489,8 @@ def bench_size(args, n, work):
 
     # Size at rest, plus Parquet zstd of the same rows.
     parquet = os.path.join(work, "events.parquet")
-    import duckdb
-
-    con = duckdb.connect(paths["duckdb"], read_only=True)
-    con.execute(f"COPY events TO '{parquet}' (FORMAT parquet, COMPRESSION zstd)")
-    con.close()
+    # In a child process, so the driver stays small (its RSS would pass to later children).
+    subprocess.run([sys.executable, __file__, "export-parquet", paths["duckdb"], parquet], check=True)
     for eng, p in [*paths.items(), ("parquet-zstd", parquet)]:
         res["size"][eng] = du(p)
     print("  size  " + "  ".join(f"{k} {v / n:.1f} B/ev" for k, v in res["size"].items()), flush=True)
@@ -695,6 +717,8 @@ def main():
         return worker(sys.argv[2], sys.argv[3])
     if len(sys.argv) > 1 and sys.argv[1] == "load-duckdb":
         return load_duckdb(sys.argv[2], sys.argv[3])
+    if len(sys.argv) > 1 and sys.argv[1] == "export-parquet":
+        return export_parquet(sys.argv[2], sys.argv[3])
     if len(sys.argv) > 1 and sys.argv[1] == "load-chdb":
         return load_chdb(sys.argv[2], sys.argv[3])
     ap = argparse.ArgumentParser(description=__doc__)
