@@ -121,6 +121,8 @@ fn official_otlp_exporters_over_grpc_and_http() {
             .with_tonic()
             .with_endpoint(s.grpc.clone())
             .with_metadata(md)
+            // What collectors send by default: gzip-compressed requests.
+            .with_compression(opentelemetry_otlp::Compression::Gzip)
             .build()
             .expect("grpc exporter");
         let provider =
@@ -134,15 +136,17 @@ fn official_otlp_exporters_over_grpc_and_http() {
 
     // OTLP/HTTP protobuf and JSON with the HTTP exporter (blocking reqwest client).
     let mut traces = Vec::new();
-    for protocol in [Protocol::HttpBinary, Protocol::HttpJson] {
+    for (protocol, gzip) in [(Protocol::HttpBinary, false), (Protocol::HttpJson, true)] {
         let endpoint = format!("{}/v1/traces", s.base);
         let t = std::thread::spawn(move || {
-            let exporter = SpanExporter::builder()
-                .with_http()
-                .with_protocol(protocol)
-                .with_endpoint(endpoint)
-                .build()
-                .expect("http exporter");
+            let mut builder = SpanExporter::builder().with_http().with_protocol(protocol).with_endpoint(endpoint);
+            if gzip {
+                builder = opentelemetry_otlp::WithHttpConfig::with_compression(
+                    builder,
+                    opentelemetry_otlp::Compression::Gzip,
+                );
+            }
+            let exporter = builder.build().expect("http exporter");
             let provider = SdkTracerProvider::builder()
                 .with_resource(resource("billing-svc"))
                 .with_simple_exporter(exporter)
