@@ -53,6 +53,22 @@ fn import_sql_export_roundtrip() {
         .expect("sql");
     let csv = String::from_utf8_lossy(&out.stdout);
     assert!(csv.starts_with("tenant,n\n"), "{csv}");
+    // Full DataFusion SQL locally, COPY included: the file it writes reads back with the rows.
+    let copied = dir.path().join("by-tenant.parquet");
+    let copy = format!("COPY (SELECT tenant, count(*) AS n FROM events GROUP BY tenant) TO '{}'", copied.display());
+    let out = bin().args(["sql", &copy, "--data-dir"]).arg(&data).output().expect("copy");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let back = tokio::runtime::Runtime::new().expect("rt").block_on(async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let df = ctx.read_parquet(copied.to_string_lossy().as_ref(), Default::default()).await.expect("read copy");
+        df.aggregate(vec![], vec![datafusion::functions_aggregate::expr_fn::sum(datafusion::prelude::col("n"))])
+            .expect("sum")
+            .collect()
+            .await
+            .expect("collect")
+    });
+    let total = arrow::util::pretty::pretty_format_batches(&back).expect("fmt").to_string();
+    assert!(total.contains(&format!("| {n} ")), "the copied counts add up to {n}: {total}");
     let out = bin()
         .args(["sql", "SELECT timestamp FROM events ORDER BY timestamp LIMIT 1", "--format", "json", "--data-dir"])
         .arg(&data)
