@@ -228,7 +228,7 @@ async fn otlp_traces(State(st): State<Shared>, headers: HeaderMap, body: Bytes) 
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     let json = header("content-type").starts_with("application/json");
     let body = match header("content-encoding") {
-        "" | "identity" => body.to_vec(),
+        "" | "identity" => body,
         "gzip" => {
             use std::io::Read;
             let mut out = Vec::new();
@@ -241,7 +241,7 @@ async fn otlp_traces(State(st): State<Shared>, headers: HeaderMap, body: Bytes) 
                 m.rejected_too_large.fetch_add(1, Ordering::Relaxed);
                 return error(StatusCode::PAYLOAD_TOO_LARGE, "decompressed body exceeds the configured limit");
             }
-            out
+            Bytes::from(out)
         }
         other => {
             m.invalid();
@@ -388,6 +388,16 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
     resp
 }
 
+/// Writes one Prometheus histogram: cumulative `counts` per upper bound, then +Inf, sum, count.
+fn histogram(s: &mut String, name: &str, help: &str, bounds: &[f64], counts: &[u64], count: u64, sum: f64) {
+    use std::fmt::Write;
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (b, n) in bounds.iter().zip(counts) {
+        let _ = writeln!(s, "{name}_bucket{{le=\"{b}\"}} {n}");
+    }
+    let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}");
+}
+
 async fn metrics(State(st): State<Shared>) -> Response {
     use std::fmt::Write;
     let m = &st.metrics;
@@ -417,22 +427,26 @@ async fn metrics(State(st): State<Shared>) -> Response {
     );
     let _ = writeln!(s, "activemirror_rejected_requests_total{{reason=\"too_large\"}} {}", l(&ing.rejected_too_large));
     let w = st.engine.wal().stats();
-    let _ = writeln!(s, "# HELP activemirror_wal_fsync_seconds Latency of WAL fsyncs (one per commit group).");
-    let _ = writeln!(s, "# TYPE activemirror_wal_fsync_seconds histogram");
-    for (b, n) in wal::FSYNC_BUCKETS_S.iter().zip(&w.fsync_buckets) {
-        let _ = writeln!(s, "activemirror_wal_fsync_seconds_bucket{{le=\"{b}\"}} {n}");
-    }
-    let _ = writeln!(s, "activemirror_wal_fsync_seconds_bucket{{le=\"+Inf\"}} {}", w.fsyncs);
-    let _ = writeln!(s, "activemirror_wal_fsync_seconds_sum {}", w.fsync_seconds_sum);
-    let _ = writeln!(s, "activemirror_wal_fsync_seconds_count {}", w.fsyncs);
-    let _ = writeln!(s, "# HELP activemirror_wal_group_records Records made durable per fsync (group commit size).");
-    let _ = writeln!(s, "# TYPE activemirror_wal_group_records histogram");
-    for (b, n) in wal::GROUP_BUCKETS.iter().zip(&w.group_buckets) {
-        let _ = writeln!(s, "activemirror_wal_group_records_bucket{{le=\"{b}\"}} {n}");
-    }
-    let _ = writeln!(s, "activemirror_wal_group_records_bucket{{le=\"+Inf\"}} {}", w.fsyncs);
-    let _ = writeln!(s, "activemirror_wal_group_records_sum {}", w.group_records_sum);
-    let _ = writeln!(s, "activemirror_wal_group_records_count {}", w.fsyncs);
+    let secs: Vec<f64> = wal::FSYNC_BUCKETS_S.to_vec();
+    histogram(
+        &mut s,
+        "activemirror_wal_fsync_seconds",
+        "Latency of WAL fsyncs (one per commit group).",
+        &secs,
+        &w.fsync_buckets,
+        w.fsyncs,
+        w.fsync_seconds_sum,
+    );
+    let groups: Vec<f64> = wal::GROUP_BUCKETS.iter().map(|b| *b as f64).collect();
+    histogram(
+        &mut s,
+        "activemirror_wal_group_records",
+        "Records made durable per commit group (group commit size).",
+        &groups,
+        &w.group_buckets,
+        w.groups,
+        w.group_records_sum as f64,
+    );
     let _ = writeln!(s, "activemirror_flushes_total {}", l(&e.flushes));
     let _ = writeln!(s, "activemirror_compactions_total {}", l(&e.compactions));
     let snap = st.engine.snapshot();
@@ -446,13 +460,17 @@ async fn metrics(State(st): State<Shared>) -> Response {
     let (buf_bytes, buf_rows) = st.engine.buffered();
     let _ = writeln!(s, "activemirror_buffered_bytes {buf_bytes}");
     let _ = writeln!(s, "activemirror_buffered_rows {buf_rows}");
-    let _ = writeln!(s, "# TYPE activemirror_query_seconds histogram");
-    for (i, b) in QUERY_BUCKETS_MS.iter().enumerate() {
-        let _ = writeln!(s, "activemirror_query_seconds_bucket{{le=\"{}\"}} {}", b / 1e3, l(&m.query_buckets[i]));
-    }
-    let _ = writeln!(s, "activemirror_query_seconds_bucket{{le=\"+Inf\"}} {}", l(&m.queries));
-    let _ = writeln!(s, "activemirror_query_seconds_sum {}", l(&m.query_micros) as f64 / 1e6);
-    let _ = writeln!(s, "activemirror_query_seconds_count {}", l(&m.queries));
+    let bounds: Vec<f64> = QUERY_BUCKETS_MS.iter().map(|b| b / 1e3).collect();
+    let counts: Vec<u64> = m.query_buckets.iter().map(l).collect();
+    histogram(
+        &mut s,
+        "activemirror_query_seconds",
+        "Latency of /v1/sql queries.",
+        &bounds,
+        &counts,
+        l(&m.queries),
+        l(&m.query_micros) as f64 / 1e6,
+    );
     let _ = writeln!(s, "activemirror_query_errors_total {}", l(&m.query_errors));
     ([("content-type", "text/plain; version=0.0.4")], s).into_response()
 }

@@ -100,6 +100,8 @@ pub struct WalStats {
     pub fsyncs: u64,
     pub fsync_seconds_sum: f64,
     pub fsync_buckets: Vec<u64>,
+    /// Commit groups written (each with its one fsync, unless the write failed).
+    pub groups: u64,
     pub group_records_sum: u64,
     pub group_buckets: Vec<u64>,
 }
@@ -115,6 +117,7 @@ pub struct Wal {
     fsync_buckets: [std::sync::atomic::AtomicU64; FSYNC_BUCKETS_S.len()],
     group_buckets: [std::sync::atomic::AtomicU64; GROUP_BUCKETS.len()],
     group_records: std::sync::atomic::AtomicU64,
+    groups: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Wal {
@@ -235,6 +238,7 @@ impl Wal {
             fsync_buckets: Default::default(),
             group_buckets: Default::default(),
             group_records: Default::default(),
+            groups: Default::default(),
         };
         Ok((wal, report))
     }
@@ -341,6 +345,7 @@ impl Wal {
             return;
         }
         self.group_records.fetch_add(records, Relaxed);
+        self.groups.fetch_add(1, Relaxed);
         for (b, bound) in self.group_buckets.iter().zip(GROUP_BUCKETS) {
             if records <= bound {
                 b.fetch_add(1, Relaxed);
@@ -356,6 +361,7 @@ impl Wal {
             fsyncs,
             fsync_seconds_sum: Duration::from_nanos(self.fsync_nanos.load(Relaxed)).as_secs_f64(),
             fsync_buckets: self.fsync_buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            groups: self.groups.load(Relaxed),
             group_records_sum: self.group_records.load(Relaxed),
             group_buckets: self.group_buckets.iter().map(|b| b.load(Relaxed)).collect(),
         }
