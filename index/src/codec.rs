@@ -5,13 +5,42 @@
 //! 6 x column: u32 n_values, then per value: u8 present (0 = null), [u32 len, utf8 bytes],
 //!             u32 bitmap_len, roaring portable serialization
 //! u32 n_traces, n_traces x 16-byte ids (sorted), then per trace: u32 bitmap_len, bitmap
+//! optional text section (absent in segments written before it existed):
+//!   u8 1, u32 n_blocks, u32 n_tokens, n_tokens x u16 token length, token bytes,
+//!   n_tokens x u32 block count, block numbers (u16 when n_blocks <= 65536, else u32)
 //! ```
 
 use std::collections::BTreeMap;
 
 use roaring::RoaringBitmap;
 
-use crate::{SegmentIndex, TraceIndex, ValueIndex};
+use crate::{SegmentIndex, TextIndex, TraceIndex, ValueIndex};
+
+const TEXT_SECTION: u8 = 1;
+
+fn wide_blocks(n_blocks: u32) -> bool {
+    n_blocks > 65536
+}
+
+fn encode_text(t: &TextIndex, out: &mut Vec<u8>) {
+    out.push(TEXT_SECTION);
+    put_u32(out, t.n_blocks);
+    put_u32(out, t.n_tokens() as u32);
+    for w in t.token_offsets.windows(2) {
+        out.extend_from_slice(&((w[1] - w[0]) as u16).to_le_bytes());
+    }
+    out.extend_from_slice(&t.text);
+    for w in t.block_offsets.windows(2) {
+        put_u32(out, w[1] - w[0]);
+    }
+    for b in &t.blocks {
+        if wide_blocks(t.n_blocks) {
+            put_u32(out, *b);
+        } else {
+            out.extend_from_slice(&(*b as u16).to_le_bytes());
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IndexDecodeError {
@@ -54,6 +83,9 @@ pub(crate) fn encode(idx: &SegmentIndex, out: &mut Vec<u8>) {
     for b in &idx.traces.rows {
         put_bitmap(out, b);
     }
+    if let Some(t) = &idx.text {
+        encode_text(t, out);
+    }
 }
 
 struct Reader<'a> {
@@ -74,6 +106,10 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Result<u32, IndexDecodeError> {
         let s = self.take(4)?;
         Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u16(&mut self) -> Result<u16, IndexDecodeError> {
+        let s = self.take(2)?;
+        Ok(u16::from_le_bytes([s[0], s[1]]))
     }
     /// A count that must fit in the remaining bytes at `min_each` bytes per item.
     fn count(&mut self, min_each: usize) -> Result<usize, IndexDecodeError> {
@@ -139,16 +175,76 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SegmentIndex, IndexDecodeError> {
     for _ in 0..n {
         trows.push(r.bitmap(rows)?);
     }
+    let text = if r.pos < bytes.len() { Some(decode_text(&mut r)?) } else { None };
     if r.pos != bytes.len() {
         return Err(IndexDecodeError::Corrupt { at: r.pos, what: "trailing bytes" });
     }
-    Ok(SegmentIndex { columns, traces: TraceIndex { ids, rows: trows }, rows })
+    Ok(SegmentIndex { columns, traces: TraceIndex { ids, rows: trows }, rows, text })
+}
+
+fn decode_text(r: &mut Reader<'_>) -> Result<TextIndex, IndexDecodeError> {
+    let at = r.pos;
+    if r.u8()? != TEXT_SECTION {
+        return Err(IndexDecodeError::Corrupt { at, what: "unknown index section" });
+    }
+    let n_blocks = r.u32()?;
+    let n_tokens = r.count(2 + 4)?;
+    let mut token_offsets = Vec::with_capacity(n_tokens + 1);
+    token_offsets.push(0u32);
+    let mut total = 0u32;
+    for _ in 0..n_tokens {
+        total = total.saturating_add(u32::from(r.u16()?));
+        token_offsets.push(total);
+    }
+    let text = r.take(total as usize)?.to_vec();
+    let width = if wide_blocks(n_blocks) { 4 } else { 2 };
+    let mut block_offsets = Vec::with_capacity(n_tokens + 1);
+    block_offsets.push(0u32);
+    let mut n = 0u32;
+    for _ in 0..n_tokens {
+        n = n.saturating_add(r.u32()?);
+        block_offsets.push(n);
+    }
+    if (n as usize).saturating_mul(width) > r.buf.len() - r.pos {
+        return Err(IndexDecodeError::Corrupt { at: r.pos, what: "block lists larger than the section" });
+    }
+    let mut blocks = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let at = r.pos;
+        let b = if width == 4 { r.u32()? } else { u32::from(r.u16()?) };
+        if b >= n_blocks {
+            return Err(IndexDecodeError::Corrupt { at, what: "block number beyond the segment" });
+        }
+        blocks.push(b);
+    }
+    Ok(TextIndex { text, token_offsets, blocks, block_offsets, n_blocks })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn text_section_roundtrips_and_old_indexes_still_decode() {
+        let mut b = crate::IndexBuilder::new();
+        b.push([Some("t"), Some("a"), None, Some("k"), Some("ok"), None], [7; 16]);
+        let mut idx = b.finish();
+        let mut old = Vec::new();
+        encode(&idx, &mut old);
+        assert_eq!(decode(&old).expect("without text").text, None);
+        let mut sets = vec![std::collections::HashSet::new(), std::collections::HashSet::new()];
+        crate::text::tokenize("Refund ORD-77 please", &mut sets[0]);
+        crate::text::tokenize("other words", &mut sets[1]);
+        idx.text = Some(TextIndex::from_blocks(sets));
+        let mut new = Vec::new();
+        encode(&idx, &mut new);
+        assert_eq!(decode(&new).expect("with text"), idx);
+        // Every truncation of the text section is an error, never a panic.
+        for cut in old.len() + 1..new.len() {
+            assert!(decode(&new[..cut]).is_err(), "cut at {cut}");
+        }
+    }
 
     proptest! {
         #[test]

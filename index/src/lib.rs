@@ -3,17 +3,20 @@
 //! This crate owns the secondary structures that let a query skip data: a roaring bitmap of row
 //! ids per distinct value of each indexed column ([`ValueIndex`]), a sorted trace-id directory
 //! that finds the rows of one trace without scanning ([`TraceIndex`]), their byte encoding, and
-//! the evaluation of a conjunction of equality / IN / IS NULL terms into a bitmap ([`Conjunction`]).
+//! the evaluation of a conjunction of equality / IN / IS NULL terms into a bitmap ([`Conjunction`]),
+//! and a per-block token index of free text for `LIKE` ([`TextIndex`]).
 //! Pure data structures; no I/O.
 
 mod codec;
 mod conjunction;
+pub mod text;
 mod trace;
 mod value;
 
 pub use codec::IndexDecodeError;
 pub use conjunction::{Conjunction, Term};
 pub use roaring::RoaringBitmap;
+pub use text::TextIndex;
 pub use trace::TraceIndex;
 pub use value::ValueIndex;
 
@@ -65,6 +68,8 @@ pub struct SegmentIndex {
     pub columns: [ValueIndex; 6],
     pub traces: TraceIndex,
     pub rows: u32,
+    /// Token index of the `content` column, per block (absent in older segments).
+    pub text: Option<TextIndex>,
 }
 
 impl SegmentIndex {
@@ -111,6 +116,6 @@ impl IndexBuilder {
 
     pub fn finish(self) -> SegmentIndex {
         let columns = self.columns.map(|b| b.finish());
-        SegmentIndex { columns, traces: self.traces.finish(), rows: self.rows }
+        SegmentIndex { columns, traces: self.traces.finish(), rows: self.rows, text: None }
     }
 }

@@ -2,6 +2,7 @@
 //! pushdown, see [`provider`]) and the `traces` view from the contract, plus result formatting
 //! helpers shared by the CLI and the HTTP API.
 
+pub mod functions;
 pub mod provider;
 pub mod pushdown;
 pub mod schema;
@@ -27,6 +28,7 @@ pub const TRACES_VIEW: &str = "CREATE VIEW traces AS SELECT tenant, trace_id, ag
 pub async fn session(engine: Arc<Engine>, tenant: Option<String>) -> Result<SessionContext> {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
+    ctx.register_udf(functions::UtcDateTrunc::udf());
     ctx.register_table("events", Arc::new(EventsTable::new(engine, tenant)))?;
     ctx.sql(TRACES_VIEW).await?.collect().await?;
     Ok(ctx)

@@ -4,15 +4,17 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, Statistics};
+use datafusion::common::{DFSchema, DataFusionError, Result, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -104,9 +106,17 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
         if bitmap.as_ref().is_some_and(|b| b.is_empty()) {
             continue;
         }
+        // Blocks whose content can hold every LIKE piece (all blocks without pieces or without
+        // a token index).
+        let text_ok: Option<Vec<bool>> = match seg.index().text.as_ref() {
+            Some(t) if !p.text_pieces.is_empty() && t.n_blocks() as usize == seg.blocks().len() => {
+                Some(t.candidate_blocks(&p.text_pieces))
+            }
+            _ => None,
+        };
         let mut kept_any = false;
         for (b, meta) in seg.blocks().iter().enumerate() {
-            if !time_ok(meta.min_ts, meta.max_ts) {
+            if !time_ok(meta.min_ts, meta.max_ts) || text_ok.as_ref().is_some_and(|ok| !ok[b]) {
                 continue;
             }
             let rows = match &bitmap {
@@ -151,26 +161,114 @@ fn ext<E: std::error::Error + Send + Sync + 'static>(e: E) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// Decode one unit into a record batch of the projected columns.
-pub fn read_unit(unit: &ScanUnit, columns: &[ColumnId], schema: &SchemaRef) -> Result<RecordBatch> {
-    let (rows, selection) = match unit {
-        ScanUnit::Block { rows, .. } | ScanUnit::Memory { rows, .. } => (unit.rows(), rows),
+/// Filters the scan evaluates itself, row for row, on just the columns they read, before any
+/// other projected column is decoded (late materialization): a block none of whose rows pass
+/// is never decompressed beyond those columns.
+#[derive(Debug, Clone)]
+pub struct RowFilter {
+    columns: Vec<ColumnId>,
+    schema: SchemaRef,
+    expr: Arc<dyn PhysicalExpr>,
+}
+
+impl RowFilter {
+    /// The conjunction of `filters` (over the `events` schema `table`), planned for the batch
+    /// of the columns it reads; `None` when there are no filters.
+    pub fn new(state: &dyn Session, table: &SchemaRef, filters: Vec<Expr>) -> Result<Option<RowFilter>> {
+        let Some(expr) = conjunction(filters) else { return Ok(None) };
+        let expr = unnormalize_col(expr);
+        let mut columns = Vec::new();
+        for c in expr.column_refs() {
+            let id = ColumnId::from_name(&c.name)
+                .ok_or_else(|| DataFusionError::Plan(format!("events has no column `{}`", c.name)))?;
+            columns.push(id);
+        }
+        columns.sort();
+        columns.dedup();
+        let indices: Vec<usize> = columns.iter().map(|c| c.index()).collect();
+        let schema = Arc::new(table.project(&indices)?);
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        let expr = state.create_physical_expr(expr, &df_schema)?;
+        Ok(Some(RowFilter { columns, schema, expr }))
+    }
+}
+
+/// Decode all rows of one column of a unit.
+fn decode(unit: &ScanUnit, col: ColumnId) -> Result<ArrayRef> {
+    let data = match unit {
+        ScanUnit::Block { segment, block, .. } => segment.read_column(*block, col).map_err(ext)?,
+        ScanUnit::Memory { events, .. } => ColumnData::from_events(col, events),
     };
-    let take = selection.as_ref().map(|r| UInt32Array::from(r.clone()));
+    to_arrow(col, data).map_err(ext)
+}
+
+fn select(array: &ArrayRef, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
+    match rows {
+        Some(idx) => arrow::compute::take(array.as_ref(), idx, None).map_err(ext),
+        None => Ok(array.clone()),
+    }
+}
+
+/// Decode one unit into a record batch of the projected columns: first the row filter's
+/// columns for the unit's rows, then, for the rows that pass, the rest. `None` when no row
+/// passes.
+pub fn read_unit(
+    unit: &ScanUnit,
+    columns: &[ColumnId],
+    schema: &SchemaRef,
+    filter: Option<&RowFilter>,
+) -> Result<Option<RecordBatch>> {
+    let mut selection: Option<Vec<u32>> = match unit {
+        ScanUnit::Block { rows, .. } | ScanUnit::Memory { rows, .. } => rows.clone(),
+    };
+    let mut n = unit.rows();
+    let mut decoded: Vec<(ColumnId, ArrayRef)> = Vec::new();
+    if let Some(f) = filter {
+        let idx = selection.as_ref().map(|r| UInt32Array::from(r.clone()));
+        let mut arrays = Vec::with_capacity(f.columns.len());
+        for col in &f.columns {
+            let full = decode(unit, *col)?;
+            arrays.push(select(&full, idx.as_ref())?);
+            decoded.push((*col, full));
+        }
+        let batch = RecordBatch::try_new_with_options(
+            f.schema.clone(),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )
+        .map_err(ext)?;
+        let mask = f.expr.evaluate(&batch)?.into_array(n)?;
+        let mask = mask
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| DataFusionError::Internal("a filter did not evaluate to booleans".into()))?;
+        // NULL counts as false, as in WHERE.
+        let passing: Vec<u32> = match mask.nulls() {
+            Some(nulls) => (mask.values() & nulls.inner()).set_indices().map(|i| i as u32).collect(),
+            None => mask.values().set_indices().map(|i| i as u32).collect(),
+        };
+        if passing.is_empty() {
+            return Ok(None);
+        }
+        if passing.len() < n {
+            selection = Some(match selection {
+                Some(rows) => passing.iter().map(|p| rows[*p as usize]).collect(),
+                None => passing,
+            });
+            n = selection.as_ref().map_or(n, Vec::len);
+        }
+    }
+    let idx = selection.map(UInt32Array::from);
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
     for col in columns {
-        let data = match unit {
-            ScanUnit::Block { segment, block, .. } => segment.read_column(*block, *col).map_err(ext)?,
-            ScanUnit::Memory { events, .. } => ColumnData::from_events(*col, events),
+        let full = match decoded.iter().find(|(c, _)| c == col) {
+            Some((_, a)) => a.clone(),
+            None => decode(unit, *col)?,
         };
-        let arr = to_arrow(*col, data).map_err(ext)?;
-        let arr = match &take {
-            Some(idx) => arrow::compute::take(arr.as_ref(), idx, None).map_err(ext)?,
-            None => arr,
-        };
-        arrays.push(arr);
+        arrays.push(select(&full, idx.as_ref())?);
     }
-    RecordBatch::try_new_with_options(schema.clone(), arrays, &RecordBatchOptions::new().with_row_count(Some(rows)))
+    RecordBatch::try_new_with_options(schema.clone(), arrays, &RecordBatchOptions::new().with_row_count(Some(n)))
+        .map(Some)
         .map_err(ext)
 }
 
@@ -180,6 +278,7 @@ struct UnitStream {
     schema: SchemaRef,
     columns: Vec<ColumnId>,
     units: Vec<ScanUnit>,
+    filter: Option<RowFilter>,
     limit: Option<usize>,
 }
 
@@ -192,15 +291,21 @@ impl PartitionStream for UnitStream {
         let schema = self.schema.clone();
         let columns = self.columns.clone();
         let units = self.units.clone();
+        let filter = self.filter.clone();
         let limit = self.limit;
-        let mut produced = 0usize;
+        // Stop once `limit` rows were produced (counting rows that passed the filter).
         let stream = futures::stream::iter(units)
-            .take_while(move |u| {
-                let go = limit.is_none_or(|l| produced < l);
-                produced += u.rows();
-                futures::future::ready(go)
+            .scan(0usize, move |produced, u| {
+                if limit.is_some_and(|l| *produced >= l) {
+                    return futures::future::ready(None);
+                }
+                let batch = read_unit(&u, &columns, &schema, filter.as_ref());
+                if let Ok(Some(b)) = &batch {
+                    *produced += b.num_rows();
+                }
+                futures::future::ready(Some(batch))
             })
-            .map(move |u| read_unit(&u, &columns, &schema));
+            .filter_map(|b| futures::future::ready(b.transpose()));
         Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
     }
 }
@@ -244,12 +349,13 @@ impl TableProvider for EventsTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Filters the scan applies row for row are Exact (DataFusion drops them); the others
-        // still prune segments and blocks where they can, and DataFusion re-applies them.
+        // Filters the scan applies row for row are Exact (DataFusion drops them): the indexed
+        // ones through the bitmaps, the others evaluated in the scan. The rest still prune
+        // segments and blocks where they can, and DataFusion applies them above the scan.
         Ok(filters
             .iter()
             .map(|f| {
-                if crate::pushdown::is_exact(f) {
+                if crate::pushdown::is_exact(f) || crate::pushdown::is_evaluable(f) {
                     TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Inexact
@@ -267,6 +373,12 @@ impl TableProvider for EventsTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let plan = self.plan(filters);
         tracing::debug!(stats = ?plan.stats, "events scan pruning");
+        let residual: Vec<Expr> = filters
+            .iter()
+            .filter(|f| !crate::pushdown::is_exact(f) && crate::pushdown::is_evaluable(f))
+            .cloned()
+            .collect();
+        let filter = RowFilter::new(state, &self.schema, residual)?;
         let columns: Vec<ColumnId> = match projection {
             Some(p) => p.iter().map(|i| ColumnId::ALL[*i]).collect(),
             None => ColumnId::ALL.to_vec(),
@@ -280,18 +392,30 @@ impl TableProvider for EventsTable {
         for (i, u) in plan.units.into_iter().enumerate() {
             shares[i % n].push(u);
         }
-        // The scan emits exactly the rows it kept (remaining filters run above it), so the
-        // row counts it offers the optimizer are exact.
+        // Without a row filter the scan emits exactly the rows it kept, so the row counts it
+        // offers the optimizer are exact; with one they are upper bounds.
         let cap = |rows: usize| limit.map_or(rows, |l| rows.min(l));
-        let partition_rows: Vec<usize> =
-            shares.iter().map(|units| cap(units.iter().map(ScanUnit::rows).sum::<usize>())).collect();
+        let count = |rows: usize| {
+            if filter.is_none() {
+                Precision::Exact(cap(rows))
+            } else {
+                Precision::Inexact(cap(rows))
+            }
+        };
+        let partition_rows: Vec<Precision<usize>> =
+            shares.iter().map(|units| count(units.iter().map(ScanUnit::rows).sum::<usize>())).collect();
         let mut total = Statistics::new_unknown(&projected);
-        total.num_rows = Precision::Exact(cap(plan.stats.rows_kept as usize));
+        total.num_rows = count(plan.stats.rows_kept as usize);
         let partitions: Vec<Arc<dyn PartitionStream>> = shares
             .into_iter()
             .map(|units| {
-                Arc::new(UnitStream { schema: projected.clone(), columns: columns.clone(), units, limit })
-                    as Arc<dyn PartitionStream>
+                Arc::new(UnitStream {
+                    schema: projected.clone(),
+                    columns: columns.clone(),
+                    units,
+                    filter: filter.clone(),
+                    limit,
+                }) as Arc<dyn PartitionStream>
             })
             .collect();
         let inner = Arc::new(StreamingTableExec::try_new(projected, partitions, None, Vec::new(), false, limit)?);
@@ -306,7 +430,7 @@ pub struct EventsScanExec {
     stats: PruningStats,
     /// Exact output row count, offered to the optimizer.
     statistics: Arc<Statistics>,
-    partition_rows: Vec<usize>,
+    partition_rows: Vec<Precision<usize>>,
 }
 
 impl EventsScanExec {
@@ -365,7 +489,7 @@ impl ExecutionPlan for EventsScanExec {
             None => self.statistics.clone(),
             Some(i) => {
                 let mut s = Statistics::new_unknown(&self.inner.schema());
-                s.num_rows = self.partition_rows.get(i).map_or(Precision::Absent, |r| Precision::Exact(*r));
+                s.num_rows = self.partition_rows.get(i).cloned().unwrap_or(Precision::Absent);
                 Arc::new(s)
             }
         })

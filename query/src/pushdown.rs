@@ -12,6 +12,9 @@ pub struct ScanPredicate {
     pub conj: Conjunction,
     pub min_ts: Option<i64>,
     pub max_ts: Option<i64>,
+    /// Pieces every matching `content` must contain (from `content LIKE` patterns), looked up
+    /// in the segments' token indexes to skip blocks.
+    pub text_pieces: Vec<String>,
 }
 
 impl ScanPredicate {
@@ -62,6 +65,23 @@ impl ScanPredicate {
                         if vals.iter().all(Option::is_some) {
                             self.conj.terms.push(Term { column: c, values: vals, negated: list.negated });
                         }
+                    }
+                }
+            }
+            Expr::Like(like) if !like.negated && column_name(&like.expr).as_deref() == Some("content") => {
+                let Some(Some(pattern)) = literal(&like.pattern).as_ref().and_then(string) else { return };
+                if like.escape_char.is_some_and(|c| pattern.contains(c)) {
+                    return;
+                }
+                let Some(pieces) = index::text::like_pieces(&pattern) else { return };
+                for piece in pieces {
+                    // ILIKE folds case in ways lowercasing does not mirror (U+017F, U+212A):
+                    // only digit pieces are safe to look up for it.
+                    if like.case_insensitive && !piece.chars().all(|c| c.is_ascii_digit()) {
+                        continue;
+                    }
+                    if !self.text_pieces.contains(&piece) {
+                        self.text_pieces.push(piece);
                     }
                 }
             }
@@ -162,6 +182,50 @@ pub fn is_exact(e: &Expr) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether the scan can evaluate `e` itself on the columns it decodes: a tree of columns,
+/// literals, operators, comparisons, LIKE, IN lists, CASE, casts and non-volatile scalar
+/// functions. Such a filter is applied row for row inside the scan (before the other columns
+/// are decoded), so it is `Exact` too. Subqueries, aggregates, window functions, placeholders
+/// and volatile functions (`random()`) are left to DataFusion.
+pub fn is_evaluable(e: &Expr) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Volatility;
+    let mut ok = true;
+    let _ = e.apply(|node| {
+        let allowed = match node {
+            Expr::Column(_)
+            | Expr::Literal(..)
+            | Expr::BinaryExpr(_)
+            | Expr::Like(_)
+            | Expr::SimilarTo(_)
+            | Expr::Not(_)
+            | Expr::IsNotNull(_)
+            | Expr::IsNull(_)
+            | Expr::IsTrue(_)
+            | Expr::IsFalse(_)
+            | Expr::IsUnknown(_)
+            | Expr::IsNotTrue(_)
+            | Expr::IsNotFalse(_)
+            | Expr::IsNotUnknown(_)
+            | Expr::Negative(_)
+            | Expr::Between(_)
+            | Expr::Case(_)
+            | Expr::Cast(_)
+            | Expr::TryCast(_)
+            | Expr::InList(_) => true,
+            Expr::ScalarFunction(f) => f.func.signature().volatility != Volatility::Volatile,
+            _ => false,
+        };
+        if allowed {
+            Ok(TreeNodeRecursion::Continue)
+        } else {
+            ok = false;
+            Ok(TreeNodeRecursion::Stop)
+        }
+    });
+    ok
 }
 
 /// `c = 'a' OR c = 'b' OR ...` on one column (DataFusion rewrites short IN lists this way),

@@ -40,7 +40,7 @@ pub fn events_schema() -> SchemaRef {
 }
 
 fn nulls(validity: &Option<Vec<bool>>) -> Option<NullBuffer> {
-    validity.as_ref().map(|v| NullBuffer::from(v.clone()))
+    validity.as_deref().map(NullBuffer::from)
 }
 
 fn strings(s: StrColumn) -> Result<StringArray, ArrowError> {

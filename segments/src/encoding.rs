@@ -116,22 +116,36 @@ pub fn bitunpack(c: &mut Cursor<'_>, width: u8, n: usize) -> Result<Vec<u64>, En
     }
     let bytes = n.checked_mul(width as usize).ok_or(c.corrupt("packed size overflows"))?.div_ceil(8);
     let src = c.take(bytes)?;
+    Ok(unpack_bits(src, width, n))
+}
+
+/// Unpack `n` values of `width` (1..=64) bits from `src`, which holds at least
+/// `ceil(n * width / 8)` bytes. Values whose 8-byte window lies inside `src` are read with one
+/// unaligned little-endian load each (the hot path, for widths up to 56); the rest bit by bit.
+fn unpack_bits(src: &[u8], width: u8, n: usize) -> Vec<u64> {
+    let w = width as usize;
     let m = mask(width);
-    let mut out = Vec::with_capacity(n);
-    let mut acc: u128 = 0;
-    let mut bits = 0u32;
-    let mut it = src.iter();
-    for _ in 0..n {
-        while bits < u32::from(width) {
-            let b = it.next().copied().unwrap_or(0);
-            acc |= u128::from(b) << bits;
-            bits += 8;
-        }
-        out.push((acc as u64) & m);
-        acc >>= width;
-        bits -= u32::from(width);
+    let mut out = vec![0u64; n];
+    // Values i with (i * w) / 8 + 8 <= src.len() can use the word load.
+    let fast = if w <= 56 && src.len() >= 8 { (((src.len() - 8) * 8) / w + 1).min(n) } else { 0 };
+    for (i, slot) in out[..fast].iter_mut().enumerate() {
+        let bit = i * w;
+        let byte = bit >> 3;
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&src[byte..byte + 8]);
+        *slot = (u64::from_le_bytes(word) >> (bit & 7)) & m;
     }
-    Ok(out)
+    for (i, slot) in out.iter_mut().enumerate().skip(fast) {
+        let mut v: u128 = 0;
+        let bit = i * w;
+        let first = bit >> 3;
+        let last = (bit + w).div_ceil(8).min(src.len());
+        for (k, b) in src[first..last].iter().enumerate() {
+            v |= u128::from(*b) << (8 * k);
+        }
+        *slot = ((v >> (bit & 7)) as u64) & m;
+    }
+    out
 }
 
 const INT_FOR: u8 = 0;
@@ -342,9 +356,36 @@ impl DictColumn {
         }
     }
 
-    /// Expand into plain strings.
+    /// Expand into plain strings (one copy per row, no per-row UTF-8 check: the dictionary
+    /// was validated when decoded).
     pub fn to_strings(&self) -> StrColumn {
-        StrColumn::from_options((0..self.codes.len()).map(|i| self.get(i)))
+        let d = &self.dict;
+        let span = |code: u32| -> (usize, usize) {
+            let k = code as usize;
+            match (d.offsets.get(k - 1), d.offsets.get(k)) {
+                (Some(s), Some(e)) => (*s as usize, *e as usize),
+                _ => (0, 0),
+            }
+        };
+        let mut total = 0usize;
+        for &c in &self.codes {
+            if c != 0 {
+                let (s, e) = span(c);
+                total += e - s;
+            }
+        }
+        let mut data = Vec::with_capacity(total);
+        let mut offsets = Vec::with_capacity(self.codes.len() + 1);
+        offsets.push(0i32);
+        for &c in &self.codes {
+            if c != 0 {
+                let (s, e) = span(c);
+                data.extend_from_slice(&d.data[s..e]);
+            }
+            offsets.push(data.len() as i32);
+        }
+        let validity = self.codes.contains(&0).then(|| self.codes.iter().map(|c| *c != 0).collect());
+        StrColumn { offsets, data, validity }
     }
 }
 
@@ -406,6 +447,33 @@ mod tests {
             let mut c = Cursor::new(&buf);
             prop_assert_eq!(bitunpack(&mut c, width, vals.len()).expect("unpack"), vals);
             prop_assert!(c.finish().is_ok());
+        }
+
+        #[test]
+        fn word_unpacking_matches_bit_by_bit(width in 1u8..=64, src in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let n = src.len() * 8 / width as usize;
+            let got = unpack_bits(&src, width, n);
+            for (i, v) in got.iter().enumerate() {
+                let mut want = 0u64;
+                for k in 0..width as usize {
+                    let bit = i * width as usize + k;
+                    want |= u64::from((src[bit / 8] >> (bit % 8)) & 1) << k;
+                }
+                prop_assert_eq!(*v, want, "value {} of width {}", i, width);
+            }
+        }
+
+        #[test]
+        fn dictionary_expands_to_its_values(vals in proptest::collection::vec(proptest::option::of("[a-zé]{0,6}"), 0..100)) {
+            let refs: Vec<Option<&str>> = vals.iter().map(|v| v.as_deref()).collect();
+            let mut buf = Vec::new();
+            encode_dict(&refs, &mut buf);
+            let d = decode_dict(&mut Cursor::new(&buf), refs.len()).expect("decode");
+            let s = d.to_strings();
+            prop_assert_eq!(s.clone(), StrColumn::from_options(refs.iter().copied()));
+            for (i, v) in refs.iter().enumerate() {
+                prop_assert_eq!(s.get(i), *v);
+            }
         }
 
         #[test]

@@ -54,13 +54,33 @@ impl Codec {
         let out = match self {
             Codec::None => stored.to_vec(),
             Codec::Lz4 => lz4_flex::block::decompress(stored, raw_len).map_err(|e| format!("lz4: {e}"))?,
-            Codec::Zstd(_) => zstd::bulk::decompress(stored, raw_len).map_err(|e| format!("zstd: {e}"))?,
+            Codec::Zstd(_) => zstd_decompress(stored, raw_len).map_err(|e| format!("zstd: {e}"))?,
         };
         if out.len() != raw_len {
             return Err(format!("decompressed to {} bytes, expected {raw_len}", out.len()));
         }
         Ok(out)
     }
+}
+
+thread_local! {
+    /// One zstd decompression context per thread: creating one costs more than decompressing
+    /// a small block.
+    static ZSTD_DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_decompress(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    ZSTD_DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(stored, raw_len),
+            None => zstd::bulk::decompress(stored, raw_len),
+        }
+    })
 }
 
 /// Footer header (64 bytes).

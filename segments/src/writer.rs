@@ -6,13 +6,15 @@ use std::borrow::Borrow;
 
 use rayon::prelude::*;
 
-/// One block's metadata and its column chunks (chunk metadata without offsets, stored bytes).
-type EncodedBlock = (BlockMeta, Vec<(ChunkMeta, Vec<u8>)>);
+/// One block's metadata, its column chunks (chunk metadata without offsets, stored bytes) and
+/// the distinct tokens of its `content`.
+type EncodedBlock = (BlockMeta, Vec<(ChunkMeta, Vec<u8>)>, HashSet<String>);
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use index::{IndexBuilder, IndexedColumn};
+use index::{IndexBuilder, IndexedColumn, TextIndex};
 
 use crate::column::{encode_column, numeric_stats, ColumnId, COLUMN_COUNT};
 use crate::error::SegmentError;
@@ -112,13 +114,21 @@ impl SegmentWriter {
                         (chunk, stored)
                     })
                     .collect();
-                (meta, cols)
+                let mut tokens = HashSet::new();
+                for e in rows {
+                    if let Some(text) = &e.content {
+                        index::text::tokenize(text, &mut tokens);
+                    }
+                }
+                (meta, cols, tokens)
             })
             .collect();
         let mut blocks = Vec::with_capacity(encoded.len());
         let mut chunks = Vec::with_capacity(encoded.len() * COLUMN_COUNT);
-        for (meta, cols) in encoded {
+        let mut block_tokens = Vec::with_capacity(encoded.len());
+        for (meta, cols, tokens) in encoded {
             blocks.push(meta);
+            block_tokens.push(tokens);
             for (mut chunk, stored) in cols {
                 chunk.offset = out.len() as u64;
                 out.extend_from_slice(&stored);
@@ -130,8 +140,10 @@ impl SegmentWriter {
         for e in events {
             ib.push(indexed_values(e), e.trace_id);
         }
+        let mut idx = ib.finish();
+        idx.text = Some(TextIndex::from_blocks(block_tokens));
         let mut idx_raw = Vec::new();
-        ib.finish().encode(&mut idx_raw);
+        idx.encode(&mut idx_raw);
         let idx_codec = Codec::Zstd(3);
         let idx_stored = idx_codec.compress(&idx_raw);
         let index_offset = out.len() as u64;

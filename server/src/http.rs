@@ -309,7 +309,12 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
             .with_allow_dml(false)
             .with_allow_statements(false);
         let df = ctx.sql_with_options(&req.sql, options).await?;
-        // One more than allowed tells us whether the result was cut.
+        // One more than allowed tells us whether the result was cut. EXPLAIN [ANALYZE] must
+        // stay the root of its plan, and its few rows need no cut.
+        use datafusion::logical_expr::LogicalPlan;
+        if matches!(df.logical_plan(), LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
+            return df.collect().await;
+        }
         df.limit(0, Some(limit + 1))?.collect().await
     };
     let result = tokio::time::timeout(st.query.timeout, run).await;

@@ -50,6 +50,13 @@ fn ingest_query_reject_and_survive_sigkill() {
     assert_eq!(post(&format!("{}/v1/events", s.base), &event(150)).0, 200);
     assert_eq!(count(&s.base, None), 151);
     assert_eq!(count(&s.base, Some("t0")), 76);
+    // EXPLAIN ANALYZE works over HTTP and shows what the scan pruned.
+    let (status, body) = post(
+        &format!("{}/v1/sql", s.base),
+        r#"{"sql": "EXPLAIN ANALYZE SELECT count(content) FROM events WHERE tenant = 't1' AND confidence < 0.9"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("EventsScanExec") && body.contains("segments="), "{body}");
     let (status, body) = post(&format!("{}/v1/sql", s.base), r#"{"sql": "SELECT nope FROM events"}"#);
     assert_eq!(status, 400);
     assert!(body.contains("nope"), "{body}");
