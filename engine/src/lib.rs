@@ -593,17 +593,17 @@ fn flush_once(inner: &Inner) -> Result<bool, EngineError> {
     }
 }
 
-/// Warm segments are ordered by (tenant, agent_id, trace_id, timestamp): one agent's or one
-/// trace's rows sit together, so bitmap and trace lookups touch few blocks, and ids, names and
-/// text of a trace compress together. Time pruning works per segment (compaction merges
-/// time-adjacent hot segments) and per block through the block min/max.
+/// Warm segments are ordered by (tenant, agent_id, timestamp, trace_id): one agent's rows sit
+/// together and, within them, in time order, so a bitmap lookup on tenant or agent touches few
+/// blocks and a time bound prunes those blocks by their min/max. A trace's steps are close in
+/// time, so its rows land in one or two blocks per agent.
 pub fn sort_for_compaction(events: &mut [Event]) {
     events.sort_by(|a, b| {
-        (a.tenant.as_str(), a.agent_id.as_str(), a.trace_id, a.timestamp_ns).cmp(&(
+        (a.tenant.as_str(), a.agent_id.as_str(), a.timestamp_ns, a.trace_id).cmp(&(
             b.tenant.as_str(),
             b.agent_id.as_str(),
-            b.trace_id,
             b.timestamp_ns,
+            b.trace_id,
         ))
     });
 }

@@ -130,7 +130,7 @@ fn compaction_keeps_every_row_sorted_and_indexed() {
     assert_eq!(snap.segments[0].entry.tier, Tier::Warm);
     let rows = snap.segments[0].segment.read_all().expect("read");
     assert_eq!(ids(&rows), (0..500).collect::<Vec<_>>());
-    let key = |e: &Event| (e.tenant.clone(), e.agent_id.clone(), e.trace_id, e.timestamp_ns);
+    let key = |e: &Event| (e.tenant.clone(), e.agent_id.clone(), e.timestamp_ns, e.trace_id);
     assert!(rows.windows(2).all(|w| key(&w[0]) <= key(&w[1])), "warm segments keep the compaction order");
     let idx = snap.segments[0].segment.index();
     let t1 = idx.column(index::IndexedColumn::Tenant).rows(Some("t1")).expect("t1").len();
@@ -243,10 +243,10 @@ fn bulk_load_writes_one_warm_segment_that_survives_reopen_beside_appends() {
         let snap = eng.snapshot();
         assert_eq!(snap.segments.len(), 1);
         assert_eq!(snap.segments[0].entry.tier, Tier::Warm);
-        // Compaction order: (tenant, agent_id, trace_id, timestamp) ascending.
+        // Compaction order: (tenant, agent_id, timestamp, trace_id) ascending.
         let rows = snap.segments[0].segment.read_all().expect("read");
         let keys: Vec<_> =
-            rows.iter().map(|e| (e.tenant.clone(), e.agent_id.clone(), e.trace_id, e.timestamp_ns)).collect();
+            rows.iter().map(|e| (e.tenant.clone(), e.agent_id.clone(), e.timestamp_ns, e.trace_id)).collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);

@@ -6,8 +6,9 @@
 //!             u32 bitmap_len, roaring portable serialization
 //! u32 n_traces, n_traces x 16-byte ids (sorted), then per trace: u32 bitmap_len, bitmap
 //! optional text section (absent in segments written before it existed):
-//!   u8 1, u32 n_blocks, u32 n_tokens, n_tokens x u16 token length, token bytes,
-//!   n_tokens x u32 block count, block numbers (u16 when n_blocks <= 65536, else u32)
+//!   u8 1, u32 n_blocks, u32 n_tokens, then per token (sorted): varint bytes shared with the
+//!   previous token, varint suffix length, suffix bytes, varint block count, block numbers as
+//!   varint deltas (the first absolute)
 //! ```
 
 use std::collections::BTreeMap;
@@ -17,30 +18,6 @@ use roaring::RoaringBitmap;
 use crate::{SegmentIndex, TextIndex, TraceIndex, ValueIndex};
 
 const TEXT_SECTION: u8 = 1;
-
-fn wide_blocks(n_blocks: u32) -> bool {
-    n_blocks > 65536
-}
-
-fn encode_text(t: &TextIndex, out: &mut Vec<u8>) {
-    out.push(TEXT_SECTION);
-    put_u32(out, t.n_blocks);
-    put_u32(out, t.n_tokens() as u32);
-    for w in t.token_offsets.windows(2) {
-        out.extend_from_slice(&((w[1] - w[0]) as u16).to_le_bytes());
-    }
-    out.extend_from_slice(&t.text);
-    for w in t.block_offsets.windows(2) {
-        put_u32(out, w[1] - w[0]);
-    }
-    for b in &t.blocks {
-        if wide_blocks(t.n_blocks) {
-            put_u32(out, *b);
-        } else {
-            out.extend_from_slice(&(*b as u16).to_le_bytes());
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IndexDecodeError {
@@ -58,6 +35,38 @@ fn put_bitmap(out: &mut Vec<u8>, b: &RoaringBitmap) {
     put_u32(out, b.serialized_size() as u32);
     // Writing into a Vec cannot fail.
     let _ = b.serialize_into(&mut *out);
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Tokens front-coded against the previous one (sorted neighbours share long prefixes), block
+/// lists as varint deltas.
+fn encode_text(t: &TextIndex, out: &mut Vec<u8>) {
+    out.push(TEXT_SECTION);
+    put_u32(out, t.n_blocks);
+    put_u32(out, t.n_tokens() as u32);
+    let mut prev: &[u8] = &[];
+    for i in 0..t.n_tokens() {
+        let tok = t.token(i);
+        let shared = prev.iter().zip(tok).take_while(|(a, b)| a == b).count();
+        put_varint(out, shared as u32);
+        put_varint(out, (tok.len() - shared) as u32);
+        out.extend_from_slice(&tok[shared..]);
+        let blocks = t.token_blocks(i);
+        put_varint(out, blocks.len() as u32);
+        let mut last = 0u32;
+        for (k, b) in blocks.iter().enumerate() {
+            put_varint(out, if k == 0 { *b } else { b - last });
+            last = *b;
+        }
+        prev = tok;
+    }
 }
 
 pub(crate) fn encode(idx: &SegmentIndex, out: &mut Vec<u8>) {
@@ -107,9 +116,20 @@ impl<'a> Reader<'a> {
         let s = self.take(4)?;
         Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
-    fn u16(&mut self) -> Result<u16, IndexDecodeError> {
-        let s = self.take(2)?;
-        Ok(u16::from_le_bytes([s[0], s[1]]))
+    fn varint(&mut self) -> Result<u32, IndexDecodeError> {
+        let at = self.pos;
+        let mut v = 0u32;
+        for shift in (0..35).step_by(7) {
+            let b = self.u8()?;
+            v |= u32::from(b & 0x7f).checked_shl(shift).unwrap_or(0);
+            if b & 0x80 == 0 {
+                if shift == 28 && b > 0x0f {
+                    break;
+                }
+                return Ok(v);
+            }
+        }
+        Err(IndexDecodeError::Corrupt { at, what: "bad varint" })
     }
     /// A count that must fit in the remaining bytes at `min_each` bytes per item.
     fn count(&mut self, min_each: usize) -> Result<usize, IndexDecodeError> {
@@ -188,36 +208,50 @@ fn decode_text(r: &mut Reader<'_>) -> Result<TextIndex, IndexDecodeError> {
         return Err(IndexDecodeError::Corrupt { at, what: "unknown index section" });
     }
     let n_blocks = r.u32()?;
-    let n_tokens = r.count(2 + 4)?;
-    let mut token_offsets = Vec::with_capacity(n_tokens + 1);
-    token_offsets.push(0u32);
-    let mut total = 0u32;
+    // Each token takes at least 3 bytes (shared, suffix length, block count).
+    let n_tokens = r.count(3)?;
+    let mut t = TextIndex {
+        n_blocks,
+        token_offsets: Vec::with_capacity(n_tokens + 1),
+        block_offsets: Vec::with_capacity(n_tokens + 1),
+        ..Default::default()
+    };
+    t.token_offsets.push(0);
+    t.block_offsets.push(0);
+    let mut prev_start = 0usize;
     for _ in 0..n_tokens {
-        total = total.saturating_add(u32::from(r.u16()?));
-        token_offsets.push(total);
-    }
-    let text = r.take(total as usize)?.to_vec();
-    let width = if wide_blocks(n_blocks) { 4 } else { 2 };
-    let mut block_offsets = Vec::with_capacity(n_tokens + 1);
-    block_offsets.push(0u32);
-    let mut n = 0u32;
-    for _ in 0..n_tokens {
-        n = n.saturating_add(r.u32()?);
-        block_offsets.push(n);
-    }
-    if (n as usize).saturating_mul(width) > r.buf.len() - r.pos {
-        return Err(IndexDecodeError::Corrupt { at: r.pos, what: "block lists larger than the section" });
-    }
-    let mut blocks = Vec::with_capacity(n as usize);
-    for _ in 0..n {
         let at = r.pos;
-        let b = if width == 4 { r.u32()? } else { u32::from(r.u16()?) };
-        if b >= n_blocks {
-            return Err(IndexDecodeError::Corrupt { at, what: "block number beyond the segment" });
+        let shared = r.varint()? as usize;
+        let suffix = r.varint()? as usize;
+        let prev_len = t.text.len() - prev_start;
+        if shared > prev_len {
+            return Err(IndexDecodeError::Corrupt { at, what: "token shares more than the previous one" });
         }
-        blocks.push(b);
+        let start = t.text.len();
+        t.text.extend_from_within(prev_start..prev_start + shared);
+        t.text.extend_from_slice(r.take(suffix)?);
+        if t.text.len() > u32::MAX as usize {
+            return Err(IndexDecodeError::Corrupt { at, what: "token text too large" });
+        }
+        t.token_offsets.push(t.text.len() as u32);
+        prev_start = start;
+        let count = r.varint()? as usize;
+        if count > r.buf.len() - r.pos {
+            return Err(IndexDecodeError::Corrupt { at: r.pos, what: "block list larger than the section" });
+        }
+        let mut block = 0u32;
+        for k in 0..count {
+            let at = r.pos;
+            let v = r.varint()?;
+            block = if k == 0 { v } else { block.saturating_add(v) };
+            if block >= n_blocks {
+                return Err(IndexDecodeError::Corrupt { at, what: "block number beyond the segment" });
+            }
+            t.blocks.push(block);
+        }
+        t.block_offsets.push(t.blocks.len() as u32);
     }
-    Ok(TextIndex { text, token_offsets, blocks, block_offsets, n_blocks })
+    Ok(t)
 }
 
 #[cfg(test)]
@@ -233,7 +267,7 @@ mod tests {
         let mut old = Vec::new();
         encode(&idx, &mut old);
         assert_eq!(decode(&old).expect("without text").text, None);
-        let mut sets = vec![std::collections::HashSet::new(), std::collections::HashSet::new()];
+        let mut sets = vec![crate::text::TokenSet::default(), crate::text::TokenSet::default()];
         crate::text::tokenize("Refund ORD-77 please", &mut sets[0]);
         crate::text::tokenize("other words", &mut sets[1]);
         idx.text = Some(TextIndex::from_blocks(sets));
@@ -247,6 +281,24 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn text_sections_roundtrip(blocks in proptest::collection::vec(proptest::collection::vec("[a-c0-9é]{0,70}( [a-c0-9]{1,5})?", 0..8), 1..300)) {
+            let sets: Vec<crate::text::TokenSet<'_>> = blocks
+                .iter()
+                .map(|texts| {
+                    let mut set = crate::text::TokenSet::default();
+                    for t in texts {
+                        crate::text::tokenize(t, &mut set);
+                    }
+                    set
+                })
+                .collect();
+            let idx = SegmentIndex { text: Some(TextIndex::from_blocks(sets)), ..Default::default() };
+            let mut buf = Vec::new();
+            encode(&idx, &mut buf);
+            prop_assert_eq!(decode(&buf).expect("decode"), idx);
+        }
+
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..500)) {
             let _ = decode(&bytes);

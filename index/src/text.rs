@@ -1,20 +1,21 @@
 //! Token index over free text (the `content` column): which blocks of a segment contain each
 //! token, so `content LIKE '%word%'` reads only the blocks that can match.
 //!
-//! A token is a maximal run of alphanumeric characters, lowercased character by character
-//! (so the mapping commutes with concatenation, unlike `str::to_lowercase`). Tokens longer
-//! than [`WINDOW`] characters are stored as windows of `WINDOW` characters every
-//! [`STEP`] characters, so any piece of at most `STEP` characters of a long token lies inside
-//! one stored window.
+//! A token is a maximal run of alphanumeric characters, kept as written (no case folding, so
+//! building the index borrows the text and allocates nothing per token). Tokens longer than
+//! [`WINDOW`] characters are stored as windows of `WINDOW` characters every [`STEP`]
+//! characters, so any piece of at most `STEP` characters of a long token lies inside one
+//! stored window.
 //!
-//! A query piece (one alphanumeric run of a LIKE pattern's literal part, lowercased and cut to
-//! `STEP` characters) occurs in a text only if some token of that text contains it, so the
-//! blocks of the tokens that contain the piece are a superset of the blocks that match. The
-//! scan still evaluates the LIKE on every row it reads; the index only skips blocks.
-
-use std::collections::HashSet;
+//! A query piece (one alphanumeric run of a LIKE pattern's literal part, cut to `STEP`
+//! characters) occurs in a text only if some token of that text contains it, so the blocks of
+//! the tokens that contain the piece are a superset of the blocks that match. The scan still
+//! evaluates the LIKE on every row it reads; the index only skips blocks.
 
 use memchr::memmem;
+
+/// A set of tokens borrowed from the text being indexed.
+pub type TokenSet<'a> = foldhash::HashSet<&'a str>;
 
 /// Longest token stored whole (characters).
 pub const WINDOW: usize = 64;
@@ -34,36 +35,56 @@ pub struct TextIndex {
     pub(crate) n_blocks: u32,
 }
 
-fn lower_alnum_runs(s: &str, mut f: impl FnMut(&str)) {
-    let mut cur = String::new();
-    for ch in s.chars() {
-        if ch.is_alphanumeric() {
-            cur.extend(ch.to_lowercase());
-        } else if !cur.is_empty() {
-            f(&cur);
-            cur.clear();
+/// Calls `f` with every maximal alphanumeric run of `s` (ASCII bytes tested directly).
+fn alnum_runs<'a>(s: &'a str, mut f: impl FnMut(&'a str)) {
+    let bytes = s.as_bytes();
+    let is_token_char = |i: usize| -> (bool, usize) {
+        let b = bytes[i];
+        if b < 0x80 {
+            return (b.is_ascii_alphanumeric(), 1);
         }
+        match s[i..].chars().next() {
+            Some(ch) => (ch.is_alphanumeric(), ch.len_utf8()),
+            None => (false, 1),
+        }
+    };
+    let mut i = 0;
+    let mut start: Option<usize> = None;
+    while i < bytes.len() {
+        let (tok, len) = is_token_char(i);
+        match (tok, start) {
+            (true, None) => start = Some(i),
+            (false, Some(st)) => {
+                f(&s[st..i]);
+                start = None;
+            }
+            _ => {}
+        }
+        i += len;
     }
-    if !cur.is_empty() {
-        f(&cur);
+    if let Some(st) = start {
+        f(&s[st..]);
     }
 }
 
 /// The tokens of `text` as stored (long ones as windows), added to `out`.
-pub fn tokenize(text: &str, out: &mut HashSet<String>) {
-    lower_alnum_runs(text, |tok| {
-        let chars: Vec<(usize, char)> = tok.char_indices().collect();
+pub fn tokenize<'a>(text: &'a str, out: &mut TokenSet<'a>) {
+    alnum_runs(text, |tok| {
+        // At most WINDOW bytes means at most WINDOW characters.
+        if tok.len() <= WINDOW {
+            out.insert(tok);
+            return;
+        }
+        let chars: Vec<usize> = tok.char_indices().map(|(i, _)| i).collect();
         if chars.len() <= WINDOW {
-            if !out.contains(tok) {
-                out.insert(tok.to_owned());
-            }
+            out.insert(tok);
             return;
         }
         let mut start = 0;
         loop {
             let end = (start + WINDOW).min(chars.len());
-            let (a, b) = (chars[start].0, chars.get(end).map_or(tok.len(), |c| c.0));
-            out.insert(tok[a..b].to_owned());
+            let b = chars.get(end).copied().unwrap_or(tok.len());
+            out.insert(&tok[chars[start]..b]);
             if end == chars.len() {
                 break;
             }
@@ -72,19 +93,54 @@ pub fn tokenize(text: &str, out: &mut HashSet<String>) {
     });
 }
 
-/// The pieces a LIKE pattern requires of a matching text: the alphanumeric runs of its
-/// literal parts, lowercased and cut to [`STEP`] characters. `None` when the pattern uses an
+/// How a piece of a LIKE pattern must sit in a token of a matching text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PieceKind {
+    /// Bounded by non-token characters (or an anchored pattern end) on both sides: a whole
+    /// token. Looked up by binary search.
+    Exact,
+    /// Bounded on the left only: the start of a token. A range of the sorted dictionary.
+    Prefix,
+    /// Anything else (a wildcard on its left): somewhere inside a token. Needs a scan of the
+    /// dictionary, so it is used only when a pattern has no exact or prefix piece.
+    Inside,
+}
+
+/// One alphanumeric run of a LIKE pattern's literal part, cut to [`STEP`] characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Piece {
+    pub text: String,
+    pub kind: PieceKind,
+}
+
+/// The pieces a LIKE pattern requires of a matching text. `None` when the pattern uses an
 /// escape character (no pruning then).
-pub fn like_pieces(pattern: &str) -> Option<Vec<String>> {
+pub fn like_pieces(pattern: &str) -> Option<Vec<Piece>> {
     if pattern.contains('\\') {
         return None;
     }
-    let mut pieces = Vec::new();
-    for fragment in pattern.split(['%', '_']) {
-        lower_alnum_runs(fragment, |run| {
-            let cut: String = run.chars().take(STEP).collect();
-            if !pieces.contains(&cut) {
-                pieces.push(cut);
+    let fragments: Vec<&str> = pattern.split(['%', '_']).collect();
+    let last = fragments.len() - 1;
+    let mut pieces: Vec<Piece> = Vec::new();
+    for (f, fragment) in fragments.iter().enumerate() {
+        let base = fragment.as_ptr() as usize;
+        alnum_runs(fragment, |run| {
+            let at = run.as_ptr() as usize - base;
+            // The text's start or end bounds a run at the pattern's own start or end.
+            let left = at > 0 || f == 0;
+            let mut right = at + run.len() < fragment.len() || f == last;
+            let mut text: String = run.chars().take(STEP).collect();
+            if text.len() < run.len() {
+                right = false;
+            }
+            let kind = match (left, right) {
+                (true, true) => PieceKind::Exact,
+                (true, false) => PieceKind::Prefix,
+                _ => PieceKind::Inside,
+            };
+            let piece = Piece { text: std::mem::take(&mut text), kind };
+            if !pieces.contains(&piece) {
+                pieces.push(piece);
             }
         });
     }
@@ -93,9 +149,9 @@ pub fn like_pieces(pattern: &str) -> Option<Vec<String>> {
 
 impl TextIndex {
     /// Build from the distinct tokens of each block, in block order.
-    pub fn from_blocks(blocks: Vec<HashSet<String>>) -> TextIndex {
+    pub fn from_blocks(blocks: Vec<TokenSet<'_>>) -> TextIndex {
         let n_blocks = blocks.len() as u32;
-        let mut pairs: Vec<(String, u32)> = Vec::new();
+        let mut pairs: Vec<(&str, u32)> = Vec::with_capacity(blocks.iter().map(|b| b.len()).sum());
         for (b, set) in blocks.into_iter().enumerate() {
             pairs.extend(set.into_iter().map(|t| (t, b as u32)));
         }
@@ -103,10 +159,10 @@ impl TextIndex {
         let mut idx = TextIndex { n_blocks, token_offsets: vec![0], block_offsets: vec![0], ..Default::default() };
         let mut i = 0;
         while i < pairs.len() {
-            let tok = &pairs[i].0;
+            let tok = pairs[i].0;
             idx.text.extend_from_slice(tok.as_bytes());
             idx.token_offsets.push(idx.text.len() as u32);
-            while i < pairs.len() && pairs[i].0 == *tok {
+            while i < pairs.len() && pairs[i].0 == tok {
                 idx.blocks.push(pairs[i].1);
                 i += 1;
             }
@@ -123,26 +179,70 @@ impl TextIndex {
         self.n_blocks
     }
 
-    fn token(&self, i: usize) -> &[u8] {
+    pub(crate) fn token(&self, i: usize) -> &[u8] {
         &self.text[self.token_offsets[i] as usize..self.token_offsets[i + 1] as usize]
     }
 
-    fn token_blocks(&self, i: usize) -> &[u32] {
+    pub(crate) fn token_blocks(&self, i: usize) -> &[u32] {
         &self.blocks[self.block_offsets[i] as usize..self.block_offsets[i + 1] as usize]
     }
 
-    /// Blocks that may hold a text containing every piece (see [`like_pieces`]): one flag per
-    /// block. No pieces: every block.
-    pub fn candidate_blocks(&self, pieces: &[String]) -> Vec<bool> {
-        let mut keep = vec![true; self.n_blocks as usize];
+    /// Tokens in `lo..hi` whose text starts with `prefix` (the dictionary is sorted).
+    fn prefix_range(&self, prefix: &[u8]) -> std::ops::Range<usize> {
+        let n = self.n_tokens();
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.token(mid) < prefix {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut end = lo;
+        while end < n && self.token(end).starts_with(prefix) {
+            end += 1;
+        }
+        lo..end
+    }
+
+    fn mark(&self, t: usize, hit: &mut [bool]) {
+        for b in self.token_blocks(t) {
+            if let Some(slot) = hit.get_mut(*b as usize) {
+                *slot = true;
+            }
+        }
+    }
+
+    /// Blocks that may hold a text with every piece (see [`like_pieces`]): one flag per
+    /// block. Exact and prefix pieces are binary searches; inside pieces scan the dictionary
+    /// and are used only when there is nothing cheaper (skipping a piece only keeps more
+    /// blocks). No pieces: every block.
+    pub fn candidate_blocks(&self, pieces: &[Piece]) -> Vec<bool> {
+        let n = self.n_blocks as usize;
+        let mut keep = vec![true; n];
+        let cheap = pieces.iter().any(|p| p.kind != PieceKind::Inside);
         for piece in pieces {
-            let finder = memmem::Finder::new(piece.as_bytes());
-            let mut hit = vec![false; self.n_blocks as usize];
-            for t in 0..self.n_tokens() {
-                if finder.find(self.token(t)).is_some() {
-                    for b in self.token_blocks(t) {
-                        if let Some(slot) = hit.get_mut(*b as usize) {
-                            *slot = true;
+            let bytes = piece.text.as_bytes();
+            let mut hit = vec![false; n];
+            match piece.kind {
+                PieceKind::Exact => {
+                    let r = self.prefix_range(bytes);
+                    if let Some(t) = r.clone().find(|t| self.token(*t) == bytes) {
+                        self.mark(t, &mut hit);
+                    }
+                }
+                PieceKind::Prefix => {
+                    for t in self.prefix_range(bytes) {
+                        self.mark(t, &mut hit);
+                    }
+                }
+                PieceKind::Inside if cheap => continue,
+                PieceKind::Inside => {
+                    let finder = memmem::Finder::new(bytes);
+                    for t in 0..self.n_tokens() {
+                        if finder.find(self.token(t)).is_some() {
+                            self.mark(t, &mut hit);
                         }
                     }
                 }
@@ -178,7 +278,7 @@ mod tests {
             blocks
                 .iter()
                 .map(|texts| {
-                    let mut set = HashSet::new();
+                    let mut set = TokenSet::default();
                     for t in texts {
                         tokenize(t, &mut set);
                     }
@@ -196,8 +296,19 @@ mod tests {
             vec!["nothing here".into()],
         ]);
         let p = like_pieces("%ORD-8244153%").expect("pieces");
-        assert_eq!(p, ["ord", "8244153"]);
+        let kinds: Vec<(&str, PieceKind)> = p.iter().map(|p| (p.text.as_str(), p.kind)).collect();
+        assert_eq!(kinds, [("ORD", PieceKind::Inside), ("8244153", PieceKind::Prefix)]);
+        let kinds = |pat: &str| -> Vec<PieceKind> { like_pieces(pat).expect("p").iter().map(|p| p.kind).collect() };
+        assert_eq!(kinds("Refund for%"), [PieceKind::Exact, PieceKind::Prefix]);
+        assert_eq!(kinds("%a b c"), [PieceKind::Inside, PieceKind::Exact, PieceKind::Exact]);
+        assert_eq!(kinds("%a_b%"), [PieceKind::Inside, PieceKind::Inside]);
+        // Only the prefix piece is looked up ("ORD" would need a scan): both blocks with a
+        // token starting 8244153 stay.
         assert_eq!(idx.candidate_blocks(&p), [true, true, false]);
+        // Case matters, as in LIKE: only block 1 has a token "ord".
+        assert_eq!(idx.candidate_blocks(&like_pieces("ord-8244153%").expect("p")), [false, true, false]);
+        assert_eq!(idx.candidate_blocks(&like_pieces("%Ord %").expect("p")), [false, false, false]);
+        assert_eq!(idx.candidate_blocks(&like_pieces("%Refund for%").expect("p")), [true, false, false]);
         assert_eq!(idx.candidate_blocks(&like_pieces("%zzz%").expect("p")), [false, false, false]);
         assert_eq!(idx.candidate_blocks(&[]), [true, true, true]);
         assert_eq!(like_pieces("a\\%b"), None);

@@ -14,7 +14,7 @@ pub struct ScanPredicate {
     pub max_ts: Option<i64>,
     /// Pieces every matching `content` must contain (from `content LIKE` patterns), looked up
     /// in the segments' token indexes to skip blocks.
-    pub text_pieces: Vec<String>,
+    pub text_pieces: Vec<index::text::Piece>,
 }
 
 impl ScanPredicate {
@@ -77,7 +77,7 @@ impl ScanPredicate {
                 for piece in pieces {
                     // ILIKE folds case in ways lowercasing does not mirror (U+017F, U+212A):
                     // only digit pieces are safe to look up for it.
-                    if like.case_insensitive && !piece.chars().all(|c| c.is_ascii_digit()) {
+                    if like.case_insensitive && !piece.text.chars().all(|c| c.is_ascii_digit()) {
                         continue;
                     }
                     if !self.text_pieces.contains(&piece) {
