@@ -151,11 +151,21 @@ impl TextIndex {
     /// Build from the distinct tokens of each block, in block order.
     pub fn from_blocks(blocks: Vec<TokenSet<'_>>) -> TextIndex {
         let n_blocks = blocks.len() as u32;
-        let mut pairs: Vec<(&str, u32)> = Vec::with_capacity(blocks.iter().map(|b| b.len()).sum());
+        // Sorted by (first 8 bytes as a big-endian integer, whole token, block): the integer
+        // decides most comparisons without a string compare, and the order is the tokens'
+        // byte order (tokens hold no NUL bytes, so zero padding sorts a prefix first).
+        let head = |t: &str| {
+            let mut k = [0u8; 8];
+            let n = t.len().min(8);
+            k[..n].copy_from_slice(&t.as_bytes()[..n]);
+            u64::from_be_bytes(k)
+        };
+        let mut pairs: Vec<(u64, &str, u32)> = Vec::with_capacity(blocks.iter().map(|b| b.len()).sum());
         for (b, set) in blocks.into_iter().enumerate() {
-            pairs.extend(set.into_iter().map(|t| (t, b as u32)));
+            pairs.extend(set.into_iter().map(|t| (head(t), t, b as u32)));
         }
         pairs.sort_unstable();
+        let pairs: Vec<(&str, u32)> = pairs.into_iter().map(|(_, t, b)| (t, b)).collect();
         let mut idx = TextIndex { n_blocks, token_offsets: vec![0], block_offsets: vec![0], ..Default::default() };
         let mut i = 0;
         while i < pairs.len() {

@@ -391,17 +391,43 @@ impl DictColumn {
 
 /// Dictionary strings: `u32 n_dict`, dict lengths (ints), dict bytes, bit width, packed codes.
 pub fn encode_dict(values: &[Option<&str>], out: &mut Vec<u8>) {
-    let mut dict: Vec<&str> = values.iter().flatten().copied().collect();
+    // Distinct values through a hash set (a block holds few), with a shortcut for runs of
+    // one value (rows are ordered by tenant and agent): sorting every row's value costs a
+    // dozen string comparisons per row.
+    let mut seen: foldhash::HashMap<&str, u64> = foldhash::HashMap::default();
+    let mut prev: Option<&str> = None;
+    for v in values.iter().flatten() {
+        if prev != Some(*v) {
+            seen.entry(*v).or_insert(0);
+            prev = Some(*v);
+        }
+    }
+    let mut dict: Vec<&str> = seen.keys().copied().collect();
     dict.sort_unstable();
-    dict.dedup();
+    for (i, s) in dict.iter().enumerate() {
+        seen.insert(s, i as u64 + 1);
+    }
     out.extend_from_slice(&(dict.len() as u32).to_le_bytes());
     let lens: Vec<i64> = dict.iter().map(|s| s.len() as i64).collect();
     encode_ints(&lens, out);
     for s in &dict {
         out.extend_from_slice(s.as_bytes());
     }
-    let codes: Vec<u64> =
-        values.iter().map(|v| v.map_or(0, |s| dict.binary_search(&s).map_or(0, |i| i as u64 + 1))).collect();
+    let mut last: Option<(&str, u64)> = None;
+    let codes: Vec<u64> = values
+        .iter()
+        .map(|v| match v {
+            None => 0,
+            Some(s) => match last {
+                Some((p, c)) if p == *s => c,
+                _ => {
+                    let c = seen.get(s).copied().unwrap_or(0);
+                    last = Some((s, c));
+                    c
+                }
+            },
+        })
+        .collect();
     let width = bit_width(dict.len() as u64);
     out.push(width);
     bitpack(&codes, width, out);
