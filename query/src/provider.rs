@@ -124,11 +124,12 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
                 Some(bm) => {
                     let start = meta.first_row as u32;
                     let end = start + meta.rows;
-                    let local: Vec<u32> = bm.range(start..end).map(|r| r - start).collect();
-                    if local.is_empty() {
-                        continue;
+                    match bm.range_cardinality(start..end) {
+                        0 => continue,
+                        // Every row of the block: no selection to apply.
+                        n if n == u64::from(meta.rows) => None,
+                        _ => Some(bm.range(start..end).map(|r| r - start).collect()),
                     }
-                    Some(local)
                 }
             };
             kept_any = true;
@@ -193,18 +194,33 @@ impl RowFilter {
     }
 }
 
-/// Decode all rows of one column of a unit.
-fn decode(unit: &ScanUnit, col: ColumnId) -> Result<ArrayRef> {
+/// Decode one column of a unit: every row (`rows` None) or the rows listed. Dictionary
+/// columns pick their codes before expanding them into strings.
+fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&[u32]>) -> Result<ArrayRef> {
     let data = match unit {
         ScanUnit::Block { segment, block, .. } => segment.read_column(*block, col).map_err(ext)?,
         ScanUnit::Memory { events, .. } => ColumnData::from_events(col, events),
     };
-    to_arrow(col, data).map_err(ext)
+    match (data, rows) {
+        (ColumnData::Dict(mut d), Some(rows)) => {
+            let mut codes = Vec::with_capacity(rows.len());
+            for r in rows {
+                let code = d.codes.get(*r as usize).copied();
+                codes.push(code.ok_or_else(|| DataFusionError::Internal(format!("row {r} outside the block")))?);
+            }
+            d.codes = codes;
+            to_arrow(col, ColumnData::Dict(d)).map_err(ext)
+        }
+        (data, rows) => {
+            let full = to_arrow(col, data).map_err(ext)?;
+            select(&full, rows)
+        }
+    }
 }
 
-fn select(array: &ArrayRef, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
+fn select(array: &ArrayRef, rows: Option<&[u32]>) -> Result<ArrayRef> {
     match rows {
-        Some(idx) => arrow::compute::take(array.as_ref(), idx, None).map_err(ext),
+        Some(idx) => arrow::compute::take(array.as_ref(), &UInt32Array::from(idx.to_vec()), None).map_err(ext),
         None => Ok(array.clone()),
     }
 }
@@ -222,14 +238,15 @@ pub fn read_unit(
         ScanUnit::Block { rows, .. } | ScanUnit::Memory { rows, .. } => rows.clone(),
     };
     let mut n = unit.rows();
+    // Filter columns as decoded for the unit's rows (narrowed to the passing ones), reused
+    // below when also projected.
     let mut decoded: Vec<(ColumnId, ArrayRef)> = Vec::new();
     if let Some(f) = filter {
-        let idx = selection.as_ref().map(|r| UInt32Array::from(r.clone()));
         let mut arrays = Vec::with_capacity(f.columns.len());
         for col in &f.columns {
-            let full = decode(unit, *col)?;
-            arrays.push(select(&full, idx.as_ref())?);
-            decoded.push((*col, full));
+            let a = decode(unit, *col, selection.as_deref())?;
+            arrays.push(a.clone());
+            decoded.push((*col, a));
         }
         let batch = RecordBatch::try_new_with_options(
             f.schema.clone(),
@@ -251,6 +268,10 @@ pub fn read_unit(
             return Ok(None);
         }
         if passing.len() < n {
+            // Filter columns that are also projected: take the passing positions.
+            for (_, a) in decoded.iter_mut() {
+                *a = select(a, Some(&passing))?;
+            }
             selection = Some(match selection {
                 Some(rows) => passing.iter().map(|p| rows[*p as usize]).collect(),
                 None => passing,
@@ -258,14 +279,13 @@ pub fn read_unit(
             n = selection.as_ref().map_or(n, Vec::len);
         }
     }
-    let idx = selection.map(UInt32Array::from);
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
     for col in columns {
-        let full = match decoded.iter().find(|(c, _)| c == col) {
+        let a = match decoded.iter().find(|(c, _)| c == col) {
             Some((_, a)) => a.clone(),
-            None => decode(unit, *col)?,
+            None => decode(unit, *col, selection.as_deref())?,
         };
-        arrays.push(select(&full, idx.as_ref())?);
+        arrays.push(a);
     }
     RecordBatch::try_new_with_options(schema.clone(), arrays, &RecordBatchOptions::new().with_row_count(Some(n)))
         .map(Some)

@@ -225,15 +225,15 @@ pub fn encode_floats(values: &[f64], out: &mut Vec<u8>) {
 
 pub fn decode_floats(c: &mut Cursor<'_>, n: usize) -> Result<Vec<f64>, EncodingError> {
     let bytes = c.take(n.checked_mul(8).ok_or(c.corrupt("float count overflows"))?)?;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut b = [0u8; 8];
-        for (k, slot) in b.iter_mut().enumerate() {
-            *slot = bytes[k * n + i];
+    // Plane by plane: each plane is read sequentially and its byte lands in every value.
+    let mut bits = vec![0u64; n];
+    for (k, plane) in bytes.chunks_exact(n.max(1)).enumerate().take(8) {
+        let shift = 8 * k as u32;
+        for (v, b) in bits.iter_mut().zip(plane) {
+            *v |= u64::from(*b) << shift;
         }
-        out.push(f64::from_le_bytes(b));
     }
-    Ok(out)
+    Ok(bits.into_iter().map(f64::from_bits).collect())
 }
 
 /// Validity: `0` when every row is present, else `1` and one bit per row.
