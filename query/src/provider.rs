@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DFSchema, DataFusionError, Result, Statistics};
+use datafusion::common::{ColumnStatistics, DFSchema, DataFusionError, Result, ScalarValue, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
@@ -192,6 +192,78 @@ impl RowFilter {
         let expr = state.create_physical_expr(expr, &df_schema)?;
         Ok(Some(RowFilter { columns, schema, expr }))
     }
+}
+
+/// Min / max / null count of the integer columns (`timestamp`, token counts) over the rows of
+/// `units`, from block and chunk metadata without reading data. Exact when every block unit is
+/// read whole and nothing filters rows; otherwise the block bounds are only bounds. Floats are
+/// left out: their chunk bounds skip NaN, which SQL's min/max would not.
+fn column_statistics(units: &[ScanUnit], columns: &[ColumnId], filtered: bool) -> Vec<ColumnStatistics> {
+    let whole =
+        !filtered && units.iter().all(|u| matches!(u, ScanUnit::Block { rows: None, .. } | ScanUnit::Memory { .. }));
+    columns
+        .iter()
+        .map(|col| {
+            if !matches!(col, ColumnId::Timestamp | ColumnId::InputTokens | ColumnId::OutputTokens) {
+                return ColumnStatistics::new_unknown();
+            }
+            let mut lo: Option<i64> = None;
+            let mut hi: Option<i64> = None;
+            let mut nulls = 0usize;
+            let mut exact = whole;
+            let mut see = |v: i64| {
+                lo = Some(lo.map_or(v, |l| l.min(v)));
+                hi = Some(hi.map_or(v, |h| h.max(v)));
+            };
+            for u in units {
+                match u {
+                    ScanUnit::Block { segment, block, .. } => {
+                        let meta = &segment.blocks()[*block];
+                        if *col == ColumnId::Timestamp {
+                            see(meta.min_ts);
+                            see(meta.max_ts);
+                            continue;
+                        }
+                        let ch = segment.chunk(*block, *col);
+                        nulls += ch.null_count as usize;
+                        if ch.min.is_nan() || ch.max.is_nan() {
+                            continue;
+                        }
+                        // Bounds are stored as f64: exact below 2^53.
+                        if ch.min.abs() >= 9.007_199_254_740_992e15 || ch.max.abs() >= 9.007_199_254_740_992e15 {
+                            exact = false;
+                        }
+                        see(ch.min as i64);
+                        see(ch.max as i64);
+                    }
+                    ScanUnit::Memory { events, rows } => {
+                        let mut one = |e: &Event| match col.int_of(e) {
+                            Some(v) => see(v),
+                            None => nulls += 1,
+                        };
+                        match rows {
+                            Some(rows) => rows.iter().filter_map(|r| events.get(*r as usize)).for_each(&mut one),
+                            None => events.iter().for_each(&mut one),
+                        }
+                    }
+                }
+            }
+            let scalar = |v: i64| match col {
+                ColumnId::Timestamp => ScalarValue::TimestampNanosecond(Some(v), Some("UTC".into())),
+                _ => ScalarValue::Int64(Some(v)),
+            };
+            let precision = |v: Option<i64>| match (v, exact) {
+                (None, _) => Precision::Absent,
+                (Some(v), true) => Precision::Exact(scalar(v)),
+                (Some(v), false) => Precision::Inexact(scalar(v)),
+            };
+            let mut cs = ColumnStatistics::new_unknown();
+            cs.min_value = precision(lo);
+            cs.max_value = precision(hi);
+            cs.null_count = if exact { Precision::Exact(nulls) } else { Precision::Absent };
+            cs
+        })
+        .collect()
 }
 
 /// Decode one column of a unit: every row (`rows` None) or the rows listed. Dictionary
@@ -409,6 +481,7 @@ impl TableProvider for EventsTable {
         };
         let n = state.config().target_partitions().clamp(1, 16).min(plan.units.len().max(1));
         let mut shares: Vec<Vec<ScanUnit>> = vec![Vec::new(); n];
+        let column_stats = column_statistics(&plan.units, &columns, filter.is_some() || limit.is_some());
         for (i, u) in plan.units.into_iter().enumerate() {
             shares[i % n].push(u);
         }
@@ -426,6 +499,7 @@ impl TableProvider for EventsTable {
             shares.iter().map(|units| count(units.iter().map(ScanUnit::rows).sum::<usize>())).collect();
         let mut total = Statistics::new_unknown(&projected);
         total.num_rows = count(plan.stats.rows_kept as usize);
+        total.column_statistics = column_stats;
         let partitions: Vec<Arc<dyn PartitionStream>> = shares
             .into_iter()
             .map(|units| {

@@ -142,7 +142,7 @@ impl ColumnId {
         }
     }
 
-    fn int_of(self, e: &Event) -> Option<i64> {
+    pub fn int_of(self, e: &Event) -> Option<i64> {
         match self {
             ColumnId::Timestamp => Some(e.timestamp_ns),
             ColumnId::InputTokens => e.input_tokens,
