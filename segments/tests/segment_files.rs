@@ -36,7 +36,7 @@ fn sample(n: usize) -> Vec<Event> {
 }
 
 fn opts(block_rows: usize) -> WriterOptions {
-    WriterOptions { block_rows, codec: Codec::Lz4, text_codec: Codec::Zstd(5) }
+    WriterOptions { block_rows, codec: Codec::Lz4, text_codec: Codec::Zstd(5), text_index: true }
 }
 
 #[test]

@@ -190,7 +190,7 @@ async fn indexed_and_time_predicates_prune_blocks() {
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = EngineConfig {
         background: false,
-        hot: segments::WriterOptions { block_rows: 500, ..segments::WriterOptions::hot() },
+        hot: segments::WriterOptions { block_rows: 500, text_index: true, ..segments::WriterOptions::hot() },
         ..Default::default()
     };
     let (eng, _) = Engine::open(dir.path(), cfg).expect("open");
