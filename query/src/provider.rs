@@ -268,7 +268,7 @@ fn column_statistics(units: &[ScanUnit], columns: &[ColumnId], filtered: bool) -
 
 /// Decode one column of a unit: every row (`rows` None) or the rows listed. Dictionary
 /// columns pick their codes before expanding them into strings.
-fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&[u32]>) -> Result<ArrayRef> {
+fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
     let data = match unit {
         ScanUnit::Block { segment, block, .. } => segment.read_column(*block, col).map_err(ext)?,
         ScanUnit::Memory { events, .. } => ColumnData::from_events(col, events),
@@ -276,7 +276,7 @@ fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&[u32]>) -> Result<ArrayR
     match (data, rows) {
         (ColumnData::Dict(mut d), Some(rows)) => {
             let mut codes = Vec::with_capacity(rows.len());
-            for r in rows {
+            for r in rows.values().iter() {
                 let code = d.codes.get(*r as usize).copied();
                 codes.push(code.ok_or_else(|| DataFusionError::Internal(format!("row {r} outside the block")))?);
             }
@@ -290,9 +290,9 @@ fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&[u32]>) -> Result<ArrayR
     }
 }
 
-fn select(array: &ArrayRef, rows: Option<&[u32]>) -> Result<ArrayRef> {
+fn select(array: &ArrayRef, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
     match rows {
-        Some(idx) => arrow::compute::take(array.as_ref(), &UInt32Array::from(idx.to_vec()), None).map_err(ext),
+        Some(idx) => arrow::compute::take(array.as_ref(), idx, None).map_err(ext),
         None => Ok(array.clone()),
     }
 }
@@ -306,8 +306,8 @@ pub fn read_unit(
     schema: &SchemaRef,
     filter: Option<&RowFilter>,
 ) -> Result<Option<RecordBatch>> {
-    let mut selection: Option<Vec<u32>> = match unit {
-        ScanUnit::Block { rows, .. } | ScanUnit::Memory { rows, .. } => rows.clone(),
+    let mut selection: Option<UInt32Array> = match unit {
+        ScanUnit::Block { rows, .. } | ScanUnit::Memory { rows, .. } => rows.clone().map(UInt32Array::from),
     };
     let mut n = unit.rows();
     // Filter columns as decoded for the unit's rows (narrowed to the passing ones), reused
@@ -316,7 +316,7 @@ pub fn read_unit(
     if let Some(f) = filter {
         let mut arrays = Vec::with_capacity(f.columns.len());
         for col in &f.columns {
-            let a = decode(unit, *col, selection.as_deref())?;
+            let a = decode(unit, *col, selection.as_ref())?;
             arrays.push(a.clone());
             decoded.push((*col, a));
         }
@@ -332,7 +332,7 @@ pub fn read_unit(
             .downcast_ref::<BooleanArray>()
             .ok_or_else(|| DataFusionError::Internal("a filter did not evaluate to booleans".into()))?;
         // NULL counts as false, as in WHERE.
-        let passing: Vec<u32> = match mask.nulls() {
+        let passing: UInt32Array = match mask.nulls() {
             Some(nulls) => (mask.values() & nulls.inner()).set_indices().map(|i| i as u32).collect(),
             None => mask.values().set_indices().map(|i| i as u32).collect(),
         };
@@ -345,17 +345,17 @@ pub fn read_unit(
                 *a = select(a, Some(&passing))?;
             }
             selection = Some(match selection {
-                Some(rows) => passing.iter().map(|p| rows[*p as usize]).collect(),
+                Some(rows) => passing.values().iter().map(|p| rows.value(*p as usize)).collect(),
                 None => passing,
             });
-            n = selection.as_ref().map_or(n, Vec::len);
+            n = selection.as_ref().map_or(n, |s| s.len());
         }
     }
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
     for col in columns {
         let a = match decoded.iter().find(|(c, _)| c == col) {
             Some((_, a)) => a.clone(),
-            None => decode(unit, *col, selection.as_deref())?,
+            None => decode(unit, *col, selection.as_ref())?,
         };
         arrays.push(a);
     }
