@@ -1,6 +1,8 @@
 //! The `events` table: a DataFusion `TableProvider` over an engine snapshot. `scan` prunes
-//! segments and blocks by time bounds and bitmap indexes, then streams one record batch per
-//! surviving block (only the projected columns decoded), spread over several partitions.
+//! segments and blocks by time bounds, bitmap indexes and the content token index, evaluates
+//! the remaining filters itself on their own columns, then streams one record batch per
+//! surviving block (only the projected columns of the passing rows decoded), spread over
+//! several partitions.
 
 use std::sync::Arc;
 

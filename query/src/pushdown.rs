@@ -1,6 +1,7 @@
 //! Turning DataFusion filter expressions into what the storage can use: a conjunction of
-//! index terms (equality / IN / IS NULL on indexed columns, `trace_id` lookups) and a time
-//! range. Anything not understood is left to DataFusion, which re-applies every filter.
+//! index terms (equality / IN / IS NULL on indexed columns, `trace_id` lookups), a time range
+//! and the pieces `content LIKE` patterns need; and deciding which filters the scan applies
+//! exactly (answered by an index, or evaluated row by row in the scan).
 
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
 use datafusion::scalar::ScalarValue;
