@@ -250,7 +250,10 @@ pub fn encode_validity(valid: &[bool], out: &mut Vec<u8>) {
 pub fn decode_validity(c: &mut Cursor<'_>, n: usize) -> Result<Option<Vec<bool>>, EncodingError> {
     match c.u8()? {
         0 => Ok(None),
-        1 => Ok(Some(bitunpack(c, 1, n)?.into_iter().map(|b| b == 1).collect())),
+        1 => {
+            let bits = c.take(n.div_ceil(8))?;
+            Ok(Some((0..n).map(|i| (bits[i / 8] >> (i % 8)) & 1 == 1).collect()))
+        }
         _ => Err(c.corrupt("bad validity flag")),
     }
 }
