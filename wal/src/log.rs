@@ -316,14 +316,20 @@ impl Wal {
             act.size += buf.len() as u64;
         }
         if act.size >= self.cfg.max_file_bytes {
-            let next = upto + 1;
-            let new_path = self.cfg.dir.join(file_name(next));
-            let f = self.cfg.fs.create(&new_path).map_err(io_err(&new_path))?;
-            self.cfg.fs.sync_dir(&self.cfg.dir).map_err(io_err(&self.cfg.dir))?;
-            act.file = f;
-            act.size = 0;
-            act.files.push((next, new_path));
+            self.start_file(act, upto + 1)?;
         }
+        Ok(())
+    }
+
+    /// Start a new log file for the records from `first_lsn` on (created, its directory entry
+    /// made durable) and make it the active one.
+    fn start_file(&self, act: &mut ActiveFile, first_lsn: u64) -> Result<(), WalError> {
+        let new_path = self.cfg.dir.join(file_name(first_lsn));
+        let f = self.cfg.fs.create(&new_path).map_err(io_err(&new_path))?;
+        self.cfg.fs.sync_dir(&self.cfg.dir).map_err(io_err(&self.cfg.dir))?;
+        act.file = f;
+        act.size = 0;
+        act.files.push((first_lsn, new_path));
         Ok(())
     }
 
@@ -393,13 +399,7 @@ impl Wal {
             if !p.flushing && p.buf.is_empty() && p.last_lsn <= checkpoint && p.durable_lsn >= p.last_lsn {
                 let mut act = self.active.lock();
                 if act.size > 0 {
-                    let next = p.last_lsn + 1;
-                    let new_path = self.cfg.dir.join(file_name(next));
-                    let f = self.cfg.fs.create(&new_path).map_err(io_err(&new_path))?;
-                    self.cfg.fs.sync_dir(&self.cfg.dir).map_err(io_err(&self.cfg.dir))?;
-                    act.file = f;
-                    act.size = 0;
-                    act.files.push((next, new_path));
+                    self.start_file(&mut act, p.last_lsn + 1)?;
                 }
             }
         }
