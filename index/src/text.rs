@@ -197,20 +197,25 @@ impl TextIndex {
         &self.blocks[self.block_offsets[i] as usize..self.block_offsets[i + 1] as usize]
     }
 
-    /// Tokens in `lo..hi` whose text starts with `prefix` (the dictionary is sorted).
-    fn prefix_range(&self, prefix: &[u8]) -> std::ops::Range<usize> {
-        let n = self.n_tokens();
-        let (mut lo, mut hi) = (0, n);
+    /// The first token not below `key` in byte order (the dictionary is sorted).
+    fn lower_bound(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.n_tokens());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.token(mid) < prefix {
+            if self.token(mid) < key {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
+        lo
+    }
+
+    /// The tokens that start with `prefix`: a contiguous range of the sorted dictionary.
+    fn prefix_range(&self, prefix: &[u8]) -> std::ops::Range<usize> {
+        let lo = self.lower_bound(prefix);
         let mut end = lo;
-        while end < n && self.token(end).starts_with(prefix) {
+        while end < self.n_tokens() && self.token(end).starts_with(prefix) {
             end += 1;
         }
         lo..end
@@ -237,8 +242,8 @@ impl TextIndex {
             let mut hit = vec![false; n];
             match piece.kind {
                 PieceKind::Exact => {
-                    let r = self.prefix_range(bytes);
-                    if let Some(t) = r.clone().find(|t| self.token(*t) == bytes) {
+                    let t = self.lower_bound(bytes);
+                    if t < self.n_tokens() && self.token(t) == bytes {
                         self.mark(t, &mut hit);
                     }
                 }

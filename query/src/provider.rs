@@ -111,15 +111,16 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
         }
         // Blocks whose content can hold every LIKE piece (all blocks without pieces or without
         // a token index).
+        // (Segment::open checked that the token index covers exactly the segment's blocks.)
         let text_ok: Option<Vec<bool>> = match seg.index().text.as_ref() {
-            Some(t) if !p.text_pieces.is_empty() && t.n_blocks() as usize == seg.blocks().len() => {
-                Some(t.candidate_blocks(&p.text_pieces))
-            }
+            Some(t) if !p.text_pieces.is_empty() => Some(t.candidate_blocks(&p.text_pieces)),
             _ => None,
         };
         let mut kept_any = false;
         for (b, meta) in seg.blocks().iter().enumerate() {
-            if !time_ok(meta.min_ts, meta.max_ts) || text_ok.as_ref().is_some_and(|ok| !ok[b]) {
+            if !time_ok(meta.min_ts, meta.max_ts)
+                || text_ok.as_ref().is_some_and(|ok| !ok.get(b).copied().unwrap_or(true))
+            {
                 continue;
             }
             let rows = match &bitmap {
@@ -344,6 +345,7 @@ pub fn read_unit(
         }
         if passing.len() < n {
             // Filter columns that are also projected: take the passing positions.
+            decoded.retain(|(c, _)| columns.contains(c));
             for (_, a) in decoded.iter_mut() {
                 *a = select(a, Some(&passing))?;
             }

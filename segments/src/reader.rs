@@ -171,6 +171,9 @@ impl Segment {
         if index.rows != header.rows {
             return Err(bad("index row count differs from the footer".into()));
         }
+        if index.text.as_ref().is_some_and(|t| t.n_blocks() != header.n_blocks) {
+            return Err(bad("token index block count differs from the footer".into()));
+        }
         Ok(Segment { path, bytes, header, blocks, chunks, index: Arc::new(index) })
     }
 
