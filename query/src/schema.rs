@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, MapArray, StringArray, StructArray, TimestampNanosecondArray};
+use arrow::array::{
+    make_view, ArrayRef, Float64Array, Int64Array, MapArray, StringArray, StringViewArray, StructArray,
+    TimestampNanosecondArray,
+};
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
-use segments::{ColumnData, ColumnId, StrColumn};
+use segments::{ColumnData, ColumnEncoding, ColumnId, DictColumn, StrColumn};
 
 fn map_entries() -> Field {
     Field::new(
@@ -20,7 +23,10 @@ fn map_entries() -> Field {
     )
 }
 
-/// Arrow type and nullability of a stored column.
+/// Arrow type and nullability of a stored column. Low-cardinality (dictionary-encoded)
+/// strings are `Utf8View`: a block's rows become 16-byte views of its dictionary (values up to
+/// 12 bytes inline), so no string bytes are copied per row, and DataFusion groups and compares
+/// them on its view fast paths. Free text and ids are `Utf8`.
 pub fn field_of(id: ColumnId) -> Field {
     use ColumnId::*;
     let nullable = !matches!(id, Tenant | TraceId | SpanId | AgentId | Timestamp | Kind | Status);
@@ -29,6 +35,7 @@ pub fn field_of(id: ColumnId) -> Field {
         Confidence | DurationMs | CostUsd => DataType::Float64,
         InputTokens | OutputTokens => DataType::Int64,
         Attributes => DataType::Map(Arc::new(map_entries()), false),
+        _ if id.encoding() == ColumnEncoding::Dict => DataType::Utf8View,
         _ => DataType::Utf8,
     };
     Field::new(id.name(), dt, nullable)
@@ -46,6 +53,48 @@ fn nulls(validity: &Option<Vec<bool>>) -> Option<NullBuffer> {
 fn strings(s: StrColumn) -> Result<StringArray, ArrowError> {
     let nulls = nulls(&s.validity);
     StringArray::try_new(OffsetBuffer::new(ScalarBuffer::from(s.offsets)), Buffer::from_vec(s.data), nulls)
+}
+
+/// Rows of a dictionary column as views of its dictionary: the dictionary bytes become the
+/// array's one data buffer, and each row's view is copied from its value's view.
+fn dict_views(d: DictColumn) -> Result<StringViewArray, ArrowError> {
+    let DictColumn { dict, codes } = d;
+    let corrupt = |what: &str| ArrowError::InvalidArgumentError(format!("dictionary column: {what}"));
+    let text = std::str::from_utf8(&dict.data).map_err(|_| corrupt("values are not UTF-8"))?;
+    if dict.data.len() > u32::MAX as usize {
+        return Err(corrupt("values larger than 4 GiB"));
+    }
+    // Index 0 is the null view; value k (1-based) is views[k].
+    let mut value_views = Vec::with_capacity(dict.offsets.len());
+    value_views.push(0u128);
+    for w in dict.offsets.windows(2) {
+        let (s, e) = (w[0] as usize, w[1] as usize);
+        if s > e || e > text.len() || !text.is_char_boundary(s) || !text.is_char_boundary(e) {
+            return Err(corrupt("value offsets out of order or inside a character"));
+        }
+        value_views.push(make_view(&dict.data[s..e], 0, s as u32));
+    }
+    let mut any_null = false;
+    let mut views = Vec::with_capacity(codes.len());
+    for &c in &codes {
+        any_null |= c == 0;
+        views.push(*value_views.get(c as usize).ok_or_else(|| corrupt("code out of range"))?);
+    }
+    let nulls = any_null.then(|| NullBuffer::from_iter(codes.iter().map(|c| *c != 0)));
+    // SAFETY: every view is either 0 (a null row, marked in `nulls`) or was made by
+    // `make_view` from `dict.data[s..e]`, which lies inside the one buffer passed here
+    // (buffer 0, checked above to be in bounds) and is valid UTF-8 because the whole buffer
+    // was checked with `from_utf8` and `s`, `e` are character boundaries; so `try_new`'s
+    // per-row validation would pass. Tested by `dict_views_match_strings` below.
+    #[allow(unsafe_code)]
+    let array = unsafe {
+        StringViewArray::new_unchecked(
+            arrow::buffer::ScalarBuffer::from(views),
+            vec![Buffer::from_vec(dict.data)],
+            nulls,
+        )
+    };
+    Ok(array)
 }
 
 fn hex_strings(width: usize, bytes: &[u8], validity: &Option<Vec<bool>>) -> Result<StringArray, ArrowError> {
@@ -69,7 +118,11 @@ fn hex_strings(width: usize, bytes: &[u8], validity: &Option<Vec<bool>>) -> Resu
 /// Convert one decoded column into its Arrow array.
 pub fn to_arrow(id: ColumnId, data: ColumnData) -> Result<ArrayRef, ArrowError> {
     Ok(match data {
+        ColumnData::Dict(d) if id.encoding() == ColumnEncoding::Dict => Arc::new(dict_views(d)?),
         ColumnData::Dict(d) => Arc::new(strings(d.to_strings())?),
+        ColumnData::Str(s) if id.encoding() == ColumnEncoding::Dict => {
+            Arc::new(StringViewArray::from_iter(strings(s)?.iter()))
+        }
         ColumnData::Str(s) => Arc::new(strings(s)?),
         ColumnData::Fixed { width, bytes, validity } => Arc::new(hex_strings(width, &bytes, &validity)?),
         ColumnData::Int { values, validity } if id == ColumnId::Timestamp => {
@@ -94,4 +147,105 @@ pub fn to_arrow(id: ColumnId, data: ColumnData) -> Result<ArrayRef, ArrowError> 
             )?)
         }
     })
+}
+
+/// `dt` with every `Utf8View` (also inside structs, lists and maps) replaced by `Utf8`: the
+/// form results take when they leave the process as Arrow IPC or Parquet, so that readers
+/// without view support (older pyarrow, Spark, BigQuery) read them.
+pub fn plain_type(dt: &DataType) -> DataType {
+    let field = |f: &Field| f.clone().with_data_type(plain_type(f.data_type()));
+    match dt {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(|f| field(f)).collect()),
+        DataType::List(f) => DataType::List(Arc::new(field(f))),
+        DataType::LargeList(f) => DataType::LargeList(Arc::new(field(f))),
+        DataType::Map(f, sorted) => DataType::Map(Arc::new(field(f)), *sorted),
+        other => other.clone(),
+    }
+}
+
+/// `batch` with its view-typed columns cast to plain types ([`plain_type`]).
+pub fn plain_batch(batch: &arrow::array::RecordBatch) -> Result<arrow::array::RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| plain_type(f.data_type()) != *f.data_type()) {
+        return Ok(batch.clone());
+    }
+    let fields: Vec<Field> =
+        schema.fields().iter().map(|f| f.as_ref().clone().with_data_type(plain_type(f.data_type()))).collect();
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(&fields)
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    arrow::array::RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Array;
+    use proptest::prelude::*;
+
+    fn dict_column(values: &[Option<String>]) -> DictColumn {
+        let mut distinct: Vec<&str> = values.iter().flatten().map(String::as_str).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let dict = StrColumn::from_options(distinct.iter().map(|s| Some(*s)));
+        let codes = values
+            .iter()
+            .map(|v| v.as_deref().map_or(0, |v| distinct.binary_search(&v).map_or(0, |k| k as u32 + 1)))
+            .collect();
+        DictColumn { dict: StrColumn { validity: None, ..dict }, codes }
+    }
+
+    proptest! {
+        /// Views of a dictionary read back as the strings the rows hold, nulls included,
+        /// for short (inline) and long (buffer) values and multi-byte characters.
+        #[test]
+        fn dict_views_match_strings(values in proptest::collection::vec(
+            proptest::option::of(prop_oneof!["[a-z]{0,12}", "[a-zé€]{10,30}", Just(String::new())]), 0..200)) {
+            let array = dict_views(dict_column(&values)).expect("views");
+            // A validating constructor accepts the same views and buffers.
+            let checked = StringViewArray::try_new(array.views().clone(), array.data_buffers().to_vec(), array.nulls().cloned());
+            prop_assert!(checked.is_ok());
+            let got: Vec<Option<String>> = array.iter().map(|v| v.map(str::to_owned)).collect();
+            prop_assert_eq!(got, values);
+        }
+    }
+
+    #[test]
+    fn dict_views_reject_bad_codes_and_bytes() {
+        let mut d = dict_column(&[Some("a".into()), Some("b".into())]);
+        d.codes.push(3);
+        assert!(dict_views(d).is_err());
+        let bad = DictColumn {
+            dict: StrColumn { offsets: vec![0, 2], data: vec![0xff, 0xfe], validity: None },
+            codes: vec![1],
+        };
+        assert!(dict_views(bad).is_err());
+        let split = DictColumn {
+            dict: StrColumn { offsets: vec![0, 1, 2], data: "é".as_bytes().to_vec(), validity: None },
+            codes: vec![1],
+        };
+        assert!(dict_views(split).is_err());
+    }
+
+    #[test]
+    fn plain_batch_casts_nested_views() {
+        let views: ArrayRef = Arc::new(StringViewArray::from(vec![Some("x"), None]));
+        let st: ArrayRef =
+            Arc::new(StructArray::from(vec![(Arc::new(Field::new("k", DataType::Utf8View, true)), views.clone())]));
+        let schema = Schema::new(vec![
+            Field::new("v", DataType::Utf8View, true),
+            Field::new("s", st.data_type().clone(), false),
+        ]);
+        let batch = arrow::array::RecordBatch::try_new(Arc::new(schema), vec![views, st]).expect("batch");
+        let plain = plain_batch(&batch).expect("plain");
+        assert_eq!(plain.column(0).data_type(), &DataType::Utf8);
+        assert_eq!(plain.column(1).data_type(), &DataType::Struct(vec![Field::new("k", DataType::Utf8, true)].into()));
+        let s = plain.column(0).as_any().downcast_ref::<StringArray>().expect("utf8");
+        assert_eq!((s.value(0), s.is_null(1)), ("x", true));
+    }
 }

@@ -14,7 +14,8 @@ pub mod format;
 mod reader;
 mod writer;
 
-pub use column::{ColumnData, ColumnId, StrColumn, COLUMN_COUNT};
+pub use column::{ColumnData, ColumnEncoding, ColumnId, StrColumn, COLUMN_COUNT};
+pub use encoding::DictColumn;
 pub use error::SegmentError;
 pub use event::{decode_events, encode_events, parse_hex, Event, EventCodecError};
 pub use format::{BlockMeta, Codec};

@@ -353,6 +353,20 @@ fn export(
     let rows = rt.block_on(async {
         let ctx = query::session(engine.clone(), tenant).await?;
         let df = ctx.sql(&full).await?;
+        // Plain string types in the files, so every Parquet reader takes them as they are.
+        let plain: Vec<datafusion::prelude::Expr> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let c = datafusion::prelude::col(datafusion::common::Column::from_name(f.name()));
+                match query::schema::plain_type(f.data_type()) {
+                    t if t == *f.data_type() => c,
+                    t => datafusion::prelude::cast(c, t).alias(f.name()),
+                }
+            })
+            .collect();
+        let df = df.select(plain)?;
         let count = df.clone().count().await?;
         let opts = datafusion::dataframe::DataFrameWriteOptions::new()
             .with_partition_by(vec!["tenant".to_owned(), "date".to_owned()]);

@@ -362,11 +362,12 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
         },
         "arrow" => {
             let mut buf = Vec::new();
-            let schema = batches.first().map(|b| b.schema());
             let written = (|| -> anyhow::Result<()> {
-                if let Some(schema) = schema {
+                // Plain string types: readers without Utf8View support get what they expect.
+                let plain = batches.iter().map(query::schema::plain_batch).collect::<Result<Vec<_>, _>>()?;
+                if let Some(schema) = plain.first().map(|b| b.schema()) {
                     let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &schema)?;
-                    for b in &batches {
+                    for b in &plain {
                         w.write(b)?;
                     }
                     w.finish()?;

@@ -94,6 +94,15 @@ fn import_sql_export_roundtrip() {
         .collect();
     assert!(dates.iter().all(|d| d.starts_with("date=") && d.len() == "date=2025-06-03".len()), "{dates:?}");
 
+    // The files carry plain string types (no Utf8View) for readers without view support.
+    let file = walk_parquet(&export).into_iter().next().expect("a parquet file");
+    let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&file).expect("open"),
+    )
+    .expect("parquet");
+    let kind = reader.schema().field_with_name("kind").expect("kind").data_type().clone();
+    assert_eq!(kind, arrow::datatypes::DataType::Utf8);
+
     // Read back with DataFusion and compare with the source.
     let rt = tokio::runtime::Runtime::new().expect("rt");
     rt.block_on(async {
@@ -122,4 +131,17 @@ fn import_sql_export_roundtrip() {
         );
         assert!(text.contains("Map"), "{text}");
     });
+}
+
+fn walk_parquet(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_parquet(&p));
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -57,6 +57,22 @@ fn ingest_query_reject_and_survive_sigkill() {
     );
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("EventsScanExec") && body.contains("segments="), "{body}");
+    // Arrow IPC output: plain Utf8 strings (readers without Utf8View support read it), also
+    // inside the `traces` view's structs.
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent
+        .post(&format!("{}/v1/sql?format=arrow", s.base))
+        .send(r#"{"sql": "SELECT agent_id, events FROM traces ORDER BY timestamp LIMIT 3"}"#)
+        .expect("arrow");
+    let status = r.status().as_u16();
+    let bytes = r.body_mut().read_to_vec().expect("body");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).expect("ipc");
+    let schema = reader.schema();
+    assert_eq!(schema.field(0).data_type(), &arrow::datatypes::DataType::Utf8);
+    assert!(!format!("{:?}", schema.field(1).data_type()).contains("View"), "{schema:?}");
+    let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
+    assert_eq!(rows, 3);
     let (status, body) = post(&format!("{}/v1/sql", s.base), r#"{"sql": "SELECT nope FROM events"}"#);
     assert_eq!(status, 400);
     assert!(body.contains("nope"), "{body}");

@@ -14,9 +14,24 @@ use engine::validate::hex;
 use engine::{Engine, EngineConfig};
 use segments::Event;
 
+/// The `events` schema with every string as plain `Utf8`: the baseline keeps DataFusion's
+/// ordinary string arrays, so the provider's `Utf8View` columns are checked against them.
+fn baseline_schema() -> arrow::datatypes::SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let fields: Vec<Field> = query::schema::events_schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
 /// Arrow batch for `events`, built with plain builders (independent of the provider's decoder).
 fn baseline_batch(events: &[Event]) -> RecordBatch {
-    let schema = query::schema::events_schema();
+    let schema = baseline_schema();
     let s = |f: &dyn Fn(&Event) -> Option<String>| -> ArrayRef {
         let mut b = StringBuilder::new();
         for e in events {
@@ -164,7 +179,7 @@ async fn provider_matches_datafusion_memtable() {
 
     let ours = query::session(eng.clone(), None).await.expect("session");
     let theirs = SessionContext::new();
-    let table = MemTable::try_new(query::schema::events_schema(), vec![vec![baseline_batch(&events)]]).expect("mem");
+    let table = MemTable::try_new(baseline_schema(), vec![vec![baseline_batch(&events)]]).expect("mem");
     theirs.register_table("events", Arc::new(table)).expect("register");
     theirs.sql(query::TRACES_VIEW).await.expect("view").collect().await.expect("view");
 
