@@ -164,7 +164,8 @@ impl TextIndex {
         for (b, set) in blocks.into_iter().enumerate() {
             pairs.extend(set.into_iter().map(|t| (head(t), t, b as u32)));
         }
-        pairs.sort_unstable();
+        // A compacted segment holds millions of pairs: sort on every core.
+        rayon::slice::ParallelSliceMut::par_sort_unstable(&mut pairs[..]);
         let pairs: Vec<(&str, u32)> = pairs.into_iter().map(|(_, t, b)| (t, b)).collect();
         let mut idx = TextIndex { n_blocks, token_offsets: vec![0], block_offsets: vec![0], ..Default::default() };
         let mut i = 0;

@@ -26,26 +26,63 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use engine::{Engine, Snapshot};
 use futures::StreamExt;
 use index::{IndexedColumn, Term};
-use segments::{ColumnData, ColumnId, Event, Segment};
+use roaring::RoaringBitmap;
+use segments::{ColumnData, ColumnId, Event, Segment, StrColumn};
 
 use crate::pushdown::ScanPredicate;
 use crate::schema::{events_schema, to_arrow};
+
+/// The rows of a unit to keep.
+#[derive(Debug, Clone)]
+pub enum RowSet {
+    /// Listed row numbers, ascending.
+    Listed(Vec<u32>),
+    /// The rows of `bitmap` in `start..start + len` (segment row ids), `count` of them,
+    /// numbered from `start`. Kept as the bitmap so that listing the rows happens in the scan's
+    /// partitions, not on the planning thread.
+    Indexed { bitmap: Arc<RoaringBitmap>, start: u32, len: u32, count: usize },
+}
+
+impl RowSet {
+    pub fn len(&self) -> usize {
+        match self {
+            RowSet::Listed(rows) => rows.len(),
+            RowSet::Indexed { count, .. } => *count,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The row numbers within the unit, ascending.
+    pub fn to_indices(&self) -> UInt32Array {
+        match self {
+            RowSet::Listed(rows) => UInt32Array::from(rows.clone()),
+            RowSet::Indexed { bitmap, start, len, count } => {
+                let mut out = Vec::with_capacity(*count);
+                out.extend(bitmap.range(*start..start + len).map(|r| r - start));
+                UInt32Array::from(out)
+            }
+        }
+    }
+}
 
 /// One unit of scan work: a block of a segment, or an in-memory batch, with the rows to keep
 /// (`None`: all rows).
 #[derive(Debug, Clone)]
 pub enum ScanUnit {
-    Block { segment: Arc<Segment>, block: usize, rows: Option<Vec<u32>> },
-    Memory { events: Arc<Vec<Event>>, rows: Option<Vec<u32>> },
+    Block { segment: Arc<Segment>, block: usize, rows: Option<RowSet> },
+    Memory { events: Arc<Vec<Event>>, rows: Option<RowSet> },
 }
 
 impl ScanUnit {
     pub fn rows(&self) -> usize {
         match self {
             ScanUnit::Block { segment, block, rows } => {
-                rows.as_ref().map_or(segment.blocks()[*block].rows as usize, Vec::len)
+                rows.as_ref().map_or(segment.blocks()[*block].rows as usize, RowSet::len)
             }
-            ScanUnit::Memory { events, rows } => rows.as_ref().map_or(events.len(), Vec::len),
+            ScanUnit::Memory { events, rows } => rows.as_ref().map_or(events.len(), RowSet::len),
         }
     }
 }
@@ -105,7 +142,7 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
         if seg.rows() == 0 || !time_ok(seg.min_ts(), seg.max_ts()) {
             continue;
         }
-        let bitmap = (!p.conj.is_empty()).then(|| seg.index().evaluate(&p.conj));
+        let bitmap = (!p.conj.is_empty()).then(|| Arc::new(seg.index().evaluate(&p.conj)));
         if bitmap.as_ref().is_some_and(|b| b.is_empty()) {
             continue;
         }
@@ -132,7 +169,7 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
                         0 => continue,
                         // Every row of the block: no selection to apply.
                         n if n == u64::from(meta.rows) => None,
-                        _ => Some(bm.range(start..end).map(|r| r - start).collect()),
+                        n => Some(RowSet::Indexed { bitmap: bm.clone(), start, len: meta.rows, count: n as usize }),
                     }
                 }
             };
@@ -150,9 +187,9 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
     for m in &snap.memory {
         st.rows_total += m.len() as u64;
         let rows = filtering.then(|| {
-            m.iter().enumerate().filter(|(_, e)| event_matches(e, p)).map(|(i, _)| i as u32).collect::<Vec<_>>()
+            RowSet::Listed(m.iter().enumerate().filter(|(_, e)| event_matches(e, p)).map(|(i, _)| i as u32).collect())
         });
-        if rows.as_ref().is_some_and(Vec::is_empty) {
+        if rows.as_ref().is_some_and(RowSet::is_empty) {
             continue;
         }
         let unit = ScanUnit::Memory { events: m.clone(), rows };
@@ -246,7 +283,12 @@ fn column_statistics(units: &[ScanUnit], columns: &[ColumnId], filtered: bool) -
                             None => nulls += 1,
                         };
                         match rows {
-                            Some(rows) => rows.iter().filter_map(|r| events.get(*r as usize)).for_each(&mut one),
+                            Some(rows) => rows
+                                .to_indices()
+                                .values()
+                                .iter()
+                                .filter_map(|r| events.get(*r as usize))
+                                .for_each(&mut one),
                             None => events.iter().for_each(&mut one),
                         }
                     }
@@ -287,6 +329,28 @@ fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<
             d.codes = codes;
             to_arrow(col, ColumnData::Dict(d)).map_err(ext)
         }
+        (ColumnData::Str(st), Some(rows)) => {
+            // Copy only the listed rows' bytes: a text block is megabytes, a selection often
+            // a few rows.
+            let mut picked = StrColumn { offsets: Vec::with_capacity(rows.len() + 1), ..Default::default() };
+            picked.offsets.push(0);
+            let mut valid = Vec::with_capacity(rows.len());
+            for r in rows.values().iter() {
+                let r = *r as usize;
+                let (Some(s), Some(e)) = (st.offsets.get(r), st.offsets.get(r + 1)) else {
+                    return Err(DataFusionError::Internal(format!("row {r} outside the block")));
+                };
+                let bytes = st
+                    .data
+                    .get(*s as usize..*e as usize)
+                    .ok_or_else(|| DataFusionError::Internal(format!("row {r}: string offsets outside the block")))?;
+                picked.data.extend_from_slice(bytes);
+                picked.offsets.push(picked.data.len() as i32);
+                valid.push(st.is_valid(r));
+            }
+            picked.validity = valid.contains(&false).then_some(valid);
+            to_arrow(col, ColumnData::Str(picked)).map_err(ext)
+        }
         (data, rows) => {
             let full = to_arrow(col, data).map_err(ext)?;
             select(&full, rows)
@@ -311,7 +375,7 @@ pub fn read_unit(
     filter: Option<&RowFilter>,
 ) -> Result<Option<RecordBatch>> {
     let mut selection: Option<UInt32Array> = match unit {
-        ScanUnit::Block { rows, .. } | ScanUnit::Memory { rows, .. } => rows.clone().map(UInt32Array::from),
+        ScanUnit::Block { rows, .. } | ScanUnit::Memory { rows, .. } => rows.as_ref().map(RowSet::to_indices),
     };
     let mut n = unit.rows();
     // Filter columns as decoded for the unit's rows (narrowed to the passing ones), reused

@@ -7,7 +7,7 @@ use arrow::array::{
     make_view, ArrayRef, Float64Array, Int64Array, MapArray, StringArray, StringViewArray, StructArray,
     TimestampNanosecondArray,
 };
-use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use segments::{ColumnData, ColumnEncoding, ColumnId, DictColumn, StrColumn};
@@ -47,7 +47,8 @@ pub fn events_schema() -> SchemaRef {
 }
 
 fn nulls(validity: &Option<Vec<bool>>) -> Option<NullBuffer> {
-    validity.as_deref().map(NullBuffer::from)
+    // `collect_bool` packs 64 flags per word; `From<&[bool]>` goes bit by bit.
+    validity.as_deref().map(|v| NullBuffer::new(BooleanBuffer::collect_bool(v.len(), |i| v[i])))
 }
 
 fn strings(s: StrColumn) -> Result<StringArray, ArrowError> {
@@ -80,7 +81,7 @@ fn dict_views(d: DictColumn) -> Result<StringViewArray, ArrowError> {
         any_null |= c == 0;
         views.push(*value_views.get(c as usize).ok_or_else(|| corrupt("code out of range"))?);
     }
-    let nulls = any_null.then(|| NullBuffer::from_iter(codes.iter().map(|c| *c != 0)));
+    let nulls = any_null.then(|| NullBuffer::new(BooleanBuffer::collect_bool(codes.len(), |i| codes[i] != 0)));
     // SAFETY: every view is either 0 (a null row, marked in `nulls`) or was made by
     // `make_view` from `dict.data[s..e]`, which lies inside the one buffer passed here
     // (buffer 0, checked above to be in bounds) and is valid UTF-8 because the whole buffer
@@ -97,20 +98,45 @@ fn dict_views(d: DictColumn) -> Result<StringViewArray, ArrowError> {
     Ok(array)
 }
 
-fn hex_strings(width: usize, bytes: &[u8], validity: &Option<Vec<bool>>) -> Result<StringArray, ArrowError> {
+/// Two lowercase hex digits of every byte value.
+const HEX_PAIRS: [[u8; 2]; 256] = {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let n = bytes.len() / width.max(1);
-    let mut data = Vec::with_capacity(bytes.len() * 2);
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
+        i += 1;
+    }
+    t
+};
+
+/// Fixed-width ids as lowercase hex strings (null rows empty). Every id becomes exactly
+/// `2 * width` bytes, written a byte pair at a time into a buffer sized up front.
+fn hex_strings(width: usize, bytes: &[u8], validity: &Option<Vec<bool>>) -> Result<StringArray, ArrowError> {
+    let width = width.max(1);
+    let n = bytes.len() / width;
     let mut offsets = Vec::with_capacity(n + 1);
-    offsets.push(0i32);
-    for (i, id) in bytes.chunks_exact(width).enumerate() {
-        if validity.as_ref().is_none_or(|v| v[i]) {
-            for b in id {
-                data.push(DIGITS[(b >> 4) as usize]);
-                data.push(DIGITS[(b & 15) as usize]);
+    let mut data;
+    match validity {
+        None => {
+            data = vec![0u8; n * width * 2];
+            for (src, dst) in bytes.iter().zip(data.chunks_exact_mut(2)) {
+                dst.copy_from_slice(&HEX_PAIRS[*src as usize]);
+            }
+            offsets.extend((0..=n).map(|i| (i * width * 2) as i32));
+        }
+        Some(valid) => {
+            data = Vec::with_capacity(n * width * 2);
+            offsets.push(0i32);
+            for (id, ok) in bytes.chunks_exact(width).zip(valid) {
+                if *ok {
+                    for b in id {
+                        data.extend_from_slice(&HEX_PAIRS[*b as usize]);
+                    }
+                }
+                offsets.push(data.len() as i32);
             }
         }
-        offsets.push(data.len() as i32);
     }
     StringArray::try_new(OffsetBuffer::new(ScalarBuffer::from(offsets)), Buffer::from_vec(data), nulls(validity))
 }
@@ -212,6 +238,20 @@ mod tests {
             prop_assert!(checked.is_ok());
             let got: Vec<Option<String>> = array.iter().map(|v| v.map(str::to_owned)).collect();
             prop_assert_eq!(got, values);
+        }
+    }
+
+    proptest! {
+        /// Hex strings of ids match `format!("{:02x}")` per byte, nulls included.
+        #[test]
+        fn hex_strings_match_format(ids in proptest::collection::vec(proptest::option::of(any::<[u8; 8]>()), 0..100)) {
+            let bytes: Vec<u8> = ids.iter().flat_map(|id| id.unwrap_or_default()).collect();
+            let validity = ids.iter().any(Option::is_none).then(|| ids.iter().map(Option::is_some).collect());
+            let array = hex_strings(8, &bytes, &validity).expect("hex");
+            let got: Vec<Option<String>> = array.iter().map(|v| v.map(str::to_owned)).collect();
+            let want: Vec<Option<String>> =
+                ids.iter().map(|id| id.map(|id| id.iter().map(|b| format!("{b:02x}")).collect())).collect();
+            prop_assert_eq!(got, want);
         }
     }
 

@@ -41,10 +41,12 @@ impl WriterOptions {
     pub fn hot() -> Self {
         WriterOptions { block_rows: 4096, codec: Codec::Lz4, text_codec: Codec::Lz4, text_index: false }
     }
-    /// Compacted data: zstd; level 6 for text (measured on 2 MB blocks of agent text: level 9
-    /// saves 2% of the bytes for 1.8x the CPU, level 3 costs 4% more bytes).
+    /// Compacted data: zstd level 3, text included (measured on 2 MB blocks of agent text,
+    /// `storage-bench --tune-text`: level 6 keeps 0.319 of the bytes at 46 MB/s, level 3 0.331
+    /// at 130 MB/s; compression was the largest share of import CPU, so 4% more text bytes buy
+    /// 2.8x the compression speed).
     pub fn cold() -> Self {
-        WriterOptions { block_rows: 4096, codec: Codec::Zstd(3), text_codec: Codec::Zstd(6), text_index: true }
+        WriterOptions { block_rows: 4096, codec: Codec::Zstd(3), text_codec: Codec::Zstd(3), text_index: true }
     }
 }
 
@@ -84,50 +86,65 @@ impl SegmentWriter {
         out.extend_from_slice(&HEAD_MAGIC);
         let block_rows = self.opts.block_rows.max(1);
         // Blocks are encoded and compressed in parallel (compression dominates writing), then
-        // laid out in order.
-        let encoded: Vec<EncodedBlock> = events
-            .par_chunks(block_rows)
-            .enumerate()
-            .map(|(b, rows)| {
-                let min_ts = rows.iter().map(|e| e.timestamp_ns).min().unwrap_or(0);
-                let max_ts = rows.iter().map(|e| e.timestamp_ns).max().unwrap_or(0);
-                let meta =
-                    BlockMeta { rows: rows.len() as u32, _pad: 0, first_row: (b * block_rows) as u64, min_ts, max_ts };
-                let mut raw = Vec::new();
-                let cols = ColumnId::ALL
-                    .iter()
-                    .map(|&id| {
-                        raw.clear();
-                        encode_column(id, rows, &mut raw);
-                        let codec = match id {
-                            ColumnId::Content | ColumnId::Attributes => self.opts.text_codec,
-                            _ => self.opts.codec,
-                        };
-                        let stored = codec.compress(&raw);
-                        let (min, max, nulls) = numeric_stats(id, rows);
-                        let chunk = ChunkMeta {
-                            offset: 0,
-                            len: stored.len() as u32,
-                            raw_len: raw.len() as u32,
-                            crc: crc32fast::hash(&stored),
-                            codec: codec.to_u32(),
-                            null_count: nulls,
-                            _pad: 0,
-                            min,
-                            max,
-                        };
-                        (chunk, stored)
-                    })
-                    .collect();
-                let mut tokens = TokenSet::default();
-                if self.opts.text_index {
-                    for text in rows.iter().filter_map(|e| e.content.as_deref()) {
-                        index::text::tokenize(text, &mut tokens);
+        // laid out in order. The bitmap index is built at the same time (its build is serial).
+        let encode_blocks = || -> Vec<EncodedBlock> {
+            events
+                .par_chunks(block_rows)
+                .enumerate()
+                .map(|(b, rows)| {
+                    let min_ts = rows.iter().map(|e| e.timestamp_ns).min().unwrap_or(0);
+                    let max_ts = rows.iter().map(|e| e.timestamp_ns).max().unwrap_or(0);
+                    let meta = BlockMeta {
+                        rows: rows.len() as u32,
+                        _pad: 0,
+                        first_row: (b * block_rows) as u64,
+                        min_ts,
+                        max_ts,
+                    };
+                    let mut raw = Vec::new();
+                    let cols = ColumnId::ALL
+                        .iter()
+                        .map(|&id| {
+                            raw.clear();
+                            encode_column(id, rows, &mut raw);
+                            let codec = match id {
+                                ColumnId::Content | ColumnId::Attributes => self.opts.text_codec,
+                                _ => self.opts.codec,
+                            };
+                            let stored = codec.compress(&raw);
+                            let (min, max, nulls) = numeric_stats(id, rows);
+                            let chunk = ChunkMeta {
+                                offset: 0,
+                                len: stored.len() as u32,
+                                raw_len: raw.len() as u32,
+                                crc: crc32fast::hash(&stored),
+                                codec: codec.to_u32(),
+                                null_count: nulls,
+                                _pad: 0,
+                                min,
+                                max,
+                            };
+                            (chunk, stored)
+                        })
+                        .collect();
+                    let mut tokens = TokenSet::default();
+                    if self.opts.text_index {
+                        for text in rows.iter().filter_map(|e| e.content.as_deref()) {
+                            index::text::tokenize(text, &mut tokens);
+                        }
                     }
-                }
-                (meta, cols, tokens)
-            })
-            .collect();
+                    (meta, cols, tokens)
+                })
+                .collect()
+        };
+        let build_index = || {
+            let mut ib = IndexBuilder::new();
+            for e in events {
+                ib.push(indexed_values(e), e.trace_id);
+            }
+            ib.finish()
+        };
+        let (encoded, mut idx) = rayon::join(encode_blocks, build_index);
         let mut blocks = Vec::with_capacity(encoded.len());
         let mut chunks = Vec::with_capacity(encoded.len() * COLUMN_COUNT);
         let mut block_tokens = Vec::with_capacity(encoded.len());
@@ -141,11 +158,6 @@ impl SegmentWriter {
             }
         }
         // Index section.
-        let mut ib = IndexBuilder::new();
-        for e in events {
-            ib.push(indexed_values(e), e.trace_id);
-        }
-        let mut idx = ib.finish();
         if self.opts.text_index {
             idx.text = Some(TextIndex::from_blocks(block_tokens));
         }
