@@ -27,7 +27,7 @@ use engine::{Engine, Snapshot};
 use futures::StreamExt;
 use index::{IndexedColumn, Term};
 use roaring::RoaringBitmap;
-use segments::{ColumnData, ColumnId, Event, Segment, StrColumn};
+use segments::{ColumnData, ColumnEncoding, ColumnId, Event, Segment, StrColumn};
 
 use crate::pushdown::ScanPredicate;
 use crate::schema::{events_schema, to_arrow};
@@ -315,9 +315,14 @@ fn column_statistics(units: &[ScanUnit], columns: &[ColumnId], filtered: bool) -
 /// Decode one column of a unit: every row (`rows` None) or the rows listed. Dictionary
 /// columns pick their codes before expanding them into strings.
 fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
-    let data = match unit {
-        ScanUnit::Block { segment, block, .. } => segment.read_column(*block, col).map_err(ext)?,
-        ScanUnit::Memory { events, .. } => ColumnData::from_events(col, events),
+    let data = match (unit, rows) {
+        // Free text: read only the listed rows (of a paged chunk, only their pages).
+        (ScanUnit::Block { segment, block, .. }, Some(rows)) if col.encoding() == ColumnEncoding::Plain => {
+            let text = segment.read_text_rows(*block, col, rows.values()).map_err(ext)?;
+            return to_arrow(col, ColumnData::Str(text)).map_err(ext);
+        }
+        (ScanUnit::Block { segment, block, .. }, _) => segment.read_column(*block, col).map_err(ext)?,
+        (ScanUnit::Memory { events, .. }, _) => ColumnData::from_events(col, events),
     };
     match (data, rows) {
         (ColumnData::Dict(mut d), Some(rows)) => {
@@ -330,26 +335,14 @@ fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<
             to_arrow(col, ColumnData::Dict(d)).map_err(ext)
         }
         (ColumnData::Str(st), Some(rows)) => {
-            // Copy only the listed rows' bytes: a text block is megabytes, a selection often
-            // a few rows.
-            let mut picked = StrColumn { offsets: Vec::with_capacity(rows.len() + 1), ..Default::default() };
-            picked.offsets.push(0);
-            let mut valid = Vec::with_capacity(rows.len());
+            // Memory units: copy only the listed rows' bytes.
+            let mut picked = StrColumn::default();
             for r in rows.values().iter() {
-                let r = *r as usize;
-                let (Some(s), Some(e)) = (st.offsets.get(r), st.offsets.get(r + 1)) else {
-                    return Err(DataFusionError::Internal(format!("row {r} outside the block")));
-                };
-                let bytes = st
-                    .data
-                    .get(*s as usize..*e as usize)
-                    .ok_or_else(|| DataFusionError::Internal(format!("row {r}: string offsets outside the block")))?;
-                picked.data.extend_from_slice(bytes);
-                picked.offsets.push(picked.data.len() as i32);
-                valid.push(st.is_valid(r));
+                if !picked.push_from(&st, *r as usize) {
+                    return Err(DataFusionError::Internal(format!("row {r} outside the unit")));
+                }
             }
-            picked.validity = valid.contains(&false).then_some(valid);
-            to_arrow(col, ColumnData::Str(picked)).map_err(ext)
+            to_arrow(col, ColumnData::Str(picked.finish())).map_err(ext)
         }
         (data, rows) => {
             let full = to_arrow(col, data).map_err(ext)?;

@@ -284,6 +284,50 @@ impl StrColumn {
         let (s, e) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
         std::str::from_utf8(&self.data[s..e]).ok()
     }
+    /// Append row `r` of `src` (false if `src` has no row `r`). Validity is kept as a flag per
+    /// row while building; [`StrColumn::finish`] drops it when no row is null.
+    pub fn push_from(&mut self, src: &StrColumn, r: usize) -> bool {
+        let (Some(s), Some(e)) = (src.offsets.get(r), src.offsets.get(r + 1)) else {
+            return false;
+        };
+        let Some(bytes) = src.data.get(*s as usize..*e as usize) else {
+            return false;
+        };
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        self.data.extend_from_slice(bytes);
+        self.offsets.push(self.data.len() as i32);
+        self.validity.get_or_insert_with(Vec::new).push(src.is_valid(r));
+        true
+    }
+
+    /// Append every row of `src`.
+    pub fn extend_from(&mut self, src: &StrColumn) {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        let base = self.data.len() as i32;
+        self.data.extend_from_slice(&src.data);
+        self.offsets.extend(src.offsets.iter().skip(1).map(|o| o + base));
+        let valid = self.validity.get_or_insert_with(Vec::new);
+        match &src.validity {
+            Some(v) => valid.extend_from_slice(v),
+            None => valid.resize(valid.len() + src.len(), true),
+        }
+    }
+
+    /// End a column built with [`StrColumn::push_from`] / [`StrColumn::extend_from`].
+    pub fn finish(mut self) -> StrColumn {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        if self.validity.as_ref().is_some_and(|v| v.iter().all(|x| *x)) {
+            self.validity = None;
+        }
+        self
+    }
+
     pub fn from_options<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> StrColumn {
         let mut col = StrColumn { offsets: vec![0], ..Default::default() };
         let mut valid = Vec::new();

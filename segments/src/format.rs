@@ -7,8 +7,15 @@ use bytemuck::{Pod, Zeroable};
 pub const HEAD_MAGIC: [u8; 8] = *b"AMSEG\0\0\x01";
 /// Last 8 bytes of every segment file.
 pub const TAIL_MAGIC: [u8; 8] = *b"AMSEGEND";
-/// Format version written in the footer header.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written in the footer header. Version 2 added paged text chunks
+/// ([`PAGED`]); version 1 files are still read.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest format version still read.
+pub const MIN_FORMAT_VERSION: u32 = 1;
+/// Flag in a chunk's codec id: the chunk is a page directory followed by independently
+/// compressed pages of rows (see [`crate::pages`]), so a few rows can be read without
+/// decompressing the whole block.
+pub const PAGED: u32 = 1 << 16;
 /// Trailer: footer length (u32), footer CRC32 (u32), tail magic.
 pub const TRAILER_LEN: usize = 16;
 /// Upper bound on one decompressed column block (guards allocations on corrupt input).

@@ -11,6 +11,7 @@ pub mod encoding;
 pub mod error;
 pub mod event;
 pub mod format;
+pub mod pages;
 mod reader;
 mod writer;
 

@@ -10,13 +10,15 @@ use std::sync::Arc;
 use index::SegmentIndex;
 use memmap2::Mmap;
 
-use crate::column::{decode_column, events_from_columns, ColumnData, ColumnId, COLUMN_COUNT};
+use crate::column::{decode_column, events_from_columns, ColumnData, ColumnEncoding, ColumnId, COLUMN_COUNT};
+use crate::encoding::StrColumn;
 use crate::error::SegmentError;
 use crate::event::Event;
 use crate::format::{
     BlockMeta, ChunkMeta, Codec, FooterHeader, BLOCK_META_LEN, CHUNK_META_LEN, FOOTER_HEADER_LEN, FORMAT_VERSION,
-    HEAD_MAGIC, MAX_RAW_CHUNK, TAIL_MAGIC, TRAILER_LEN,
+    HEAD_MAGIC, MAX_RAW_CHUNK, MIN_FORMAT_VERSION, PAGED, TAIL_MAGIC, TRAILER_LEN,
 };
+use crate::pages::{parse_pages, Page};
 
 enum Bytes {
     Mapped(Mmap),
@@ -105,7 +107,7 @@ impl Segment {
             return Err(bad("footer checksum mismatch".into()));
         }
         let header: FooterHeader = bytemuck::pod_read_unaligned(&footer[..FOOTER_HEADER_LEN]);
-        if header.version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&header.version) {
             return Err(bad(format!("unsupported format version {}", header.version)));
         }
         if header.n_columns as usize != COLUMN_COUNT {
@@ -147,6 +149,14 @@ impl Segment {
                 }
                 if Codec::from_u32(ch.codec).is_none() {
                     return Err(Self::corrupt(&path, Some(b), Some(ColumnId::ALL[c]), "unknown codec"));
+                }
+                if ch.codec & PAGED != 0 && ColumnId::ALL[c].encoding() != ColumnEncoding::Plain {
+                    return Err(Self::corrupt(
+                        &path,
+                        Some(b),
+                        Some(ColumnId::ALL[c]),
+                        "paged chunk of a non-text column",
+                    ));
                 }
             }
         }
@@ -217,18 +227,84 @@ impl Segment {
 
     /// Decode one column of one block, verifying its checksum.
     pub fn read_column(&self, block: usize, col: ColumnId) -> Result<ColumnData, SegmentError> {
+        let (rows, ch, stored) = self.checked_chunk(block, col)?;
+        let bad = |d: String| Self::corrupt(&self.path, Some(block), Some(col), d);
+        let codec = Codec::from_u32(ch.codec).ok_or_else(|| bad("unknown codec".into()))?;
+        if ch.codec & PAGED != 0 {
+            let mut out = StrColumn::default();
+            for page in parse_pages(stored, rows, MAX_RAW_CHUNK as usize).map_err(bad)? {
+                out.extend_from(&self.read_page(block, col, codec, stored, &page)?);
+            }
+            return Ok(ColumnData::Str(out.finish()));
+        }
+        let raw = codec.decompress(stored, ch.raw_len as usize).map_err(bad)?;
+        decode_column(col, &raw, rows).map_err(|e| bad(e.to_string()))
+    }
+
+    /// The listed rows (numbers within the block) of a free-text column. Of a paged chunk only
+    /// the pages holding those rows are decompressed.
+    pub fn read_text_rows(&self, block: usize, col: ColumnId, rows: &[u32]) -> Result<StrColumn, SegmentError> {
+        let bad = |d: String| Self::corrupt(&self.path, Some(block), Some(col), d);
+        let (n, ch, stored) = self.checked_chunk(block, col)?;
+        let mut out = StrColumn::default();
+        if ch.codec & PAGED == 0 {
+            let ColumnData::Str(all) = self.read_column(block, col)? else {
+                return Err(bad("not a text column".into()));
+            };
+            for r in rows {
+                if !out.push_from(&all, *r as usize) {
+                    return Err(bad(format!("row {r} outside the block")));
+                }
+            }
+            return Ok(out.finish());
+        }
+        let codec = Codec::from_u32(ch.codec).ok_or_else(|| bad("unknown codec".into()))?;
+        let pages = parse_pages(stored, n, MAX_RAW_CHUNK as usize).map_err(bad)?;
+        let page_rows = pages.first().map_or(1, |p| p.rows.len().max(1));
+        let mut decoded: Vec<Option<StrColumn>> = vec![None; pages.len()];
+        for r in rows {
+            let r = *r as usize;
+            let k = r / page_rows;
+            let page = pages.get(k).ok_or_else(|| bad(format!("row {r} outside the block")))?;
+            if decoded[k].is_none() {
+                decoded[k] = Some(self.read_page(block, col, codec, stored, page)?);
+            }
+            let ok = decoded[k].as_ref().is_some_and(|p| out.push_from(p, r - page.rows.start));
+            if !ok {
+                return Err(bad(format!("row {r} outside its page")));
+            }
+        }
+        Ok(out.finish())
+    }
+
+    /// One block's chunk of `col`: the block's row count, the chunk's directory entry and its
+    /// stored bytes, checksum verified.
+    fn checked_chunk(&self, block: usize, col: ColumnId) -> Result<(usize, &ChunkMeta, &[u8]), SegmentError> {
         let meta =
             self.blocks.get(block).ok_or_else(|| Self::corrupt(&self.path, Some(block), Some(col), "no such block"))?;
         let ch = self.chunk(block, col);
-        let bad = |d: String| Self::corrupt(&self.path, Some(block), Some(col), d);
         let start = ch.offset as usize;
         let stored = &self.bytes[start..start + ch.len as usize];
         if crc32fast::hash(stored) != ch.crc {
-            return Err(bad("block checksum mismatch".into()));
+            return Err(Self::corrupt(&self.path, Some(block), Some(col), "block checksum mismatch"));
         }
-        let codec = Codec::from_u32(ch.codec).ok_or_else(|| bad("unknown codec".into()))?;
-        let raw = codec.decompress(stored, ch.raw_len as usize).map_err(bad)?;
-        decode_column(col, &raw, meta.rows as usize).map_err(|e| bad(e.to_string()))
+        Ok((meta.rows as usize, ch, stored))
+    }
+
+    fn read_page(
+        &self,
+        block: usize,
+        col: ColumnId,
+        codec: Codec,
+        stored: &[u8],
+        page: &Page,
+    ) -> Result<StrColumn, SegmentError> {
+        let bad = |d: String| Self::corrupt(&self.path, Some(block), Some(col), d);
+        let raw = codec.decompress(&stored[page.stored.clone()], page.raw_len).map_err(bad)?;
+        match decode_column(col, &raw, page.rows.len()).map_err(|e| bad(e.to_string()))? {
+            ColumnData::Str(s) => Ok(s),
+            _ => Err(bad("paged chunk of a column that is not text".into())),
+        }
     }
 
     /// Decode every column of a block back into rows.

@@ -27,8 +27,14 @@ fn seed_corpus_opens_without_panics() {
             })
             .collect();
         for (name, codec) in [("lz4", Codec::Lz4), ("zstd", Codec::Zstd(3)), ("none", Codec::None)] {
-            let bytes = SegmentWriter::new(WriterOptions { block_rows: 8, codec, text_codec: codec, text_index: true })
-                .encode(&events);
+            let bytes = SegmentWriter::new(WriterOptions {
+                block_rows: 8,
+                codec,
+                text_codec: codec,
+                text_index: true,
+                text_page_rows: Some(3),
+            })
+            .encode(&events);
             std::fs::write(corpus().join(format!("valid-{name}")), &bytes).expect("w");
             std::fs::write(corpus().join(format!("truncated-{name}")), &bytes[..bytes.len() / 2]).expect("w");
         }
