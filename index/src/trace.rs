@@ -1,8 +1,6 @@
 //! Trace directory: sorted distinct trace ids, each with the bitmap of its rows. Finding a trace
 //! is a binary search; rows of one trace may be anywhere in the segment.
 
-use std::collections::HashMap;
-
 use roaring::RoaringBitmap;
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,7 +25,7 @@ impl TraceIndex {
 
 #[derive(Debug, Default)]
 pub(crate) struct TraceIndexBuilder {
-    map: HashMap<[u8; 16], RoaringBitmap>,
+    map: foldhash::HashMap<[u8; 16], RoaringBitmap>,
 }
 
 impl TraceIndexBuilder {

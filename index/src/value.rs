@@ -1,6 +1,6 @@
 //! Bitmap per distinct value of one column; `None` is the bitmap of null rows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use roaring::RoaringBitmap;
 
@@ -32,7 +32,7 @@ impl ValueIndex {
 pub(crate) struct ValueIndexBuilder {
     nulls: RoaringBitmap,
     slots: Vec<(String, RoaringBitmap)>,
-    by_value: HashMap<String, usize>,
+    by_value: foldhash::HashMap<String, usize>,
     last: Option<usize>,
 }
 
