@@ -21,6 +21,11 @@ impl ValueIndex {
         self.entries.iter().map(|(k, b)| (k.as_deref(), b.len()))
     }
 
+    /// Distinct values with their row bitmaps, in value order (null first).
+    pub fn bitmaps(&self) -> impl Iterator<Item = (Option<&str>, &RoaringBitmap)> {
+        self.entries.iter().map(|(k, b)| (k.as_deref(), b))
+    }
+
     pub fn distinct(&self) -> usize {
         self.entries.len()
     }

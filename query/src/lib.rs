@@ -2,6 +2,7 @@
 //! pushdown, see [`provider`]) and the `traces` view from the contract, plus result formatting
 //! helpers shared by the CLI and the HTTP API.
 
+pub mod counts;
 pub mod functions;
 pub mod provider;
 pub mod pushdown;
@@ -27,7 +28,12 @@ pub const TRACES_VIEW: &str = "CREATE VIEW traces AS SELECT tenant, trace_id, ag
 /// A SQL session over `engine`, optionally restricted to one tenant's rows.
 pub async fn session(engine: Arc<Engine>, tenant: Option<String>) -> Result<SessionContext> {
     let config = SessionConfig::new().with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(counts::IndexCountRule))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     ctx.register_udf(functions::UtcDateTrunc::udf());
     ctx.register_table("events", Arc::new(EventsTable::new(engine, tenant)))?;
     ctx.sql(TRACES_VIEW).await?.collect().await?;

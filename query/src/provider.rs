@@ -525,7 +525,8 @@ impl TableProvider for EventsTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = self.plan(filters);
+        let predicate = self.predicate(filters);
+        let plan = plan_scan(&self.engine.snapshot(), &predicate);
         tracing::debug!(stats = ?plan.stats, "events scan pruning");
         let residual: Vec<Expr> = filters
             .iter()
@@ -544,6 +545,14 @@ impl TableProvider for EventsTable {
         let n = state.config().target_partitions().clamp(1, 16).min(plan.units.len().max(1));
         let mut shares: Vec<Vec<ScanUnit>> = vec![Vec::new(); n];
         let column_stats = column_statistics(&plan.units, &columns, filter.is_some() || limit.is_some());
+        // Rows decided by the indexes alone (no row filter, time bound, text piece or limit):
+        // group counts can come from the bitmaps (see `counts`).
+        let index_units = (filter.is_none()
+            && limit.is_none()
+            && predicate.min_ts.is_none()
+            && predicate.max_ts.is_none()
+            && predicate.text_pieces.is_empty())
+        .then(|| plan.units.clone());
         for (i, u) in plan.units.into_iter().enumerate() {
             shares[i % n].push(u);
         }
@@ -581,6 +590,7 @@ impl TableProvider for EventsTable {
             statistics: Arc::new(total),
             partition_rows,
             metrics: ExecutionPlanMetricsSet::new(),
+            index_units,
         }))
     }
 }
@@ -596,11 +606,19 @@ pub struct EventsScanExec {
     /// `output_rows`: rows that left the scan after its own filters (shown by EXPLAIN ANALYZE
     /// beside the rows the indexes kept).
     metrics: ExecutionPlanMetricsSet,
+    /// The planned units when the indexes alone decide which rows the scan returns.
+    index_units: Option<Vec<ScanUnit>>,
 }
 
 impl EventsScanExec {
     pub fn stats(&self) -> &PruningStats {
         &self.stats
+    }
+
+    /// The scan's units, if the indexes alone decide its rows (no row filter, time bound,
+    /// text piece or limit); aggregates over indexed columns can then be counted from bitmaps.
+    pub fn index_decided_units(&self) -> Option<&[ScanUnit]> {
+        self.index_units.as_deref()
     }
 }
 

@@ -107,6 +107,12 @@ const QUERIES: &[&str] = &[
     "SELECT kind, count(*) FROM events GROUP BY kind",
     "SELECT tenant, agent_id, count(*) AS n FROM events GROUP BY tenant, agent_id ORDER BY n DESC, tenant, agent_id LIMIT 10",
     "SELECT count(*) FROM events WHERE tenant = 'acme'",
+    // Index-only counts (bitmaps instead of rows), with null groups, filters and several keys.
+    "SELECT intent, count(*) AS n FROM events GROUP BY intent",
+    "SELECT status, intent, count(*), count(1) AS ones FROM events WHERE tenant = 'acme' GROUP BY status, intent",
+    "SELECT model, kind, count(*) FROM events WHERE kind IN ('llm_call', 'tool_call') AND intent IS NOT NULL GROUP BY model, kind",
+    "SELECT agent_id, count(*) AS n FROM events WHERE status = 'error' GROUP BY agent_id ORDER BY n DESC, agent_id LIMIT 5",
+    "SELECT kind, count(*) FROM events WHERE timestamp >= '2025-06-01T00:30:00Z' GROUP BY kind",
     "SELECT count(*) FROM events WHERE tenant IN ('acme', 'globex') AND kind = 'llm_call'",
     "SELECT count(*) FROM events WHERE tenant NOT IN ('acme') AND status = 'error'",
     "SELECT count(*) FROM events WHERE intent IS NULL",
