@@ -31,6 +31,9 @@ pub fn fuzz_open_and_read(data: &[u8]) {
             for c in ColumnId::ALL {
                 let _ = seg.read_column(b, c);
             }
+            // Point reads of text (paged chunks decode only the pages asked for).
+            let n = seg.blocks()[b].rows;
+            let _ = seg.read_text_rows(b, ColumnId::Content, &[0, n / 2, n.saturating_sub(1), n]);
         }
     }
 }

@@ -35,8 +35,10 @@ fn seed_corpus_opens_without_panics() {
                 text_page_rows: Some(3),
             })
             .encode(&events);
-            std::fs::write(corpus().join(format!("valid-{name}")), &bytes).expect("w");
-            std::fs::write(corpus().join(format!("truncated-{name}")), &bytes[..bytes.len() / 2]).expect("w");
+            // `valid-*` and `truncated-*` are format-1 files kept as written; new seeds are
+            // format 2, with paged text.
+            std::fs::write(corpus().join(format!("paged-{name}")), &bytes).expect("w");
+            std::fs::write(corpus().join(format!("paged-truncated-{name}")), &bytes[..bytes.len() / 2]).expect("w");
         }
     }
     let mut n = 0;

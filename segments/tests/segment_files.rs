@@ -177,23 +177,27 @@ proptest! {
 }
 
 /// Files written before text pages (format version 1, one frame per text chunk) still open
-/// and read: the fuzz seed corpus holds segments of that version.
+/// and read: the `valid-*` seeds of the fuzz corpus are such files.
 #[test]
 fn version_one_files_still_read() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/segment_open");
     let mut read = 0;
-    for entry in walk(&dir) {
-        let Ok(bytes) = std::fs::read(&entry) else { continue };
-        if bytes.len() < 40 || !bytes.starts_with(b"AMSEG") {
+    for path in walk(&dir) {
+        if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("valid-")) {
             continue;
         }
-        if let Ok(seg) = Segment::from_bytes("v1.seg", bytes) {
-            if seg.read_all().is_ok() {
-                read += 1;
-            }
-        }
+        let bytes = std::fs::read(&path).expect("read seed");
+        // Footer version: the footer starts `footer_len` bytes before the 16-byte trailer.
+        let n = bytes.len();
+        let footer_len = u32::from_le_bytes(bytes[n - 16..n - 12].try_into().expect("4 bytes")) as usize;
+        let at = n - 16 - footer_len;
+        let version = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        assert_eq!(version, 1, "{}", path.display());
+        let seg = Segment::from_bytes("v1.seg", bytes).expect("a version 1 file opens");
+        assert!(!seg.read_all().expect("and reads").is_empty());
+        read += 1;
     }
-    assert!(read > 0, "no readable segment in the seed corpus at {}", dir.display());
+    assert!(read >= 3, "version 1 seeds found: {read}");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
