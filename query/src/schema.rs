@@ -146,8 +146,11 @@ pub fn to_arrow(id: ColumnId, data: ColumnData) -> Result<ArrayRef, ArrowError> 
     Ok(match data {
         ColumnData::Dict(d) if id.encoding() == ColumnEncoding::Dict => Arc::new(dict_views(d)?),
         ColumnData::Dict(d) => Arc::new(strings(d.to_strings())?),
+        // In-memory rows of a dictionary column: each row is its own dictionary entry, so the
+        // views point into the column's one buffer (no per-row copy).
         ColumnData::Str(s) if id.encoding() == ColumnEncoding::Dict => {
-            Arc::new(StringViewArray::from_iter(strings(s)?.iter()))
+            let codes = (1..=s.len() as u32).map(|k| if s.is_valid(k as usize - 1) { k } else { 0 }).collect();
+            Arc::new(dict_views(DictColumn { dict: StrColumn { validity: None, ..s }, codes })?)
         }
         ColumnData::Str(s) => Arc::new(strings(s)?),
         ColumnData::Fixed { width, bytes, validity } => Arc::new(hex_strings(width, &bytes, &validity)?),
@@ -252,6 +255,20 @@ mod tests {
             let want: Vec<Option<String>> =
                 ids.iter().map(|id| id.map(|id| id.iter().map(|b| format!("{b:02x}")).collect())).collect();
             prop_assert_eq!(got, want);
+        }
+    }
+
+    proptest! {
+        /// In-memory (plain) strings of a dictionary column become views of their own buffer
+        /// and read back as the same values, nulls included.
+        #[test]
+        fn plain_strings_of_dict_columns_become_views(values in proptest::collection::vec(
+            proptest::option::of(prop_oneof!["[a-z]{0,12}", "[a-zé€]{10,30}"]), 0..100)) {
+            let col = StrColumn::from_options(values.iter().map(|v| v.as_deref()));
+            let array = to_arrow(ColumnId::Kind, ColumnData::Str(col)).expect("views");
+            let views = array.as_any().downcast_ref::<StringViewArray>().expect("Utf8View");
+            let got: Vec<Option<String>> = views.iter().map(|v| v.map(str::to_owned)).collect();
+            prop_assert_eq!(got, values);
         }
     }
 

@@ -228,10 +228,24 @@ impl Segment {
     /// Decode one column of one block, verifying its checksum.
     pub fn read_column(&self, block: usize, col: ColumnId) -> Result<ColumnData, SegmentError> {
         let (rows, ch, stored) = self.checked_chunk(block, col)?;
+        self.decode_chunk(block, col, rows, ch, stored)
+    }
+
+    /// Decode a chunk whose checksum was verified: one frame, or every page of a paged chunk.
+    fn decode_chunk(
+        &self,
+        block: usize,
+        col: ColumnId,
+        rows: usize,
+        ch: &ChunkMeta,
+        stored: &[u8],
+    ) -> Result<ColumnData, SegmentError> {
         let bad = |d: String| Self::corrupt(&self.path, Some(block), Some(col), d);
         let codec = Codec::from_u32(ch.codec).ok_or_else(|| bad("unknown codec".into()))?;
         if ch.codec & PAGED != 0 {
             let mut out = StrColumn::default();
+            out.data.reserve(ch.raw_len as usize);
+            out.offsets.reserve(rows + 1);
             for page in parse_pages(stored, rows, MAX_RAW_CHUNK as usize).map_err(bad)? {
                 out.extend_from(&self.read_page(block, col, codec, stored, &page)?);
             }
@@ -248,7 +262,8 @@ impl Segment {
         let (n, ch, stored) = self.checked_chunk(block, col)?;
         let mut out = StrColumn::default();
         if ch.codec & PAGED == 0 {
-            let ColumnData::Str(all) = self.read_column(block, col)? else {
+            // One frame: decode it whole (its checksum is verified once, above).
+            let ColumnData::Str(all) = self.decode_chunk(block, col, n, ch, stored)? else {
                 return Err(bad("not a text column".into()));
             };
             for r in rows {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use index::text::TokenSet;
 use index::{IndexBuilder, IndexedColumn, TextIndex};
 
-use crate::column::{encode_column, numeric_stats, ColumnId, COLUMN_COUNT};
+use crate::column::{encode_column, numeric_stats, ColumnEncoding, ColumnId, COLUMN_COUNT};
 use crate::error::SegmentError;
 use crate::event::Event;
 use crate::format::{BlockMeta, ChunkMeta, Codec, FooterHeader, FORMAT_VERSION, HEAD_MAGIC, PAGED, TAIL_MAGIC};
@@ -129,7 +129,8 @@ impl SegmentWriter {
                                 _ => self.opts.codec,
                             };
                             let (stored, raw_len, codec_id) = match self.opts.text_page_rows {
-                                Some(page_rows) if id == ColumnId::Content => {
+                                // Free text (the reader accepts pages on plain columns only).
+                                Some(page_rows) if id.encoding() == ColumnEncoding::Plain => {
                                     let (stored, raw_len) = pages::encode_pages(id, rows, page_rows, codec);
                                     (stored, raw_len, codec.to_u32() | PAGED)
                                 }
