@@ -60,8 +60,13 @@ impl RowSet {
         match self {
             RowSet::Listed(rows) => UInt32Array::from(rows.clone()),
             RowSet::Indexed { bitmap, start, len, count } => {
-                let mut out = Vec::with_capacity(*count);
-                out.extend(bitmap.range(*start..start + len).map(|r| r - start));
+                // Whole containers at a time (`next_many`), not a value per iterator step.
+                let mut out = vec![0u32; *count];
+                let got = bitmap.range(*start..start + len).next_many(&mut out).len();
+                out.truncate(got);
+                for r in out.iter_mut() {
+                    *r -= start;
+                }
                 UInt32Array::from(out)
             }
         }
@@ -203,20 +208,16 @@ fn ext<E: std::error::Error + Send + Sync + 'static>(e: E) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// Filters the scan evaluates itself, row for row, on just the columns they read, before any
-/// other projected column is decoded (late materialization): a block none of whose rows pass
-/// is never decompressed beyond those columns.
+/// A planned filter expression and the columns it reads.
 #[derive(Debug, Clone)]
-pub struct RowFilter {
+struct FilterExpr {
     columns: Vec<ColumnId>,
     schema: SchemaRef,
     expr: Arc<dyn PhysicalExpr>,
 }
 
-impl RowFilter {
-    /// The conjunction of `filters` (over the `events` schema `table`), planned for the batch
-    /// of the columns it reads; `None` when there are no filters.
-    pub fn new(state: &dyn Session, table: &SchemaRef, filters: Vec<Expr>) -> Result<Option<RowFilter>> {
+impl FilterExpr {
+    fn new(state: &dyn Session, table: &SchemaRef, filters: Vec<Expr>) -> Result<Option<FilterExpr>> {
         let Some(expr) = conjunction(filters) else { return Ok(None) };
         let expr = unnormalize_col(expr);
         let mut columns = Vec::new();
@@ -231,7 +232,48 @@ impl RowFilter {
         let schema = Arc::new(table.project(&indices)?);
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let expr = state.create_physical_expr(expr, &df_schema)?;
-        Ok(Some(RowFilter { columns, schema, expr }))
+        Ok(Some(FilterExpr { columns, schema, expr }))
+    }
+}
+
+/// Filters the scan evaluates itself, row for row, on just the columns they read, before any
+/// other projected column is decoded (late materialization): a block none of whose rows pass
+/// is never decompressed beyond those columns.
+///
+/// Filters that only bound `timestamp` hold for every row of a block whose min/max lie inside
+/// the bounds; such a block is filtered by the other filters alone (`rest`), so its
+/// timestamps are not decoded just to be compared.
+#[derive(Debug, Clone)]
+pub struct RowFilter {
+    full: FilterExpr,
+    /// Inclusive bounds implied by the pure time filters, and the filter without them (`None`
+    /// inside: nothing else to apply). `None`: no pure time filter.
+    time: Option<(Option<i64>, Option<i64>, Option<FilterExpr>)>,
+}
+
+impl RowFilter {
+    /// The conjunction of `filters` (over the `events` schema `table`), planned for the batch
+    /// of the columns it reads; `None` when there are no filters.
+    pub fn new(state: &dyn Session, table: &SchemaRef, filters: Vec<Expr>) -> Result<Option<RowFilter>> {
+        let (time, rest): (Vec<Expr>, Vec<Expr>) =
+            filters.iter().cloned().partition(|f| crate::pushdown::time_bounds(f).is_some());
+        let Some(full) = FilterExpr::new(state, table, filters)? else { return Ok(None) };
+        let time = if time.is_empty() {
+            None
+        } else {
+            let p = ScanPredicate::from_filters(&time);
+            Some((p.min_ts, p.max_ts, FilterExpr::new(state, table, rest)?))
+        };
+        Ok(Some(RowFilter { full, time }))
+    }
+
+    /// The filter to apply to the rows of a block whose timestamps lie in `lo..=hi`: `None`
+    /// when every row passes.
+    fn for_block(&self, lo: i64, hi: i64) -> Option<&FilterExpr> {
+        match &self.time {
+            Some((min, max, rest)) if min.is_none_or(|m| lo >= m) && max.is_none_or(|m| hi <= m) => rest.as_ref(),
+            _ => Some(&self.full),
+        }
     }
 }
 
@@ -374,6 +416,16 @@ pub fn read_unit(
     // Filter columns as decoded for the unit's rows (narrowed to the passing ones), reused
     // below when also projected.
     let mut decoded: Vec<(ColumnId, ArrayRef)> = Vec::new();
+    let filter = match (filter, unit) {
+        (Some(f), ScanUnit::Block { segment, block, .. }) => {
+            let meta = segment.blocks().get(*block).ok_or_else(|| {
+                DataFusionError::Internal(format!("block {block} outside {}", segment.path().display()))
+            })?;
+            f.for_block(meta.min_ts, meta.max_ts)
+        }
+        (Some(f), ScanUnit::Memory { .. }) => Some(&f.full),
+        (None, _) => None,
+    };
     if let Some(f) = filter {
         let mut arrays = Vec::with_capacity(f.columns.len());
         for col in &f.columns {

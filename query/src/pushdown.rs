@@ -185,6 +185,48 @@ pub fn is_exact(e: &Expr) -> bool {
     }
 }
 
+/// The inclusive bounds of `e` when it bounds the `timestamp` column and nothing else:
+/// `timestamp` (the column itself, not a cast of it) compared with a literal (`=`, `<`, `<=`,
+/// `>`, `>=`), `BETWEEN` two literals, or a conjunction of those. Each comparison must give a
+/// bound ([`ScanPredicate`] computes it, so pruning and this agree): a row passes `e` exactly
+/// when its timestamp lies inside them.
+pub fn time_bounds(e: &Expr) -> Option<(Option<i64>, Option<i64>)> {
+    fn is_ts(e: &Expr) -> bool {
+        matches!(e, Expr::Column(c) if c.name == "timestamp")
+    }
+    fn one_bound(e: &Expr) -> bool {
+        let p = ScanPredicate::from_filters(std::slice::from_ref(e));
+        let shape = match e {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                matches!(op, Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq)
+                    && ((is_ts(left) && literal(right).is_some()) || (is_ts(right) && literal(left).is_some()))
+            }
+            Expr::Between(Between { expr, negated: false, low, high }) => {
+                is_ts(expr) && literal(low).is_some() && literal(high).is_some()
+            }
+            _ => false,
+        };
+        let bounded = match e {
+            Expr::Between(_) | Expr::BinaryExpr(BinaryExpr { op: Operator::Eq, .. }) => {
+                p.min_ts.is_some() && p.max_ts.is_some()
+            }
+            _ => p.min_ts.is_some() || p.max_ts.is_some(),
+        };
+        shape && bounded && p.conj.is_empty() && p.text_pieces.is_empty()
+    }
+    fn pure(e: &Expr) -> bool {
+        match e {
+            Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => pure(left) && pure(right),
+            other => one_bound(other),
+        }
+    }
+    if !pure(e) {
+        return None;
+    }
+    let p = ScanPredicate::from_filters(std::slice::from_ref(e));
+    Some((p.min_ts, p.max_ts))
+}
+
 /// Whether the scan can evaluate `e` itself on the columns it decodes: a tree of columns,
 /// literals, operators, comparisons, LIKE, IN lists, CASE, casts and non-volatile scalar
 /// functions. Such a filter is applied row for row inside the scan (before the other columns
@@ -312,7 +354,8 @@ fn timestamp_ns(v: &ScalarValue) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::prelude::{col, in_list, lit};
+    use arrow::datatypes::{DataType, TimeUnit};
+    use datafusion::prelude::{cast, col, in_list, lit};
 
     #[test]
     fn exactness() {
@@ -345,6 +388,34 @@ mod tests {
             col("agent_id").eq(lit("a")).or(col("confidence").lt(lit(0.5))),
         ] {
             assert!(!is_exact(&e), "{e}");
+        }
+    }
+
+    #[test]
+    fn time_bounds_only_for_pure_timestamp_filters() {
+        let ts = |ns: i64| lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())));
+        let cases = [
+            (col("timestamp").gt_eq(ts(10)), Some((Some(10), None))),
+            (col("timestamp").gt(ts(10)), Some((Some(11), None))),
+            (col("timestamp").lt(ts(10)), Some((None, Some(9)))),
+            (col("timestamp").lt_eq(ts(10)), Some((None, Some(10)))),
+            (ts(10).lt(col("timestamp")), Some((Some(11), None))),
+            (col("timestamp").eq(ts(7)), Some((Some(7), Some(7)))),
+            (col("timestamp").between(ts(3), ts(9)), Some((Some(3), Some(9)))),
+            (col("timestamp").gt_eq(ts(3)).and(col("timestamp").lt(ts(9))), Some((Some(3), Some(8)))),
+            // Not pure bounds: other columns, negations, casts of the column, no bound at all.
+            (col("timestamp").gt_eq(ts(3)).and(col("confidence").lt(lit(0.5))), None),
+            (col("timestamp").not_eq(ts(3)), None),
+            (col("timestamp").gt_eq(ts(3)).or(col("timestamp").lt(ts(1))), None),
+            (col("timestamp").not_between(ts(3), ts(9)), None),
+            (col("timestamp").gt(ts(i64::MAX)), None),
+            (col("timestamp").lt(ts(i64::MIN)), None),
+            (col("timestamp").gt(lit(ScalarValue::TimestampNanosecond(None, None))), None),
+            (cast(col("timestamp"), DataType::Timestamp(TimeUnit::Second, None)).gt(ts(3)), None),
+            (col("duration_ms").gt(lit(3.0)), None),
+        ];
+        for (e, want) in cases {
+            assert_eq!(time_bounds(&e), want, "{e}");
         }
     }
 }

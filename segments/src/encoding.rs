@@ -108,24 +108,42 @@ pub fn bitpack(values: &[u64], width: u8, out: &mut Vec<u8>) {
 
 /// Unpack `n` values of `width` bits from the cursor.
 pub fn bitunpack(c: &mut Cursor<'_>, width: u8, n: usize) -> Result<Vec<u64>, EncodingError> {
+    bitunpack_map(c, width, n, |v| v)
+}
+
+/// Unpack `n` values of `width` bits from the cursor, each passed through `f` on its way into
+/// the output (so callers that want `i64` or `u32` need no second vector).
+pub fn bitunpack_map<T: Copy + Default>(
+    c: &mut Cursor<'_>,
+    width: u8,
+    n: usize,
+    f: impl Fn(u64) -> T,
+) -> Result<Vec<T>, EncodingError> {
     if width > 64 {
         return Err(c.corrupt("bit width above 64"));
     }
     if width == 0 {
-        return Ok(vec![0; n]);
+        return Ok(vec![f(0); n]);
     }
     let bytes = n.checked_mul(width as usize).ok_or(c.corrupt("packed size overflows"))?.div_ceil(8);
     let src = c.take(bytes)?;
-    Ok(unpack_bits(src, width, n))
+    Ok(unpack_bits_map(src, width, n, f))
 }
 
 /// Unpack `n` values of `width` (1..=64) bits from `src`, which holds at least
-/// `ceil(n * width / 8)` bytes. Values whose 8-byte window lies inside `src` are read with one
-/// unaligned little-endian load each (the hot path, for widths up to 56); the rest bit by bit.
+/// `ceil(n * width / 8)` bytes.
+#[cfg(test)]
 fn unpack_bits(src: &[u8], width: u8, n: usize) -> Vec<u64> {
+    unpack_bits_map(src, width, n, |v| v)
+}
+
+/// [`unpack_bits`] with each value mapped by `f`. Values whose 8-byte window lies inside `src`
+/// are read with one unaligned little-endian load each (the hot path, for widths up to 56); the
+/// rest bit by bit.
+fn unpack_bits_map<T: Copy + Default>(src: &[u8], width: u8, n: usize, f: impl Fn(u64) -> T) -> Vec<T> {
     let w = width as usize;
     let m = mask(width);
-    let mut out = vec![0u64; n];
+    let mut out = vec![T::default(); n];
     // Values i with (i * w) / 8 + 8 <= src.len() can use the word load.
     let fast = if w <= 56 && src.len() >= 8 { (((src.len() - 8) * 8) / w + 1).min(n) } else { 0 };
     for (i, slot) in out[..fast].iter_mut().enumerate() {
@@ -133,7 +151,7 @@ fn unpack_bits(src: &[u8], width: u8, n: usize) -> Vec<u64> {
         let byte = bit >> 3;
         let mut word = [0u8; 8];
         word.copy_from_slice(&src[byte..byte + 8]);
-        *slot = (u64::from_le_bytes(word) >> (bit & 7)) & m;
+        *slot = f((u64::from_le_bytes(word) >> (bit & 7)) & m);
     }
     for (i, slot) in out.iter_mut().enumerate().skip(fast) {
         let mut v: u128 = 0;
@@ -143,7 +161,7 @@ fn unpack_bits(src: &[u8], width: u8, n: usize) -> Vec<u64> {
         for (k, b) in src[first..last].iter().enumerate() {
             v |= u128::from(*b) << (8 * k);
         }
-        *slot = ((v >> (bit & 7)) as u64) & m;
+        *slot = f(((v >> (bit & 7)) as u64) & m);
     }
     out
 }
@@ -166,8 +184,7 @@ fn encode_for(values: &[i64], out: &mut Vec<u8>) {
 fn decode_for(c: &mut Cursor<'_>, n: usize) -> Result<Vec<i64>, EncodingError> {
     let min = c.i64()?;
     let width = c.u8()?;
-    let v = bitunpack(c, width, n)?;
-    Ok(v.into_iter().map(|x| min.wrapping_add(x as i64)).collect())
+    bitunpack_map(c, width, n, |x| min.wrapping_add(x as i64))
 }
 
 /// Encode integers: whichever of frame-of-reference or delta + frame-of-reference is smaller.
@@ -197,13 +214,15 @@ pub fn decode_ints(c: &mut Cursor<'_>, n: usize) -> Result<Vec<i64>, EncodingErr
             if n == 0 {
                 return Err(c.corrupt("delta encoding of zero values"));
             }
-            let deltas = decode_for(c, n - 1)?;
+            // The deltas land one slot to the right of the first value, then a running sum turns
+            // them into values in place.
             let mut out = Vec::with_capacity(n);
+            out.push(first);
+            out.extend(decode_for(c, n - 1)?);
             let mut cur = first;
-            out.push(cur);
-            for d in deltas {
-                cur = cur.wrapping_add(d);
-                out.push(cur);
+            for v in out.iter_mut().skip(1) {
+                cur = cur.wrapping_add(*v);
+                *v = cur;
             }
             Ok(out)
         }
@@ -225,15 +244,17 @@ pub fn encode_floats(values: &[f64], out: &mut Vec<u8>) {
 
 pub fn decode_floats(c: &mut Cursor<'_>, n: usize) -> Result<Vec<f64>, EncodingError> {
     let bytes = c.take(n.checked_mul(8).ok_or(c.corrupt("float count overflows"))?)?;
-    // Plane by plane: each plane is read sequentially and its byte lands in every value.
-    let mut bits = vec![0u64; n];
-    for (k, plane) in bytes.chunks_exact(n.max(1)).enumerate().take(8) {
-        let shift = 8 * k as u32;
-        for (v, b) in bits.iter_mut().zip(plane) {
-            *v |= u64::from(*b) << shift;
-        }
+    if n == 0 {
+        return Ok(Vec::new());
     }
-    Ok(bits.into_iter().map(f64::from_bits).collect())
+    // One pass over the eight planes side by side: value i gathers byte i of each.
+    let p: Vec<&[u8]> = bytes.chunks_exact(n).collect();
+    let [p0, p1, p2, p3, p4, p5, p6, p7] = p[..] else {
+        return Err(c.corrupt("float planes do not split evenly"));
+    };
+    Ok((0..n)
+        .map(|i| f64::from_bits(u64::from_le_bytes([p0[i], p1[i], p2[i], p3[i], p4[i], p5[i], p6[i], p7[i]])))
+        .collect())
 }
 
 /// Validity: `0` when every row is present, else `1` and one bit per row.
@@ -492,14 +513,12 @@ pub fn decode_dict(c: &mut Cursor<'_>, n: usize) -> Result<DictColumn, EncodingE
     let lens: Vec<u64> = lens.into_iter().map(|l| l as u64).collect();
     let (offsets, data) = read_strings(c, &lens)?;
     let width = c.u8()?;
-    let codes = bitunpack(c, width, n)?;
-    if codes.iter().any(|k| *k > n_dict as u64) {
+    // A code above u32 saturates, so the range check below still sees it.
+    let codes = bitunpack_map(c, width, n, |k| u32::try_from(k).unwrap_or(u32::MAX))?;
+    if codes.iter().any(|k| *k as usize > n_dict) {
         return Err(c.corrupt("dictionary code out of range"));
     }
-    Ok(DictColumn {
-        dict: StrColumn { offsets, data, validity: None },
-        codes: codes.into_iter().map(|k| k as u32).collect(),
-    })
+    Ok(DictColumn { dict: StrColumn { offsets, data, validity: None }, codes })
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ const QUERIES: &[&str] = &[
     "SELECT status, intent, count(*), count(1) AS ones FROM events WHERE tenant = 'acme' GROUP BY status, intent",
     "SELECT model, kind, count(*) FROM events WHERE kind IN ('llm_call', 'tool_call') AND intent IS NOT NULL GROUP BY model, kind",
     "SELECT agent_id, count(*) AS n FROM events WHERE status = 'error' GROUP BY agent_id ORDER BY n DESC, agent_id LIMIT 5",
-    "SELECT kind, count(*) FROM events WHERE timestamp >= '2025-06-01T00:30:00Z' GROUP BY kind",
+    "SELECT kind, count(*) FROM events WHERE timestamp >= '2025-06-01T00:01:30Z' GROUP BY kind",
     "SELECT count(*) FROM events WHERE tenant IN ('acme', 'globex') AND kind = 'llm_call'",
     "SELECT count(*) FROM events WHERE tenant NOT IN ('acme') AND status = 'error'",
     "SELECT count(*) FROM events WHERE intent IS NULL",
@@ -122,8 +122,8 @@ const QUERIES: &[&str] = &[
     "SELECT count(*) FROM events WHERE NOT (status = 'ok')",
     "SELECT count(*) FROM events WHERE confidence < 0.5",
     "SELECT count(*) FROM events WHERE confidence BETWEEN 0.2 AND 0.8 AND agent_id = 'support-agent-000'",
-    "SELECT count(*) FROM events WHERE timestamp > '2025-06-01T00:10:00Z'",
-    "SELECT count(*) FROM events WHERE timestamp >= '2025-06-01T00:05:00Z' AND timestamp < '2025-06-01T00:20:00Z'",
+    "SELECT count(*) FROM events WHERE timestamp > '2025-06-01T00:01:10Z'",
+    "SELECT count(*) FROM events WHERE timestamp >= '2025-06-01T00:00:50Z' AND timestamp < '2025-06-01T00:02:20Z'",
     "SELECT count(*) FROM events WHERE timestamp BETWEEN '2025-06-01T00:01:00Z' AND '2025-06-01T00:02:00Z'",
     "SELECT min(timestamp), max(timestamp) FROM events",
     "SELECT date_trunc('minute', timestamp) AS m, count(*) FROM events GROUP BY m ORDER BY m",
@@ -153,9 +153,15 @@ const QUERIES: &[&str] = &[
     "SELECT * FROM events WHERE tenant = 'nobody'",
     "SELECT tenant, trace_id, span_id, parent_span_id, agent_id, session_id, timestamp, kind, name, intent, confidence, duration_ms, status, error_message, model, input_tokens, output_tokens, cost_usd FROM events WHERE kind = 'tool_call' ORDER BY timestamp, span_id LIMIT 20",
     "SELECT approx_distinct(agent_id) FROM events",
-    "SELECT count(*) FROM events WHERE kind IN ('thought', 'action') AND status = 'ok' AND tenant != 'acme' AND timestamp < '2025-06-01T00:15:00Z'",
+    "SELECT count(*) FROM events WHERE kind IN ('thought', 'action') AND status = 'ok' AND tenant != 'acme' AND timestamp < '2025-06-01T00:02:15Z'",
     "SELECT count(*) FROM events WHERE status = 'error' AND intent IN ('refund', 'billing') AND confidence >= 0.9",
     "SELECT * FROM traces WHERE agent_id = 'support-agent-000' AND timestamp > '2024-01-01' AND events.semantics.intent = 'refund' AND events.semantics.confidence < 0.7 ORDER BY timestamp, events.span_id",
+    // Time bounds that cover some blocks whole (their timestamps are not compared) and cut
+    // others, beside a row filter and an index term.
+    "SELECT intent, count(*) AS n FROM events WHERE timestamp >= '2025-06-01T00:01:45Z' AND confidence < 0.5 AND intent IS NOT NULL GROUP BY intent ORDER BY n DESC, intent",
+    "SELECT span_id, timestamp FROM events WHERE timestamp BETWEEN '2025-06-01T00:00:40Z' AND '2025-06-01T00:02:50Z' AND duration_ms > 500 ORDER BY timestamp, span_id",
+    "SELECT count(*) FROM events WHERE timestamp < '2025-06-01T00:03:00Z' AND timestamp > '2025-06-01T00:00:20Z' AND tenant = 'acme'",
+    "SELECT count(*), min(timestamp), max(timestamp) FROM events WHERE timestamp >= '2025-06-01T00:01:00Z' AND timestamp <= '2025-06-01T00:03:20Z'",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
