@@ -2,6 +2,7 @@
 //! pushdown, see [`provider`]) and the `traces` view from the contract, plus result formatting
 //! helpers shared by the CLI and the HTTP API.
 
+pub mod cache;
 pub mod counts;
 pub mod functions;
 pub mod provider;
@@ -15,6 +16,7 @@ use datafusion::error::Result;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use engine::Engine;
 
+pub use cache::{block_cache, BlockCache, BlockCacheStats};
 pub use provider::{plan_scan, EventsTable, PruningStats, ScanPlan};
 pub use pushdown::ScanPredicate;
 

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
+use arrow::array::BooleanBufferBuilder;
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
+use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -29,6 +31,7 @@ use index::{IndexedColumn, Term};
 use roaring::RoaringBitmap;
 use segments::{ColumnData, ColumnEncoding, ColumnId, Event, Segment, StrColumn};
 
+use crate::cache::{block_cache, BlockCache, BlockKey};
 use crate::pushdown::ScanPredicate;
 use crate::schema::{events_schema, to_arrow};
 
@@ -363,6 +366,15 @@ fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<
             let text = segment.read_text_rows(*block, col, rows.values()).map_err(ext)?;
             return to_arrow(col, ColumnData::Str(text)).map_err(ext);
         }
+        // Other columns of a block: decoded whole once, then kept in the block cache.
+        (ScanUnit::Block { segment, block, .. }, _) if BlockCache::caches(col) => {
+            let key = BlockKey { segment: segment.uid(), block: *block as u32, column: col };
+            let full = block_cache().get_or_decode(key, || {
+                let data = segment.read_column(*block, col).map_err(ext)?;
+                to_arrow(col, data).map_err(ext)
+            })?;
+            return select(&full, rows);
+        }
         (ScanUnit::Block { segment, block, .. }, _) => segment.read_column(*block, col).map_err(ext)?,
         (ScanUnit::Memory { events, .. }, _) => ColumnData::from_events(col, events),
     };
@@ -391,6 +403,53 @@ fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<
             select(&full, rows)
         }
     }
+}
+
+/// Evaluate filter `f` on the unit's `rows` (all rows: `None`), `n` of them: the positions
+/// that pass (among `rows`), and the filter's columns as decoded. With `and_rows`, only
+/// positions also listed there pass.
+fn evaluate_filter(
+    unit: &ScanUnit,
+    f: &FilterExpr,
+    rows: Option<&UInt32Array>,
+    n: usize,
+    and_rows: Option<&UInt32Array>,
+) -> Result<(UInt32Array, Vec<ArrayRef>)> {
+    let arrays = f.columns.iter().map(|col| decode(unit, *col, rows)).collect::<Result<Vec<_>>>()?;
+    let batch = RecordBatch::try_new_with_options(
+        f.schema.clone(),
+        arrays.clone(),
+        &RecordBatchOptions::new().with_row_count(Some(n)),
+    )
+    .map_err(ext)?;
+    let mask = f.expr.evaluate(&batch)?.into_array(n)?;
+    let mask = mask
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| DataFusionError::Internal("a filter did not evaluate to booleans".into()))?;
+    // NULL counts as false, as in WHERE.
+    let mut bits = match mask.nulls() {
+        Some(nulls) => mask.values() & nulls.inner(),
+        None => mask.values().clone(),
+    };
+    if let Some(sel) = and_rows {
+        bits = &bits & &selection_mask(sel, n)?;
+    }
+    Ok((bits.set_indices().map(|i| i as u32).collect(), arrays))
+}
+
+/// The rows listed in `rows` (ascending, each below `len`) as a bit mask of `len` bits.
+fn selection_mask(rows: &UInt32Array, len: usize) -> Result<BooleanBuffer> {
+    let mut bits = BooleanBufferBuilder::new(len);
+    bits.append_n(len, false);
+    for r in rows.values().iter() {
+        let r = *r as usize;
+        if r >= len {
+            return Err(DataFusionError::Internal(format!("row {r} outside a unit of {len} rows")));
+        }
+        bits.set_bit(r, true);
+    }
+    Ok(bits.finish())
 }
 
 fn select(array: &ArrayRef, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
@@ -427,40 +486,39 @@ pub fn read_unit(
         (None, _) => None,
     };
     if let Some(f) = filter {
-        let mut arrays = Vec::with_capacity(f.columns.len());
-        for col in &f.columns {
-            let a = decode(unit, *col, selection.as_ref())?;
-            arrays.push(a.clone());
-            decoded.push((*col, a));
-        }
-        let batch = RecordBatch::try_new_with_options(
-            f.schema.clone(),
-            arrays,
-            &RecordBatchOptions::new().with_row_count(Some(n)),
-        )
-        .map_err(ext)?;
-        let mask = f.expr.evaluate(&batch)?.into_array(n)?;
-        let mask = mask
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .ok_or_else(|| DataFusionError::Internal("a filter did not evaluate to booleans".into()))?;
-        // NULL counts as false, as in WHERE.
-        let passing: UInt32Array = match mask.nulls() {
-            Some(nulls) => (mask.values() & nulls.inner()).set_indices().map(|i| i as u32).collect(),
-            None => mask.values().set_indices().map(|i| i as u32).collect(),
+        // A dense selection of a block (a quarter of its rows or more) whose filter reads no
+        // free text: evaluate the filter on every row of the block's whole (cached) columns and
+        // AND the result with the selection, instead of gathering the selected rows of each
+        // filter column first.
+        let dense_rows = match (unit, selection.as_ref()) {
+            (ScanUnit::Block { segment, block, .. }, Some(sel)) => segment
+                .blocks()
+                .get(*block)
+                .map(|m| m.rows as usize)
+                .filter(|total| sel.len() * 4 >= *total && f.columns.iter().all(|c| BlockCache::caches(*c))),
+            _ => None,
+        };
+        // Rows the selection excludes may make an expression fail (a cast of a value it
+        // cannot convert): then the filter is evaluated on the selected rows only after all.
+        let dense = dense_rows.and_then(|total| evaluate_filter(unit, f, None, total, selection.as_ref()).ok());
+        let (dense, (passing, filter_arrays)) = match dense {
+            Some(result) => (true, result),
+            None => (false, evaluate_filter(unit, f, selection.as_ref(), n, None)?),
         };
         if passing.is_empty() {
             return Ok(None);
         }
-        if passing.len() < n {
+        decoded = f.columns.iter().copied().zip(filter_arrays).collect();
+        if dense || passing.len() < n {
             // Filter columns that are also projected: take the passing positions.
             decoded.retain(|(c, _)| columns.contains(c));
             for (_, a) in decoded.iter_mut() {
                 *a = select(a, Some(&passing))?;
             }
+            // Dense: `passing` are block rows already; else positions within the selection.
             selection = Some(match selection {
-                Some(rows) => passing.values().iter().map(|p| rows.value(*p as usize)).collect(),
-                None => passing,
+                Some(rows) if !dense => passing.values().iter().map(|p| rows.value(*p as usize)).collect(),
+                _ => passing,
             });
             n = selection.as_ref().map_or(n, |s| s.len());
         }

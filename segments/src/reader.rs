@@ -43,7 +43,13 @@ pub struct Segment {
     blocks: Vec<BlockMeta>,
     chunks: Vec<ChunkMeta>,
     index: Arc<SegmentIndex>,
+    /// Unique among the segments this process opened (a cache key that no later segment
+    /// reuses, unlike a path or an address).
+    uid: u64,
 }
+
+/// Source of [`Segment::uid`].
+static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -184,11 +190,16 @@ impl Segment {
         if index.text.as_ref().is_some_and(|t| t.n_blocks() != header.n_blocks) {
             return Err(bad("token index block count differs from the footer".into()));
         }
-        Ok(Segment { path, bytes, header, blocks, chunks, index: Arc::new(index) })
+        let uid = NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Segment { path, bytes, header, blocks, chunks, index: Arc::new(index), uid })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+    /// This open segment's process-unique id (two opens of one file get two ids).
+    pub fn uid(&self) -> u64 {
+        self.uid
     }
     pub fn rows(&self) -> u64 {
         u64::from(self.header.rows)

@@ -38,6 +38,10 @@ pub struct StartArgs {
     /// Memory for buffered (not yet flushed) events, in MiB, before writers wait.
     #[arg(long, env = "ACTIVEMIRROR_MAX_BUFFERED_MB")]
     pub max_buffered_mb: Option<usize>,
+    /// Memory for decoded column blocks kept between queries, in MiB (0 turns it off)
+    /// [default: 256].
+    #[arg(long, env = "ACTIVEMIRROR_QUERY_CACHE_MB")]
+    pub query_cache_mb: Option<u64>,
 }
 
 /// `30s`, `500ms`, `2h`, `7d`, `1h 30m` (humantime), or a bare number of seconds.
@@ -102,6 +106,8 @@ pub struct QueryFileConfig {
     pub timeout: Option<Duration>,
     /// The same as `timeout`, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Memory for decoded column blocks kept between queries, in MiB (0: none).
+    pub cache_mb: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +154,8 @@ pub struct Settings {
     pub max_buffered_bytes: usize,
     pub flush_interval: Duration,
     pub compaction_trigger: usize,
+    /// Budget of the decoded block cache ([`query::BlockCache`]).
+    pub query_cache_bytes: u64,
 }
 
 /// Reads and checks a YAML config file; errors name the file, the key and what is wrong.
@@ -186,6 +194,8 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
     if let Some(mb) = max_buffered_mb {
         anyhow::ensure!(mb >= 1, "key `storage.max_buffered_mb`: must be at least 1");
     }
+    let cache_mb = args.query_cache_mb.or(file.query.cache_mb).unwrap_or(query::cache::DEFAULT_BLOCK_CACHE_BYTES >> 20);
+    anyhow::ensure!(cache_mb <= 1 << 30, "key `query.cache_mb`: {cache_mb} MiB is more than any machine has");
     let retention = args.retention.or(file.retention.max_age);
     if let Some(r) = retention {
         anyhow::ensure!(!r.is_zero(), "key `retention.max_age`: must be more than zero");
@@ -206,6 +216,7 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         max_buffered_bytes: max_buffered_mb.map_or(engine_defaults.max_buffered_bytes, |mb| mb << 20),
         flush_interval: file.storage.flush_interval.unwrap_or(engine_defaults.flush_age),
         compaction_trigger: file.storage.compaction_trigger.unwrap_or(engine_defaults.compaction_trigger).max(1),
+        query_cache_bytes: cache_mb << 20,
     })
 }
 
@@ -222,6 +233,7 @@ mod tests {
         assert_eq!(s.query, QueryLimits { max_results: 100_000, timeout: Duration::from_secs(30) });
         assert!(s.metrics_enabled);
         assert_eq!(s.retention, None);
+        assert_eq!(s.query_cache_bytes, 256 << 20);
     }
 
     #[test]
@@ -229,7 +241,7 @@ mod tests {
         let file = parse_file(
             "storage:\n  data_dir: /var/am\n  max_buffered_mb: 128\n  flush_interval: 500ms\n\
              retention:\n  max_age: 30d\n\
-             query:\n  max_results: 500\n  timeout: 2s\n\
+             query:\n  max_results: 500\n  timeout: 2s\n  cache_mb: 64\n\
              monitoring:\n  port: 9100\n  metrics_enabled: false\n\
              server:\n  http_addr: 0.0.0.0:9000\n  max_body_mb: 8\n",
         )
@@ -249,12 +261,17 @@ mod tests {
         assert!(!s.metrics_enabled);
         assert_eq!(s.http_addr.to_string(), "127.0.0.1:1", "the flag wins over the file");
         assert_eq!(s.max_body_bytes, 8 << 20);
+        assert_eq!(s.query_cache_bytes, 64 << 20);
+        let off = StartArgs { query_cache_mb: Some(0), ..Default::default() };
+        assert_eq!(resolve(&off, FileConfig::default()).expect("resolves").query_cache_bytes, 0);
     }
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let e = parse_file("query:\n  max_result: 5\n").expect_err("typo");
         assert!(e.to_string().contains("query") && e.to_string().contains("max_result"), "{e}");
+        let e = parse_file("query:\n  cache_mb: -1\n").expect_err("negative size");
+        assert!(e.to_string().contains("query.cache_mb"), "{e}");
         let e = parse_file("query:\n  timeout: soon\n").expect_err("bad duration");
         assert!(e.to_string().contains("query.timeout") && e.to_string().contains("soon"), "{e}");
         let e = parse_file("server:\n  http_addr: nowhere\n").expect_err("bad addr");

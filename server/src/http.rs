@@ -94,6 +94,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         "data directory open"
     );
     let engine = Arc::new(engine);
+    query::block_cache().set_capacity(settings.query_cache_bytes);
     let body_limit = settings.max_body_bytes;
     let ingest_metrics = Arc::new(IngestMetrics::default());
     let state = Arc::new(AppState {
@@ -478,5 +479,11 @@ async fn metrics(State(st): State<Shared>) -> Response {
         l(&m.query_micros) as f64 / 1e6,
     );
     let _ = writeln!(s, "activemirror_query_errors_total {}", l(&m.query_errors));
+    let c = query::block_cache().stats();
+    let _ = writeln!(s, "activemirror_block_cache_hits_total {}", c.hits);
+    let _ = writeln!(s, "activemirror_block_cache_misses_total {}", c.misses);
+    let _ = writeln!(s, "activemirror_block_cache_entries {}", c.entries);
+    let _ = writeln!(s, "activemirror_block_cache_bytes {}", c.bytes);
+    let _ = writeln!(s, "activemirror_block_cache_capacity_bytes {}", c.capacity);
     ([("content-type", "text/plain; version=0.0.4")], s).into_response()
 }

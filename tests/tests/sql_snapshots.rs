@@ -224,3 +224,80 @@ async fn group_counts_come_from_bitmaps() {
         .join("\n");
     assert!(p.contains("EventsScanExec"), "{p}");
 }
+
+/// The example events flushed into one segment, a session over them, and their JSON.
+async fn flushed_example() -> (tempfile::TempDir, datafusion::prelude::SessionContext, Vec<serde_json::Value>) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (engine, _) = Engine::open(dir.path(), EngineConfig { background: false, ..Default::default() }).expect("open");
+    let lines: Vec<&str> = include_str!("../data/example-events.jsonl").lines().collect();
+    engine.append_json(&lines.join("\n")).expect("append");
+    engine.flush().expect("flush");
+    let ctx = query::session(Arc::new(engine), None).await.expect("session");
+    let rows = lines.iter().map(|l| serde_json::from_str(l).expect("json")).collect();
+    (dir, ctx, rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_queries_read_decoded_blocks_from_the_cache() {
+    let (_dir, ctx, rows) = flushed_example().await;
+    // Independent answer from the JSON: total duration and rows per agent with confidence set.
+    let mut want: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for r in rows.iter().filter(|r| !r["confidence"].is_null()) {
+        let e = want.entry(r["agent_id"].as_str().expect("agent").to_owned()).or_default();
+        e.0 += 1;
+        e.1 += r["duration_ms"].as_f64().unwrap_or(0.0);
+    }
+    let sql = "SELECT agent_id, count(*) AS n, sum(coalesce(duration_ms, 0)) AS d FROM events \
+               WHERE confidence IS NOT NULL GROUP BY agent_id ORDER BY agent_id";
+    let cache = query::block_cache();
+    for round in 0..3 {
+        let before = cache.stats();
+        let batches = ctx.sql(sql).await.expect("sql").collect().await.expect("run");
+        let after = cache.stats();
+        let mut got = Vec::new();
+        for b in &batches {
+            let b = query::schema::plain_batch(b).expect("plain");
+            let agents = b.column(0).as_any().downcast_ref::<arrow::array::StringArray>().expect("agents");
+            let n = b.column(1).as_any().downcast_ref::<arrow::array::Int64Array>().expect("n");
+            let d = b.column(2).as_any().downcast_ref::<arrow::array::Float64Array>().expect("d");
+            for i in 0..b.num_rows() {
+                got.push((agents.value(i).to_owned(), n.value(i) as usize, d.value(i)));
+            }
+        }
+        assert_eq!(got.len(), want.len(), "round {round}");
+        for ((agent, n, d), (wa, (wn, wd))) in got.iter().zip(&want) {
+            assert_eq!((agent, n), (wa, wn), "round {round}");
+            assert!((d - wd).abs() < 1e-6 * wd.abs().max(1.0), "round {round}: {agent} {d} vs {wd}");
+        }
+        // Other tests share the process's cache, so only this query's own effect is checked:
+        // the first round decodes (misses), later rounds find the blocks (hits).
+        if round > 0 {
+            assert!(after.hits >= before.hits + 3, "round {round}: {before:?} -> {after:?}");
+        } else {
+            assert!(after.misses >= before.misses + 3, "{before:?} -> {after:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dense_selections_evaluate_filters_only_where_they_can() {
+    // One block: `model IS NULL` selects 5 of its 12 rows (dense), so the scan first tries
+    // the row filter on every row of the block. Dividing by zero fails on the rows with
+    // token counts, which the selection excludes: the scan must then filter the selected
+    // rows alone, as SQL promises, instead of failing.
+    let (_dir, ctx, rows) = flushed_example().await;
+    let no_model = rows.iter().filter(|r| r["model"].is_null()).count();
+    assert!(no_model * 4 >= rows.len() && no_model < rows.len(), "the data must give a dense, partial selection");
+    assert!(rows.iter().filter(|r| r["model"].is_null()).all(|r| r["input_tokens"].is_null()));
+    for (sql, want) in [
+        ("SELECT count(*) FROM events WHERE model IS NULL AND input_tokens / (input_tokens - input_tokens) > 0", 0),
+        (
+            "SELECT count(*) FROM events WHERE model IS NULL AND coalesce(input_tokens / (input_tokens - input_tokens), 1) > 0",
+            no_model,
+        ),
+    ] {
+        let batches = ctx.sql(sql).await.expect("plan").collect().await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let n = batches[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().expect("count").value(0);
+        assert_eq!(n as usize, want, "{sql}");
+    }
+}
