@@ -6,9 +6,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::BooleanBufferBuilder;
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
-use arrow::buffer::BooleanBuffer;
+use arrow::buffer::{BooleanBuffer, Buffer};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -73,6 +72,37 @@ impl RowSet {
                 UInt32Array::from(out)
             }
         }
+    }
+
+    /// The rows as a mask of `len` bits (the unit's row count); a row at or past `len` is an
+    /// error.
+    pub fn to_mask(&self, len: usize) -> Result<BooleanBuffer> {
+        let mut words = vec![0u64; len.div_ceil(64)];
+        let mut set = |r: u32| {
+            let r = r as usize;
+            match words.get_mut(r >> 6) {
+                Some(w) if r < len => {
+                    *w |= 1 << (r & 63);
+                    Ok(())
+                }
+                _ => Err(DataFusionError::Internal(format!("row {r} outside a unit of {len} rows"))),
+            }
+        };
+        match self {
+            RowSet::Listed(rows) => rows.iter().try_for_each(|r| set(*r))?,
+            RowSet::Indexed { bitmap, start, len: n, .. } => {
+                let mut it = bitmap.range(*start..start + n);
+                let mut buf = [0u32; 1024];
+                loop {
+                    let got = it.next_many(&mut buf);
+                    if got.is_empty() {
+                        break;
+                    }
+                    got.iter().try_for_each(|r| set(*r - start))?;
+                }
+            }
+        }
+        Ok(BooleanBuffer::new(Buffer::from_vec(words), 0, len))
     }
 }
 
@@ -406,14 +436,14 @@ fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<
 }
 
 /// Evaluate filter `f` on the unit's `rows` (all rows: `None`), `n` of them: the positions
-/// that pass (among `rows`), and the filter's columns as decoded. With `and_rows`, only
-/// positions also listed there pass.
+/// that pass (among `rows`), and the filter's columns as decoded. With `and_mask`, only
+/// positions also set there pass.
 fn evaluate_filter(
     unit: &ScanUnit,
     f: &FilterExpr,
     rows: Option<&UInt32Array>,
     n: usize,
-    and_rows: Option<&UInt32Array>,
+    and_mask: Option<&BooleanBuffer>,
 ) -> Result<(UInt32Array, Vec<ArrayRef>)> {
     let arrays = f.columns.iter().map(|col| decode(unit, *col, rows)).collect::<Result<Vec<_>>>()?;
     let batch = RecordBatch::try_new_with_options(
@@ -432,24 +462,10 @@ fn evaluate_filter(
         Some(nulls) => mask.values() & nulls.inner(),
         None => mask.values().clone(),
     };
-    if let Some(sel) = and_rows {
-        bits = &bits & &selection_mask(sel, n)?;
+    if let Some(sel) = and_mask {
+        bits = &bits & sel;
     }
     Ok((bits.set_indices().map(|i| i as u32).collect(), arrays))
-}
-
-/// The rows listed in `rows` (ascending, each below `len`) as a bit mask of `len` bits.
-fn selection_mask(rows: &UInt32Array, len: usize) -> Result<BooleanBuffer> {
-    let mut bits = BooleanBufferBuilder::new(len);
-    bits.append_n(len, false);
-    for r in rows.values().iter() {
-        let r = *r as usize;
-        if r >= len {
-            return Err(DataFusionError::Internal(format!("row {r} outside a unit of {len} rows")));
-        }
-        bits.set_bit(r, true);
-    }
-    Ok(bits.finish())
 }
 
 fn select(array: &ArrayRef, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
@@ -468,9 +484,11 @@ pub fn read_unit(
     schema: &SchemaRef,
     filter: Option<&RowFilter>,
 ) -> Result<Option<RecordBatch>> {
-    let mut selection: Option<UInt32Array> = match unit {
-        ScanUnit::Block { rows, .. } | ScanUnit::Memory { rows, .. } => rows.as_ref().map(RowSet::to_indices),
+    let rowset = match unit {
+        ScanUnit::Block { rows, .. } | ScanUnit::Memory { rows, .. } => rows.as_ref(),
     };
+    // The selected rows' numbers, listed once needed (a dense filtered block never lists them).
+    let mut selection: Option<UInt32Array> = None;
     let mut n = unit.rows();
     // Filter columns as decoded for the unit's rows (narrowed to the passing ones), reused
     // below when also projected.
@@ -490,20 +508,29 @@ pub fn read_unit(
         // free text: evaluate the filter on every row of the block's whole (cached) columns and
         // AND the result with the selection, instead of gathering the selected rows of each
         // filter column first.
-        let dense_rows = match (unit, selection.as_ref()) {
-            (ScanUnit::Block { segment, block, .. }, Some(sel)) => segment
+        let dense_rows = match (unit, rowset) {
+            (ScanUnit::Block { segment, block, .. }, Some(rs)) => segment
                 .blocks()
                 .get(*block)
                 .map(|m| m.rows as usize)
-                .filter(|total| sel.len() * 4 >= *total && f.columns.iter().all(|c| BlockCache::caches(*c))),
+                .filter(|total| rs.len() * 4 >= *total && f.columns.iter().all(|c| BlockCache::caches(*c))),
             _ => None,
         };
         // Rows the selection excludes may make an expression fail (a cast of a value it
         // cannot convert): then the filter is evaluated on the selected rows only after all.
-        let dense = dense_rows.and_then(|total| evaluate_filter(unit, f, None, total, selection.as_ref()).ok());
+        let dense = match (dense_rows, rowset) {
+            (Some(total), Some(rs)) => {
+                let mask = rs.to_mask(total)?;
+                evaluate_filter(unit, f, None, total, Some(&mask)).ok()
+            }
+            _ => None,
+        };
         let (dense, (passing, filter_arrays)) = match dense {
             Some(result) => (true, result),
-            None => (false, evaluate_filter(unit, f, selection.as_ref(), n, None)?),
+            None => {
+                selection = rowset.map(RowSet::to_indices);
+                (false, evaluate_filter(unit, f, selection.as_ref(), n, None)?)
+            }
         };
         if passing.is_empty() {
             return Ok(None);
@@ -522,6 +549,9 @@ pub fn read_unit(
             });
             n = selection.as_ref().map_or(n, |s| s.len());
         }
+    }
+    if filter.is_none() {
+        selection = rowset.map(RowSet::to_indices);
     }
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
     for col in columns {
@@ -798,5 +828,39 @@ impl ExecutionPlan for EventsScanExec {
                 Arc::new(s)
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A row set's mask and its listed rows name the same rows, for bitmaps across
+        /// container boundaries and for listed rows.
+        #[test]
+        fn row_set_mask_matches_its_rows(
+            values in proptest::collection::btree_set(0u32..140_000, 0..3000),
+            start in 0u32..70_000,
+            len in 1u32..70_000,
+        ) {
+            let bitmap: RoaringBitmap = values.iter().copied().collect();
+            let count = bitmap.range_cardinality(start..start + len) as usize;
+            let indexed = RowSet::Indexed { bitmap: Arc::new(bitmap), start, len, count };
+            let want: Vec<u32> = values.range(start..start + len).map(|v| v - start).collect();
+            prop_assert_eq!(indexed.to_indices().values().to_vec(), want.clone());
+            let mask = indexed.to_mask(len as usize).expect("mask");
+            prop_assert_eq!(mask.set_indices().map(|i| i as u32).collect::<Vec<_>>(), want.clone());
+            let listed = RowSet::Listed(want.clone());
+            let mask = listed.to_mask(len as usize).expect("mask");
+            prop_assert_eq!(mask.set_indices().map(|i| i as u32).collect::<Vec<_>>(), want);
+        }
+    }
+
+    #[test]
+    fn rows_outside_the_unit_are_an_error() {
+        assert!(RowSet::Listed(vec![0, 9]).to_mask(9).is_err());
+        assert!(RowSet::Listed(vec![0, 8]).to_mask(9).is_ok());
     }
 }
