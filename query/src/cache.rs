@@ -26,6 +26,8 @@ pub struct BlockKey {
     pub segment: u64,
     pub block: u32,
     pub column: ColumnId,
+    /// The block's dictionary keys ([`crate::codes`]) instead of its strings.
+    pub codes: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -130,7 +132,7 @@ mod tests {
     use std::sync::Arc;
 
     fn key(block: u32) -> BlockKey {
-        BlockKey { segment: 7, block, column: ColumnId::DurationMs }
+        BlockKey { segment: 7, block, column: ColumnId::DurationMs, codes: false }
     }
 
     fn array(n: i64) -> ArrayRef {

@@ -3,6 +3,7 @@
 //! helpers shared by the CLI and the HTTP API.
 
 pub mod cache;
+pub mod codes;
 pub mod counts;
 pub mod functions;
 pub mod provider;
@@ -34,6 +35,7 @@ pub async fn session(engine: Arc<Engine>, tenant: Option<String>) -> Result<Sess
         .with_config(config)
         .with_default_features()
         .with_physical_optimizer_rule(Arc::new(counts::IndexCountRule))
+        .with_physical_optimizer_rule(Arc::new(codes::GroupCodesRule))
         .build();
     let ctx = SessionContext::new_with_state(state);
     ctx.register_udf(functions::UtcDateTrunc::udf());

@@ -6,9 +6,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
-use arrow::buffer::{BooleanBuffer, Buffer};
-use arrow::datatypes::SchemaRef;
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, RecordBatch, RecordBatchOptions, UInt32Array,
+};
+use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
@@ -31,6 +33,7 @@ use roaring::RoaringBitmap;
 use segments::{ColumnData, ColumnEncoding, ColumnId, Event, Segment, StrColumn};
 
 use crate::cache::{block_cache, BlockCache, BlockKey};
+use crate::codes::CodeBook;
 use crate::pushdown::ScanPredicate;
 use crate::schema::{events_schema, to_arrow};
 
@@ -398,7 +401,7 @@ fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<
         }
         // Other columns of a block: decoded whole once, then kept in the block cache.
         (ScanUnit::Block { segment, block, .. }, _) if BlockCache::caches(col) => {
-            let key = BlockKey { segment: segment.uid(), block: *block as u32, column: col };
+            let key = BlockKey { segment: segment.uid(), block: *block as u32, column: col, codes: false };
             let full = block_cache().get_or_decode(key, || {
                 let data = segment.read_column(*block, col).map_err(ext)?;
                 to_arrow(col, data).map_err(ext)
@@ -468,6 +471,58 @@ fn evaluate_filter(
     Ok((bits.set_indices().map(|i| i as u32).collect(), arrays))
 }
 
+/// Dictionary column `col` of the unit's `rows` (all: `None`) as codes of `book`. A block maps
+/// its dictionary to the book once (its keys cached as a dictionary array); in-memory rows
+/// look each string up.
+fn decode_codes(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>, book: &CodeBook) -> Result<ArrayRef> {
+    match unit {
+        ScanUnit::Block { segment, block, .. } => {
+            let key = BlockKey { segment: segment.uid(), block: *block as u32, column: col, codes: true };
+            let cached =
+                block_cache().get_or_decode(key, || match segment.read_column(*block, col).map_err(ext)? {
+                    ColumnData::Dict(d) => dictionary_array(d),
+                    _ => Err(DataFusionError::Internal(format!("{} is not dictionary-encoded", col.name()))),
+                })?;
+            let dict = cached
+                .as_dictionary_opt::<UInt32Type>()
+                .ok_or_else(|| DataFusionError::Internal(format!("cached {} block is not a dictionary", col.name())))?;
+            let values = dict.values().as_string_opt::<i32>().ok_or_else(|| {
+                DataFusionError::Internal(format!("{} dictionary values are not strings", col.name()))
+            })?;
+            let table = book.codes_for(values.iter().map(|v| v.unwrap_or_default()))?;
+            let keys = match rows {
+                Some(r) => arrow::compute::take(dict.keys(), r, None).map_err(ext)?,
+                None => Arc::new(dict.keys().clone()),
+            };
+            let keys = keys.as_primitive::<UInt32Type>();
+            // Null slots hold 0, which maps to anything: their validity is kept as it was.
+            let codes: UInt32Array = keys.unary(|k| table.get(k as usize).copied().unwrap_or(0));
+            Ok(Arc::new(codes))
+        }
+        ScanUnit::Memory { events, .. } => {
+            let pick = |i: usize| events.get(i).and_then(|e| col.str_of(e));
+            let strings: Vec<Option<&str>> = match rows {
+                Some(r) => r.values().iter().map(|i| pick(*i as usize)).collect(),
+                None => (0..events.len()).map(pick).collect(),
+            };
+            let codes = book.codes_for(strings.iter().flatten().copied())?;
+            let mut it = codes.into_iter();
+            let codes: UInt32Array = strings.iter().map(|s| s.and_then(|_| it.next())).collect();
+            Ok(Arc::new(codes))
+        }
+    }
+}
+
+/// A dictionary block as an Arrow dictionary array: keys (null where the row is null) into
+/// the block's values.
+fn dictionary_array(d: segments::DictColumn) -> Result<ArrayRef> {
+    let nulls = d.codes.contains(&0).then(|| NullBuffer::from_iter(d.codes.iter().map(|c| *c != 0)));
+    let keys = UInt32Array::new(d.codes.iter().map(|c| c.saturating_sub(1)).collect(), nulls);
+    let values = to_arrow(ColumnId::Tenant, ColumnData::Str(d.dict)).map_err(ext)?;
+    let values = arrow::compute::cast(&values, &DataType::Utf8).map_err(ext)?;
+    Ok(Arc::new(DictionaryArray::<UInt32Type>::try_new(keys, values).map_err(ext)?))
+}
+
 fn select(array: &ArrayRef, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
     match rows {
         Some(idx) => arrow::compute::take(array.as_ref(), idx, None).map_err(ext),
@@ -483,6 +538,7 @@ pub fn read_unit(
     columns: &[ColumnId],
     schema: &SchemaRef,
     filter: Option<&RowFilter>,
+    coded: &[Option<Arc<CodeBook>>],
 ) -> Result<Option<RecordBatch>> {
     let rowset = match unit {
         ScanUnit::Block { rows, .. } | ScanUnit::Memory { rows, .. } => rows.as_ref(),
@@ -554,10 +610,11 @@ pub fn read_unit(
         selection = rowset.map(RowSet::to_indices);
     }
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
-    for col in columns {
-        let a = match decoded.iter().find(|(c, _)| c == col) {
-            Some((_, a)) => a.clone(),
-            None => decode(unit, *col, selection.as_ref())?,
+    for (i, col) in columns.iter().enumerate() {
+        let a = match (coded.get(i).and_then(Option::as_ref), decoded.iter().find(|(c, _)| c == col)) {
+            (Some(book), _) => decode_codes(unit, *col, selection.as_ref(), book)?,
+            (None, Some((_, a))) => a.clone(),
+            (None, None) => decode(unit, *col, selection.as_ref())?,
         };
         arrays.push(a);
     }
@@ -567,13 +624,15 @@ pub fn read_unit(
 }
 
 /// One partition's share of the units.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct UnitStream {
     schema: SchemaRef,
     columns: Vec<ColumnId>,
     units: Vec<ScanUnit>,
     filter: Option<RowFilter>,
     limit: Option<usize>,
+    /// Per output column: the book whose codes it is emitted as, instead of strings.
+    coded: Vec<Option<Arc<CodeBook>>>,
 }
 
 impl PartitionStream for UnitStream {
@@ -587,13 +646,14 @@ impl PartitionStream for UnitStream {
         let units = self.units.clone();
         let filter = self.filter.clone();
         let limit = self.limit;
+        let coded = self.coded.clone();
         // Stop once `limit` rows were produced (counting rows that passed the filter).
         let stream = futures::stream::iter(units)
             .scan(0usize, move |produced, u| {
                 if limit.is_some_and(|l| *produced >= l) {
                     return futures::future::ready(None);
                 }
-                let batch = read_unit(&u, &columns, &schema, filter.as_ref());
+                let batch = read_unit(&u, &columns, &schema, filter.as_ref(), &coded);
                 if let Ok(Some(b)) = &batch {
                     *produced += b.num_rows();
                 }
@@ -711,21 +771,22 @@ impl TableProvider for EventsTable {
         let mut total = Statistics::new_unknown(&projected);
         total.num_rows = count(plan.stats.rows_kept as usize);
         total.column_statistics = column_stats;
-        let partitions: Vec<Arc<dyn PartitionStream>> = shares
+        let parts: Vec<UnitStream> = shares
             .into_iter()
-            .map(|units| {
-                Arc::new(UnitStream {
-                    schema: projected.clone(),
-                    columns: columns.clone(),
-                    units,
-                    filter: filter.clone(),
-                    limit,
-                }) as Arc<dyn PartitionStream>
+            .map(|units| UnitStream {
+                schema: projected.clone(),
+                columns: columns.clone(),
+                units,
+                filter: filter.clone(),
+                limit,
+                coded: vec![None; columns.len()],
             })
             .collect();
-        let inner = Arc::new(StreamingTableExec::try_new(projected, partitions, None, Vec::new(), false, limit)?);
+        let inner = streaming_exec(projected, &parts, limit)?;
         Ok(Arc::new(EventsScanExec {
             inner,
+            parts,
+            limit,
             stats: plan.stats,
             statistics: Arc::new(total),
             partition_rows,
@@ -735,10 +796,20 @@ impl TableProvider for EventsTable {
     }
 }
 
+/// The streaming plan over `parts`, one partition each.
+fn streaming_exec(schema: SchemaRef, parts: &[UnitStream], limit: Option<usize>) -> Result<Arc<StreamingTableExec>> {
+    let partitions: Vec<Arc<dyn PartitionStream>> =
+        parts.iter().map(|p| Arc::new(p.clone()) as Arc<dyn PartitionStream>).collect();
+    Ok(Arc::new(StreamingTableExec::try_new(schema, partitions, None, Vec::new(), false, limit)?))
+}
+
 /// The scan node: streams the planned units and shows what pruning did in `EXPLAIN`.
 #[derive(Debug)]
 pub struct EventsScanExec {
     inner: Arc<StreamingTableExec>,
+    /// What each partition streams (kept to re-plan the scan with coded columns).
+    parts: Vec<UnitStream>,
+    limit: Option<usize>,
     stats: PruningStats,
     /// Exact output row count, offered to the optimizer.
     statistics: Arc<Statistics>,
@@ -753,6 +824,49 @@ pub struct EventsScanExec {
 impl EventsScanExec {
     pub fn stats(&self) -> &PruningStats {
         &self.stats
+    }
+
+    /// The same scan with the output columns at the given positions emitted as `UInt32`
+    /// codes of their books instead of strings ([`crate::codes`]). `None` if a position is not
+    /// a dictionary column.
+    pub fn with_coded_columns(&self, books: &[(usize, Arc<CodeBook>)]) -> Result<Option<EventsScanExec>> {
+        let schema = self.inner.schema();
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut parts = self.parts.clone();
+        for (i, book) in books {
+            let Some(field) = fields.get_mut(*i) else { return Ok(None) };
+            let is_dict = ColumnId::from_name(field.name()).is_some_and(|c| c.encoding() == ColumnEncoding::Dict);
+            if !is_dict {
+                return Ok(None);
+            }
+            *field = field.clone().with_data_type(DataType::UInt32);
+            for p in parts.iter_mut() {
+                if let Some(slot) = p.coded.get_mut(*i) {
+                    *slot = Some(book.clone());
+                }
+            }
+        }
+        let coded_schema: SchemaRef = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+        for p in parts.iter_mut() {
+            p.schema = coded_schema.clone();
+        }
+        let inner = streaming_exec(coded_schema.clone(), &parts, self.limit)?;
+        let mut statistics = self.statistics.as_ref().clone();
+        for (i, _) in books {
+            if let Some(cs) = statistics.column_statistics.get_mut(*i) {
+                *cs = ColumnStatistics::new_unknown();
+            }
+        }
+        Ok(Some(EventsScanExec {
+            inner,
+            parts,
+            limit: self.limit,
+            stats: self.stats.clone(),
+            statistics: Arc::new(statistics),
+            partition_rows: self.partition_rows.clone(),
+            metrics: ExecutionPlanMetricsSet::new(),
+            index_units: self.index_units.clone(),
+        }))
     }
 
     /// The scan's units, if the indexes alone decide its rows (no row filter, time bound,

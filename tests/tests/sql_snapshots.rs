@@ -172,20 +172,12 @@ async fn exact_filters_are_not_reapplied() {
 /// over segments and the in-memory buffer together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_counts_come_from_bitmaps() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let (engine, _) = Engine::open(dir.path(), EngineConfig { background: false, ..Default::default() }).expect("open");
-    let lines: Vec<&str> = include_str!("../data/example-events.jsonl").lines().collect();
-    let (first, rest) = lines.split_at(lines.len() / 2);
-    engine.append_json(&first.join("\n")).expect("append");
-    engine.flush().expect("flush");
-    engine.append_json(&rest.join("\n")).expect("append rest");
-    let ctx = query::session(Arc::new(engine), None).await.expect("session");
+    let (_dir, ctx, rows) = example_session(true).await;
     let run = |sql: String| {
         let ctx = ctx.clone();
         async move { render(&ctx.sql(&sql).await.expect("sql").collect().await.expect("run")) }
     };
     // Independent answer: counted from the JSON.
-    let rows: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).expect("json")).collect();
     let count_by = |key: &str, tenant: Option<&str>| {
         let mut m: std::collections::BTreeMap<String, usize> = Default::default();
         for r in &rows {
@@ -225,13 +217,21 @@ async fn group_counts_come_from_bitmaps() {
     assert!(p.contains("EventsScanExec"), "{p}");
 }
 
-/// The example events flushed into one segment, a session over them, and their JSON.
-async fn flushed_example() -> (tempfile::TempDir, datafusion::prelude::SessionContext, Vec<serde_json::Value>) {
+/// The example events in a fresh engine (all flushed into one segment, or with
+/// `half_in_memory` the second half left in the in-memory buffer), a session over them, and
+/// their JSON.
+async fn example_session(
+    half_in_memory: bool,
+) -> (tempfile::TempDir, datafusion::prelude::SessionContext, Vec<serde_json::Value>) {
     let dir = tempfile::tempdir().expect("tmp");
     let (engine, _) = Engine::open(dir.path(), EngineConfig { background: false, ..Default::default() }).expect("open");
     let lines: Vec<&str> = include_str!("../data/example-events.jsonl").lines().collect();
-    engine.append_json(&lines.join("\n")).expect("append");
+    let (first, rest) = lines.split_at(if half_in_memory { lines.len() / 2 } else { lines.len() });
+    engine.append_json(&first.join("\n")).expect("append");
     engine.flush().expect("flush");
+    if !rest.is_empty() {
+        engine.append_json(&rest.join("\n")).expect("append rest");
+    }
     let ctx = query::session(Arc::new(engine), None).await.expect("session");
     let rows = lines.iter().map(|l| serde_json::from_str(l).expect("json")).collect();
     (dir, ctx, rows)
@@ -239,7 +239,7 @@ async fn flushed_example() -> (tempfile::TempDir, datafusion::prelude::SessionCo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_queries_read_decoded_blocks_from_the_cache() {
-    let (_dir, ctx, rows) = flushed_example().await;
+    let (_dir, ctx, rows) = example_session(false).await;
     // Independent answer from the JSON: total duration and rows per agent with confidence set.
     let mut want: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
     for r in rows.iter().filter(|r| !r["confidence"].is_null()) {
@@ -285,7 +285,7 @@ async fn dense_selections_evaluate_filters_only_where_they_can() {
     // the row filter on every row of the block. Dividing by zero fails on the rows with
     // token counts, which the selection excludes: the scan must then filter the selected
     // rows alone, as SQL promises, instead of failing.
-    let (_dir, ctx, rows) = flushed_example().await;
+    let (_dir, ctx, rows) = example_session(false).await;
     let no_model = rows.iter().filter(|r| r["model"].is_null()).count();
     assert!(no_model * 4 >= rows.len() && no_model < rows.len(), "the data must give a dense, partial selection");
     assert!(rows.iter().filter(|r| r["model"].is_null()).all(|r| r["input_tokens"].is_null()));
@@ -300,4 +300,51 @@ async fn dense_selections_evaluate_filters_only_where_they_can() {
         let n = batches[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().expect("count").value(0);
         assert_eq!(n as usize, want, "{sql}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_keys_of_dictionary_columns_are_grouped_as_codes() {
+    // Half the rows in a segment, half in memory: both kinds of unit give codes of one book.
+    let (_dir, ctx, rows) = example_session(true).await;
+    // Independent answer: rows and summed duration per (intent, kind), NULL intents included.
+    let mut want: std::collections::BTreeMap<(String, String), (i64, f64)> = Default::default();
+    for r in &rows {
+        let intent = r["intent"].as_str().unwrap_or("NULL").to_owned();
+        let e = want.entry((intent, r["kind"].as_str().expect("kind").to_owned())).or_default();
+        e.0 += 1;
+        e.1 += r["duration_ms"].as_f64().unwrap_or(0.0);
+    }
+    let sql = "SELECT coalesce(intent, 'NULL') AS i, kind, count(*) AS n, sum(coalesce(duration_ms, 0)) AS d \
+               FROM events GROUP BY intent, kind";
+    let plan = ctx.sql(&format!("EXPLAIN {sql}")).await.expect("plan").collect().await.expect("explain");
+    let plan = arrow::util::pretty::pretty_format_batches(&plan).expect("fmt").to_string();
+    assert!(plan.contains("decode_codes(intent") && plan.contains("decode_codes(kind"), "{plan}");
+    let batches = ctx.sql(sql).await.expect("sql").collect().await.expect("run");
+    let mut got: std::collections::BTreeMap<(String, String), (i64, f64)> = Default::default();
+    for b in &batches {
+        let b = query::schema::plain_batch(b).expect("plain");
+        let s = |i: usize| b.column(i).as_any().downcast_ref::<arrow::array::StringArray>().expect("strings").clone();
+        let (intents, kinds) = (s(0), s(1));
+        let n = b.column(2).as_any().downcast_ref::<arrow::array::Int64Array>().expect("n");
+        let d = b.column(3).as_any().downcast_ref::<arrow::array::Float64Array>().expect("d");
+        for i in 0..b.num_rows() {
+            got.insert((intents.value(i).to_owned(), kinds.value(i).to_owned()), (n.value(i), d.value(i)));
+        }
+    }
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    for (k, (n, d)) in &got {
+        let (wn, wd) = want[k];
+        assert_eq!(*n, wn, "{k:?}");
+        assert!((d - wd).abs() < 1e-6, "{k:?}: {d} vs {wd}");
+    }
+    // A key that an aggregate also reads keeps its strings.
+    let plan = ctx
+        .sql("EXPLAIN SELECT agent_id, max(agent_id) FROM events GROUP BY agent_id")
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("explain");
+    let plan = arrow::util::pretty::pretty_format_batches(&plan).expect("fmt").to_string();
+    assert!(!plan.contains("decode_codes"), "{plan}");
 }

@@ -1,0 +1,278 @@
+//! Dictionary codes as group keys (ClickHouse's LowCardinality idea): when a partial aggregate
+//! groups the scan's rows by dictionary-encoded string columns (agent, model, intent, ...),
+//! [`GroupCodesRule`] has the scan emit those columns as `UInt32` codes instead of strings, so
+//! the aggregate hashes integers instead of every row's string. The codes are numbered per
+//! query in a [`CodeBook`]: each block maps its own dictionary to the book's codes once, and
+//! every row then only looks its code up. A projection right above the partial aggregate
+//! turns the (few) group codes back into the strings, so the rest of the plan sees exactly the
+//! schema it was planned with.
+
+use std::collections::HashMap;
+use std::fmt::{Display, Formatter};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, AsArray, RecordBatch, StringViewBuilder};
+use arrow::datatypes::{DataType, Schema, UInt32Type};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::logical_expr::ColumnarValue;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::ExecutionPlan;
+use segments::{ColumnEncoding, ColumnId};
+
+use crate::provider::EventsScanExec;
+
+/// The strings of one column numbered for one query: code `k` names `values[k]`.
+#[derive(Debug, Default)]
+pub struct CodeBook {
+    inner: Mutex<BookInner>,
+}
+
+#[derive(Debug, Default)]
+struct BookInner {
+    codes: HashMap<String, u32>,
+    values: Vec<String>,
+}
+
+impl CodeBook {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BookInner> {
+        // A panic while holding the lock leaves the book consistent (entries are added whole).
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The code of each string, numbering new strings as they come (one lock for all).
+    pub fn codes_for<'a>(&self, strings: impl Iterator<Item = &'a str>) -> Result<Vec<u32>> {
+        let mut book = self.lock();
+        strings
+            .map(|s| match book.codes.get(s) {
+                Some(c) => Ok(*c),
+                None => {
+                    let c = u32::try_from(book.values.len())
+                        .map_err(|_| DataFusionError::Internal("more than 2^32 distinct group values".into()))?;
+                    book.codes.insert(s.to_owned(), c);
+                    book.values.push(s.to_owned());
+                    Ok(c)
+                }
+            })
+            .collect()
+    }
+
+    /// The strings of `codes` (nulls stay null).
+    pub fn decode(&self, codes: &dyn Array) -> Result<Arc<dyn Array>> {
+        let codes = codes
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| DataFusionError::Internal(format!("group codes are {}, not UInt32", codes.data_type())))?;
+        let book = self.lock();
+        let mut out = StringViewBuilder::with_capacity(codes.len());
+        for c in codes.iter() {
+            match c {
+                None => out.append_null(),
+                Some(c) => {
+                    let s = book
+                        .values
+                        .get(c as usize)
+                        .ok_or_else(|| DataFusionError::Internal(format!("group code {c} was never given out")))?;
+                    out.append_value(s);
+                }
+            }
+        }
+        Ok(Arc::new(out.finish()))
+    }
+}
+
+/// The strings of a code column (a projection above the partial aggregate).
+#[derive(Debug)]
+pub struct DecodeCodes {
+    input: Arc<dyn PhysicalExpr>,
+    book: Arc<CodeBook>,
+    nullable: bool,
+}
+
+impl PartialEq for DecodeCodes {
+    fn eq(&self, other: &Self) -> bool {
+        self.input.as_ref() == other.input.as_ref() && Arc::ptr_eq(&self.book, &other.book)
+    }
+}
+
+impl Eq for DecodeCodes {}
+
+impl Hash for DecodeCodes {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.input.hash(state);
+        Arc::as_ptr(&self.book).hash(state);
+    }
+}
+
+impl Display for DecodeCodes {
+    fn fmt(&self, f: &mut Formatter<'_>) -> std::fmt::Result {
+        write!(f, "decode_codes({})", self.input)
+    }
+}
+
+impl PhysicalExpr for DecodeCodes {
+    fn data_type(&self, _input_schema: &Schema) -> Result<DataType> {
+        Ok(DataType::Utf8View)
+    }
+
+    fn nullable(&self, _input_schema: &Schema) -> Result<bool> {
+        Ok(self.nullable)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        let codes = self.input.evaluate(batch)?.into_array(batch.num_rows())?;
+        Ok(ColumnarValue::Array(self.book.decode(&codes)?))
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        vec![&self.input]
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("decode_codes takes one input".into()))?;
+        Ok(Arc::new(DecodeCodes { input, book: self.book.clone(), nullable: self.nullable }))
+    }
+
+    fn fmt_sql(&self, f: &mut Formatter<'_>) -> std::fmt::Result {
+        write!(f, "decode_codes({})", self.input)
+    }
+}
+
+/// Physical optimizer rule: partial aggregates over the `events` scan that group by
+/// dictionary columns group by their codes (see the module docs).
+#[derive(Debug, Default)]
+pub struct GroupCodesRule;
+
+impl PhysicalOptimizerRule for GroupCodesRule {
+    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            Ok(match coded_partial(&node)? {
+                Some(replacement) => Transformed::yes(replacement),
+                None => Transformed::no(node),
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "group_codes"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// Scan column positions `expr` reads.
+fn columns_of(expr: &Arc<dyn PhysicalExpr>) -> Vec<usize> {
+    let mut out = Vec::new();
+    let _ = expr.apply(|e| {
+        if let Some(c) = e.downcast_ref::<Column>() {
+            out.push(c.index());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
+}
+
+/// The replacement for `node` if it is a partial aggregate over the scan grouping by
+/// dictionary columns that nothing else in the aggregate reads.
+fn coded_partial(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(agg) = node.downcast_ref::<AggregateExec>() else { return Ok(None) };
+    if *agg.mode() != AggregateMode::Partial || !agg.group_expr().is_single() {
+        return Ok(None);
+    }
+    let Some(scan) = agg.input().downcast_ref::<EventsScanExec>() else { return Ok(None) };
+    let scan_schema = agg.input().schema();
+    let is_dict = |i: usize| {
+        scan_schema
+            .fields()
+            .get(i)
+            .and_then(|f| ColumnId::from_name(f.name()))
+            .is_some_and(|c| c.encoding() == ColumnEncoding::Dict)
+    };
+    // Group keys that are plain dictionary columns.
+    let mut coded: Vec<usize> = Vec::new();
+    for (expr, _) in agg.group_expr().expr() {
+        match expr.downcast_ref::<Column>() {
+            Some(c) if is_dict(c.index()) => coded.push(c.index()),
+            _ => {}
+        }
+    }
+    coded.sort_unstable();
+    coded.dedup();
+    if coded.is_empty() {
+        return Ok(None);
+    }
+    // Nothing but those keys may read the coded columns: other group expressions, aggregate
+    // arguments, their ORDER BY and FILTER clauses all still see strings otherwise.
+    let mut others: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+    for (expr, _) in agg.group_expr().expr() {
+        if expr.downcast_ref::<Column>().is_none_or(|c| !coded.contains(&c.index())) {
+            others.push(expr.clone());
+        }
+    }
+    for a in agg.aggr_expr() {
+        others.extend(a.expressions());
+        others.extend(a.order_bys().iter().map(|s| s.expr.clone()));
+    }
+    others.extend(agg.filter_expr().iter().flatten().cloned());
+    if others.iter().flat_map(columns_of).any(|i| coded.contains(&i)) {
+        return Ok(None);
+    }
+    let books: Vec<(usize, Arc<CodeBook>)> = coded.iter().map(|i| (*i, Arc::new(CodeBook::default()))).collect();
+    let Some(new_scan) = scan.with_coded_columns(&books)? else { return Ok(None) };
+    let partial = AggregateExec::try_new(
+        AggregateMode::Partial,
+        agg.group_expr().clone(),
+        agg.aggr_expr().to_vec(),
+        agg.filter_expr().to_vec(),
+        Arc::new(new_scan),
+        agg.input_schema(),
+    )?
+    .with_limit_options(agg.limit_options());
+    let partial: Arc<dyn ExecutionPlan> = Arc::new(partial);
+    // Back to strings, field for field the schema the partial aggregate had.
+    let want = agg.schema();
+    let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(want.fields().len());
+    for (i, field) in want.fields().iter().enumerate() {
+        let col: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), i));
+        let key = agg.group_expr().expr().get(i).and_then(|(e, _)| e.downcast_ref::<Column>().map(Column::index));
+        let expr = match key.and_then(|k| books.iter().find(|(c, _)| *c == k)) {
+            Some((_, book)) => Arc::new(DecodeCodes { input: col, book: book.clone(), nullable: field.is_nullable() })
+                as Arc<dyn PhysicalExpr>,
+            None => col,
+        };
+        exprs.push((expr, field.name().clone()));
+    }
+    let projection = ProjectionExec::try_new(exprs, partial)?;
+    if projection.schema().fields() != want.fields() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(projection)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{StringViewArray, UInt32Array};
+
+    #[test]
+    fn codes_number_strings_once_and_decode_back() {
+        let book = CodeBook::default();
+        assert_eq!(book.codes_for(["b", "a", "b"].into_iter()).expect("codes"), vec![0, 1, 0]);
+        assert_eq!(book.codes_for(["a", "c"].into_iter()).expect("codes"), vec![1, 2]);
+        let codes = UInt32Array::from(vec![Some(2), None, Some(0), Some(1)]);
+        let strings = book.decode(&codes).expect("decode");
+        let strings = strings.as_any().downcast_ref::<StringViewArray>().expect("views");
+        let got: Vec<Option<&str>> = strings.iter().collect();
+        assert_eq!(got, vec![Some("c"), None, Some("b"), Some("a")]);
+        assert!(book.decode(&UInt32Array::from(vec![9])).is_err(), "a code never given out");
+    }
+}
