@@ -1,7 +1,8 @@
 //! Dictionary codes as group keys (ClickHouse's LowCardinality idea): when a partial aggregate
 //! groups the scan's rows by dictionary-encoded string columns (agent, model, intent, ...),
 //! [`GroupCodesRule`] has the scan emit those columns as `UInt32` codes instead of strings, so
-//! the aggregate hashes integers instead of every row's string. The codes are numbered per
+//! the aggregate hashes integers instead of every row's string; trace and span ids leave it as
+//! their 16 / 8 raw bytes instead of 32 / 16 hex characters. The codes are numbered per
 //! query in a [`CodeBook`]: each block maps its own dictionary to the book's codes once, and
 //! every row then only looks its code up. A projection right above the partial aggregate
 //! turns the (few) group codes back into the strings, so the rest of the plan sees exactly the
@@ -86,17 +87,59 @@ impl CodeBook {
     }
 }
 
-/// The strings of a code column (a projection above the partial aggregate).
+/// How a group key column leaves the scan instead of as strings.
+#[derive(Debug, Clone)]
+pub enum KeyForm {
+    /// A dictionary column as `UInt32` codes of the book.
+    Codes(Arc<CodeBook>),
+    /// A fixed-width id column (trace and span ids) as its raw bytes (`FixedSizeBinary`),
+    /// not as hex text: half the bytes to hash and compare.
+    Bytes(i32),
+}
+
+impl KeyForm {
+    pub fn data_type(&self) -> DataType {
+        match self {
+            KeyForm::Codes(_) => DataType::UInt32,
+            KeyForm::Bytes(width) => DataType::FixedSizeBinary(*width),
+        }
+    }
+
+    /// The strings of a key column in this form.
+    fn decode(&self, keys: &dyn Array) -> Result<Arc<dyn Array>> {
+        match self {
+            KeyForm::Codes(book) => book.decode(keys),
+            KeyForm::Bytes(_) => {
+                let ids = keys.as_fixed_size_binary_opt().ok_or_else(|| {
+                    DataFusionError::Internal(format!("id keys are {}, not fixed-size binary", keys.data_type()))
+                })?;
+                let validity = ids.nulls().map(|n| n.iter().collect::<Vec<bool>>());
+                let width = usize::try_from(ids.value_length()).unwrap_or(0);
+                Ok(Arc::new(crate::schema::hex_strings(width, ids.value_data(), &validity)?))
+            }
+        }
+    }
+
+    fn same(&self, other: &KeyForm) -> bool {
+        match (self, other) {
+            (KeyForm::Codes(a), KeyForm::Codes(b)) => Arc::ptr_eq(a, b),
+            (KeyForm::Bytes(a), KeyForm::Bytes(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// The strings of a key column (a projection above the partial aggregate).
 #[derive(Debug)]
 pub struct DecodeCodes {
     input: Arc<dyn PhysicalExpr>,
-    book: Arc<CodeBook>,
+    form: KeyForm,
     nullable: bool,
 }
 
 impl PartialEq for DecodeCodes {
     fn eq(&self, other: &Self) -> bool {
-        self.input.as_ref() == other.input.as_ref() && Arc::ptr_eq(&self.book, &other.book)
+        self.input.as_ref() == other.input.as_ref() && self.form.same(&other.form)
     }
 }
 
@@ -105,7 +148,10 @@ impl Eq for DecodeCodes {}
 impl Hash for DecodeCodes {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.input.hash(state);
-        Arc::as_ptr(&self.book).hash(state);
+        match &self.form {
+            KeyForm::Codes(book) => Arc::as_ptr(book).hash(state),
+            KeyForm::Bytes(width) => width.hash(state),
+        }
     }
 }
 
@@ -117,7 +163,10 @@ impl Display for DecodeCodes {
 
 impl PhysicalExpr for DecodeCodes {
     fn data_type(&self, _input_schema: &Schema) -> Result<DataType> {
-        Ok(DataType::Utf8View)
+        Ok(match self.form {
+            KeyForm::Codes(_) => DataType::Utf8View,
+            KeyForm::Bytes(_) => DataType::Utf8,
+        })
     }
 
     fn nullable(&self, _input_schema: &Schema) -> Result<bool> {
@@ -126,7 +175,7 @@ impl PhysicalExpr for DecodeCodes {
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
         let codes = self.input.evaluate(batch)?.into_array(batch.num_rows())?;
-        Ok(ColumnarValue::Array(self.book.decode(&codes)?))
+        Ok(ColumnarValue::Array(self.form.decode(&codes)?))
     }
 
     fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
@@ -136,7 +185,7 @@ impl PhysicalExpr for DecodeCodes {
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
         let [input] = <[_; 1]>::try_from(children)
             .map_err(|_| DataFusionError::Internal("decode_codes takes one input".into()))?;
-        Ok(Arc::new(DecodeCodes { input, book: self.book.clone(), nullable: self.nullable }))
+        Ok(Arc::new(DecodeCodes { input, form: self.form.clone(), nullable: self.nullable }))
     }
 
     fn fmt_sql(&self, f: &mut Formatter<'_>) -> std::fmt::Result {
@@ -190,18 +239,18 @@ fn coded_partial(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executi
     }
     let Some(scan) = agg.input().downcast_ref::<EventsScanExec>() else { return Ok(None) };
     let scan_schema = agg.input().schema();
-    let is_dict = |i: usize| {
+    let codable = |i: usize| {
         scan_schema
             .fields()
             .get(i)
             .and_then(|f| ColumnId::from_name(f.name()))
-            .is_some_and(|c| c.encoding() == ColumnEncoding::Dict)
+            .is_some_and(|c| matches!(c.encoding(), ColumnEncoding::Dict | ColumnEncoding::Fixed(_)))
     };
-    // Group keys that are plain dictionary columns.
+    // Group keys that are plain dictionary or id columns.
     let mut coded: Vec<usize> = Vec::new();
     for (expr, _) in agg.group_expr().expr() {
         match expr.downcast_ref::<Column>() {
-            Some(c) if is_dict(c.index()) => coded.push(c.index()),
+            Some(c) if codable(c.index()) => coded.push(c.index()),
             _ => {}
         }
     }
@@ -226,8 +275,20 @@ fn coded_partial(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executi
     if others.iter().flat_map(columns_of).any(|i| coded.contains(&i)) {
         return Ok(None);
     }
-    let books: Vec<(usize, Arc<CodeBook>)> = coded.iter().map(|i| (*i, Arc::new(CodeBook::default()))).collect();
-    let Some(new_scan) = scan.with_coded_columns(&books)? else { return Ok(None) };
+    let mut forms: Vec<(usize, KeyForm)> = Vec::with_capacity(coded.len());
+    for i in &coded {
+        let Some(col) = scan_schema.fields().get(*i).and_then(|f| ColumnId::from_name(f.name())) else {
+            return Ok(None);
+        };
+        forms.push((
+            *i,
+            match col.encoding() {
+                ColumnEncoding::Fixed(width) => KeyForm::Bytes(i32::try_from(width).unwrap_or(i32::MAX)),
+                _ => KeyForm::Codes(Arc::new(CodeBook::default())),
+            },
+        ));
+    }
+    let Some(new_scan) = scan.with_coded_columns(&forms)? else { return Ok(None) };
     let partial = AggregateExec::try_new(
         AggregateMode::Partial,
         agg.group_expr().clone(),
@@ -244,8 +305,8 @@ fn coded_partial(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executi
     for (i, field) in want.fields().iter().enumerate() {
         let col: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), i));
         let key = agg.group_expr().expr().get(i).and_then(|(e, _)| e.downcast_ref::<Column>().map(Column::index));
-        let expr = match key.and_then(|k| books.iter().find(|(c, _)| *c == k)) {
-            Some((_, book)) => Arc::new(DecodeCodes { input: col, book: book.clone(), nullable: field.is_nullable() })
+        let expr = match key.and_then(|k| forms.iter().find(|(c, _)| *c == k)) {
+            Some((_, form)) => Arc::new(DecodeCodes { input: col, form: form.clone(), nullable: field.is_nullable() })
                 as Arc<dyn PhysicalExpr>,
             None => col,
         };

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, RecordBatch, RecordBatchOptions, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, FixedSizeBinaryArray, RecordBatch, RecordBatchOptions,
+    UInt32Array,
 };
 use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
@@ -33,7 +34,7 @@ use roaring::RoaringBitmap;
 use segments::{ColumnData, ColumnEncoding, ColumnId, Event, Segment, StrColumn};
 
 use crate::cache::{block_cache, BlockCache, BlockKey};
-use crate::codes::CodeBook;
+use crate::codes::{CodeBook, KeyForm};
 use crate::pushdown::ScanPredicate;
 use crate::schema::{events_schema, to_arrow};
 
@@ -513,6 +514,29 @@ fn decode_codes(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>, book
     }
 }
 
+/// Id column `col` (trace or span ids) of the unit's `rows` as raw bytes. A block's ids are
+/// cached in that form.
+fn decode_id_bytes(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
+    let binary = |data: ColumnData| -> Result<ArrayRef> {
+        match data {
+            ColumnData::Fixed { width, bytes, validity } => {
+                let width = i32::try_from(width).map_err(ext)?;
+                let nulls = validity.map(|v| NullBuffer::from_iter(v.iter().copied()));
+                Ok(Arc::new(FixedSizeBinaryArray::try_new(width, Buffer::from_vec(bytes), nulls).map_err(ext)?))
+            }
+            _ => Err(DataFusionError::Internal(format!("{} is not a fixed-width column", col.name()))),
+        }
+    };
+    let full = match unit {
+        ScanUnit::Block { segment, block, .. } => {
+            let key = BlockKey { segment: segment.uid(), block: *block as u32, column: col, codes: true };
+            block_cache().get_or_decode(key, || binary(segment.read_column(*block, col).map_err(ext)?))?
+        }
+        ScanUnit::Memory { events, .. } => binary(ColumnData::from_events(col, events))?,
+    };
+    select(&full, rows)
+}
+
 /// A dictionary block as an Arrow dictionary array: keys (null where the row is null) into
 /// the block's values.
 fn dictionary_array(d: segments::DictColumn) -> Result<ArrayRef> {
@@ -538,7 +562,7 @@ pub fn read_unit(
     columns: &[ColumnId],
     schema: &SchemaRef,
     filter: Option<&RowFilter>,
-    coded: &[Option<Arc<CodeBook>>],
+    coded: &[Option<KeyForm>],
 ) -> Result<Option<RecordBatch>> {
     let rowset = match unit {
         ScanUnit::Block { rows, .. } | ScanUnit::Memory { rows, .. } => rows.as_ref(),
@@ -612,7 +636,8 @@ pub fn read_unit(
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
     for (i, col) in columns.iter().enumerate() {
         let a = match (coded.get(i).and_then(Option::as_ref), decoded.iter().find(|(c, _)| c == col)) {
-            (Some(book), _) => decode_codes(unit, *col, selection.as_ref(), book)?,
+            (Some(KeyForm::Codes(book)), _) => decode_codes(unit, *col, selection.as_ref(), book)?,
+            (Some(KeyForm::Bytes(_)), _) => decode_id_bytes(unit, *col, selection.as_ref())?,
             (None, Some((_, a))) => a.clone(),
             (None, None) => decode(unit, *col, selection.as_ref())?,
         };
@@ -631,8 +656,8 @@ struct UnitStream {
     units: Vec<ScanUnit>,
     filter: Option<RowFilter>,
     limit: Option<usize>,
-    /// Per output column: the book whose codes it is emitted as, instead of strings.
-    coded: Vec<Option<Arc<CodeBook>>>,
+    /// Per output column: the form it is emitted in instead of strings (group keys).
+    coded: Vec<Option<KeyForm>>,
 }
 
 impl PartitionStream for UnitStream {
@@ -826,23 +851,27 @@ impl EventsScanExec {
         &self.stats
     }
 
-    /// The same scan with the output columns at the given positions emitted as `UInt32`
-    /// codes of their books instead of strings ([`crate::codes`]). `None` if a position is not
-    /// a dictionary column.
-    pub fn with_coded_columns(&self, books: &[(usize, Arc<CodeBook>)]) -> Result<Option<EventsScanExec>> {
+    /// The same scan with the output columns at the given positions emitted in another form
+    /// ([`crate::codes`]): dictionary columns as codes, id columns as raw bytes. `None` if a
+    /// form does not fit its column.
+    pub fn with_coded_columns(&self, forms: &[(usize, KeyForm)]) -> Result<Option<EventsScanExec>> {
         let schema = self.inner.schema();
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut parts = self.parts.clone();
-        for (i, book) in books {
+        for (i, form) in forms {
             let Some(field) = fields.get_mut(*i) else { return Ok(None) };
-            let is_dict = ColumnId::from_name(field.name()).is_some_and(|c| c.encoding() == ColumnEncoding::Dict);
-            if !is_dict {
+            let fits = ColumnId::from_name(field.name()).is_some_and(|c| match (c.encoding(), form) {
+                (ColumnEncoding::Dict, KeyForm::Codes(_)) => true,
+                (ColumnEncoding::Fixed(w), KeyForm::Bytes(b)) => usize::try_from(*b).is_ok_and(|b| b == w),
+                _ => false,
+            });
+            if !fits {
                 return Ok(None);
             }
-            *field = field.clone().with_data_type(DataType::UInt32);
+            *field = field.clone().with_data_type(form.data_type());
             for p in parts.iter_mut() {
                 if let Some(slot) = p.coded.get_mut(*i) {
-                    *slot = Some(book.clone());
+                    *slot = Some(form.clone());
                 }
             }
         }
@@ -852,7 +881,7 @@ impl EventsScanExec {
         }
         let inner = streaming_exec(coded_schema.clone(), &parts, self.limit)?;
         let mut statistics = self.statistics.as_ref().clone();
-        for (i, _) in books {
+        for (i, _) in forms {
             if let Some(cs) = statistics.column_statistics.get_mut(*i) {
                 *cs = ColumnStatistics::new_unknown();
             }

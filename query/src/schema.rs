@@ -112,7 +112,7 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
 
 /// Fixed-width ids as lowercase hex strings (null rows empty). Every id becomes exactly
 /// `2 * width` bytes, written a byte pair at a time into a buffer sized up front.
-fn hex_strings(width: usize, bytes: &[u8], validity: &Option<Vec<bool>>) -> Result<StringArray, ArrowError> {
+pub(crate) fn hex_strings(width: usize, bytes: &[u8], validity: &Option<Vec<bool>>) -> Result<StringArray, ArrowError> {
     let width = width.max(1);
     let n = bytes.len() / width;
     let mut offsets = Vec::with_capacity(n + 1);

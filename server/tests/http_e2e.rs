@@ -88,6 +88,9 @@ fn ingest_query_reject_and_survive_sigkill() {
     let m = r.body_mut().read_to_string().expect("body");
     assert!(m.contains("activemirror_events_ingested_total{protocol=\"http\"} 151"), "{m}");
     assert!(m.contains("activemirror_rejected_requests_total{reason=\"too_large\"} 1"), "{m}");
+    // The block cache reports its budget (the default, 256 MiB) and its use.
+    assert!(m.contains(&format!("activemirror_block_cache_capacity_bytes {}", 256u64 << 20)), "{m}");
+    assert!(m.contains("activemirror_block_cache_hits_total "), "{m}");
 
     // SIGKILL, restart: every acknowledged event is back.
     s.child.kill().expect("kill");

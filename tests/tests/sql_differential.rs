@@ -130,6 +130,10 @@ const QUERIES: &[&str] = &[
     "SELECT agent_id, avg(CASE WHEN status = 'error' THEN 1.0 ELSE 0.0 END) AS err FROM events GROUP BY agent_id ORDER BY agent_id",
     "SELECT model, sum(input_tokens), sum(output_tokens), round(sum(cost_usd), 6) FROM events WHERE model IS NOT NULL GROUP BY model ORDER BY model",
     "SELECT tenant, count(DISTINCT trace_id) FROM events GROUP BY tenant ORDER BY tenant",
+    // Group keys as codes and raw id bytes: nullable ids, several keys, keys beside aggregates.
+    "SELECT parent_span_id, count(*) AS n FROM events GROUP BY parent_span_id ORDER BY n DESC, parent_span_id NULLS FIRST LIMIT 12",
+    "SELECT trace_id, agent_id, min(timestamp) AS t, count(*) AS n FROM events WHERE tenant = 'acme' GROUP BY trace_id, agent_id ORDER BY t, trace_id LIMIT 15",
+    "SELECT model, intent, round(avg(confidence), 6) AS c, sum(input_tokens) AS i FROM events GROUP BY model, intent ORDER BY model NULLS FIRST, intent NULLS FIRST",
     "SELECT span_id, kind, timestamp FROM events WHERE trace_id = (SELECT trace_id FROM events ORDER BY timestamp, span_id LIMIT 1) ORDER BY timestamp, span_id",
     "SELECT intent, count(*) AS n FROM events WHERE confidence < 0.5 GROUP BY intent ORDER BY n DESC, intent",
     "SELECT count(*) FROM events WHERE content LIKE '%refund%'",

@@ -337,6 +337,27 @@ async fn group_keys_of_dictionary_columns_are_grouped_as_codes() {
         assert_eq!(*n, wn, "{k:?}");
         assert!((d - wd).abs() < 1e-6, "{k:?}: {d} vs {wd}");
     }
+    // Trace ids group as their raw bytes and come back as the same hex strings.
+    let sql = "SELECT tenant, trace_id, count(*) AS n FROM events GROUP BY tenant, trace_id";
+    let plan = ctx.sql(&format!("EXPLAIN {sql}")).await.expect("plan").collect().await.expect("explain");
+    let plan = arrow::util::pretty::pretty_format_batches(&plan).expect("fmt").to_string();
+    assert!(plan.contains("decode_codes(trace_id"), "{plan}");
+    let mut want: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for r in &rows {
+        let key = (r["tenant"].as_str().expect("tenant").to_owned(), r["trace_id"].as_str().expect("trace").to_owned());
+        *want.entry(key).or_default() += 1;
+    }
+    let mut got: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for b in ctx.sql(sql).await.expect("sql").collect().await.expect("run") {
+        let b = query::schema::plain_batch(&b).expect("plain");
+        let s = |i: usize| b.column(i).as_any().downcast_ref::<arrow::array::StringArray>().expect("strings").clone();
+        let (tenants, traces) = (s(0), s(1));
+        let n = b.column(2).as_any().downcast_ref::<arrow::array::Int64Array>().expect("n");
+        for i in 0..b.num_rows() {
+            got.insert((tenants.value(i).to_owned(), traces.value(i).to_owned()), n.value(i));
+        }
+    }
+    assert_eq!(got, want);
     // A key that an aggregate also reads keeps its strings.
     let plan = ctx
         .sql("EXPLAIN SELECT agent_id, max(agent_id) FROM events GROUP BY agent_id")
