@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{Array, AsArray, RecordBatch, StringViewBuilder};
 use arrow::datatypes::{DataType, Schema, UInt32Type};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::expressions::Column;
@@ -26,8 +26,6 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use segments::{ColumnEncoding, ColumnId};
-
-use crate::provider::EventsScanExec;
 
 /// The strings of one column numbered for one query: code `k` names `values[k]`.
 #[derive(Debug, Default)]
@@ -200,13 +198,7 @@ pub struct GroupCodesRule;
 
 impl PhysicalOptimizerRule for GroupCodesRule {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            Ok(match coded_partial(&node)? {
-                Some(replacement) => Transformed::yes(replacement),
-                None => Transformed::no(node),
-            })
-        })
-        .map(|t| t.data)
+        crate::replace_nodes(plan, coded_partial)
     }
 
     fn name(&self) -> &str {
@@ -233,11 +225,7 @@ fn columns_of(expr: &Arc<dyn PhysicalExpr>) -> Vec<usize> {
 /// The replacement for `node` if it is a partial aggregate over the scan grouping by
 /// dictionary columns that nothing else in the aggregate reads.
 fn coded_partial(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let Some(agg) = node.downcast_ref::<AggregateExec>() else { return Ok(None) };
-    if *agg.mode() != AggregateMode::Partial || !agg.group_expr().is_single() {
-        return Ok(None);
-    }
-    let Some(scan) = agg.input().downcast_ref::<EventsScanExec>() else { return Ok(None) };
+    let Some((agg, scan)) = crate::partial_over_scan(node) else { return Ok(None) };
     let scan_schema = agg.input().schema();
     let codable = |i: usize| {
         scan_schema

@@ -9,17 +9,15 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::ExecutionPlan;
 use index::IndexedColumn;
 use roaring::RoaringBitmap;
 
-use crate::provider::{EventsScanExec, RowSet, ScanUnit};
+use crate::provider::{RowSet, ScanUnit};
 
 /// Most groups one segment may produce (the product of the columns' distinct values is
 /// walked); beyond it the query is left to the ordinary aggregate.
@@ -113,19 +111,13 @@ pub fn count_groups(units: &[ScanUnit], cols: &[IndexedColumn]) -> Option<HashMa
 }
 
 /// Replaces `AggregateExec(Partial, group by indexed columns, count(*) ...)` over an
-/// [`EventsScanExec`] whose rows the indexes alone decide with the precomputed partial counts.
+/// [`crate::provider::EventsScanExec`] whose rows the indexes alone decide with the precomputed partial counts.
 #[derive(Debug, Default)]
 pub struct IndexCountRule;
 
 impl PhysicalOptimizerRule for IndexCountRule {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            Ok(match counts_for(&node)? {
-                Some(replacement) => Transformed::yes(replacement),
-                None => Transformed::no(node),
-            })
-        })
-        .map(|t| t.data)
+        crate::replace_nodes(plan, counts_for)
     }
 
     fn name(&self) -> &str {
@@ -139,11 +131,7 @@ impl PhysicalOptimizerRule for IndexCountRule {
 
 /// The replacement for `node`, if it is a partial count over an index-decided scan.
 fn counts_for(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let Some(agg) = node.downcast_ref::<AggregateExec>() else { return Ok(None) };
-    if *agg.mode() != AggregateMode::Partial || !agg.group_expr().is_single() {
-        return Ok(None);
-    }
-    let Some(scan) = agg.input().downcast_ref::<EventsScanExec>() else { return Ok(None) };
+    let Some((agg, scan)) = crate::partial_over_scan(node) else { return Ok(None) };
     let Some(units) = scan.index_decided_units() else { return Ok(None) };
     // Every aggregate is count(<non-null literal>) without DISTINCT or FILTER.
     let counts_only = agg.aggr_expr().iter().zip(agg.filter_expr()).all(|(a, f)| {

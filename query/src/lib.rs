@@ -14,12 +14,42 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use datafusion::error::Result;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use engine::Engine;
 
 pub use cache::{block_cache, BlockCache, BlockCacheStats};
 pub use provider::{plan_scan, EventsTable, PruningStats, ScanPlan};
 pub use pushdown::ScanPredicate;
+
+/// `plan` with each node that `replace` has a replacement for replaced, bottom up (the body
+/// of this crate's physical optimizer rules).
+pub(crate) fn replace_nodes(
+    plan: Arc<dyn ExecutionPlan>,
+    replace: impl Fn(&Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    plan.transform_up(|node| {
+        Ok(match replace(&node)? {
+            Some(replacement) => Transformed::yes(replacement),
+            None => Transformed::no(node),
+        })
+    })
+    .map(|t| t.data)
+}
+
+/// `node` as a partial aggregate with one grouping set directly over the `events` scan.
+pub(crate) fn partial_over_scan(
+    node: &Arc<dyn ExecutionPlan>,
+) -> Option<(&datafusion::physical_plan::aggregates::AggregateExec, &provider::EventsScanExec)> {
+    use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+    let agg = node.downcast_ref::<AggregateExec>()?;
+    if *agg.mode() != AggregateMode::Partial || !agg.group_expr().is_single() {
+        return None;
+    }
+    let scan = agg.input().downcast_ref::<provider::EventsScanExec>()?;
+    Some((agg, scan))
+}
 
 /// The `traces` view: one row per event, the step folded into a struct so the contract's
 /// example query (`events.semantics.intent`, `events.semantics.confidence`) runs as written.
