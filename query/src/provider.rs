@@ -469,7 +469,10 @@ fn evaluate_filter(
     if let Some(sel) = and_mask {
         bits = &bits & sel;
     }
-    Ok((bits.set_indices().map(|i| i as u32).collect(), arrays))
+    // Sized up front: collecting the indices grows the buffer step by step otherwise.
+    let mut passing = Vec::with_capacity(bits.count_set_bits());
+    passing.extend(bits.set_indices().map(|i| i as u32));
+    Ok((UInt32Array::from(passing), arrays))
 }
 
 /// Dictionary column `col` of the unit's `rows` (all: `None`) as codes of `book`. A block maps
