@@ -1005,6 +1005,28 @@ mod tests {
     }
 
     #[test]
+    fn blocks_inside_the_time_bounds_skip_the_time_filters() {
+        use datafusion::prelude::{col, lit, SessionContext};
+        let state = SessionContext::new().state();
+        let table = events_schema();
+        let ts = |ns: i64| lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())));
+        let time = col("timestamp").gt_eq(ts(10)).and(col("timestamp").lt(ts(20)));
+        let cols = |f: Option<&FilterExpr>| f.map(|f| f.columns.clone());
+        let f = RowFilter::new(&state, &table, vec![time.clone(), col("confidence").lt(lit(0.5))])
+            .expect("plan")
+            .expect("filter");
+        // Inside 10..=19: only the confidence filter is left.
+        assert_eq!(cols(f.for_block(10, 19)), Some(vec![ColumnId::Confidence]));
+        // Reaching past either bound: the whole filter, timestamps included.
+        assert_eq!(cols(f.for_block(9, 19)), Some(vec![ColumnId::Timestamp, ColumnId::Confidence]));
+        assert_eq!(cols(f.for_block(10, 20)), Some(vec![ColumnId::Timestamp, ColumnId::Confidence]));
+        // Time filters alone: a covered block needs no filter at all.
+        let only_time = RowFilter::new(&state, &table, vec![time]).expect("plan").expect("filter");
+        assert!(only_time.for_block(12, 15).is_none());
+        assert_eq!(cols(only_time.for_block(0, 15)), Some(vec![ColumnId::Timestamp]));
+    }
+
+    #[test]
     fn rows_outside_the_unit_are_an_error() {
         assert!(RowSet::Listed(vec![0, 9]).to_mask(9).is_err());
         assert!(RowSet::Listed(vec![0, 8]).to_mask(9).is_ok());
