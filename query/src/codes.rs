@@ -276,7 +276,15 @@ fn coded_partial(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executi
             },
         ));
     }
-    let Some(new_scan) = scan.with_coded_columns(&forms)? else { return Ok(None) };
+    // A GROUP BY without aggregates whose keys are every column the scan emits only needs each
+    // distinct row once: the scan may drop repeats of the previous row (compacted segments are
+    // ordered by tenant and agent, so a trace's rows often follow each other).
+    let group_cols: Vec<usize> =
+        agg.group_expr().expr().iter().filter_map(|(e, _)| e.downcast_ref::<Column>().map(Column::index)).collect();
+    let distinct_runs = agg.aggr_expr().is_empty()
+        && group_cols.len() == agg.group_expr().expr().len()
+        && (0..scan_schema.fields().len()).all(|i| group_cols.contains(&i));
+    let Some(new_scan) = scan.with_coded_columns(&forms, distinct_runs)? else { return Ok(None) };
     let partial = AggregateExec::try_new(
         AggregateMode::Partial,
         agg.group_expr().clone(),

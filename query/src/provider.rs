@@ -517,6 +517,26 @@ fn decode_codes(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>, book
     }
 }
 
+/// `batch` with each run of equal consecutive rows reduced to its first row (rows are equal
+/// when every column is, nulls equal to nulls).
+fn first_of_runs(batch: RecordBatch) -> Result<RecordBatch> {
+    if batch.num_rows() < 2 {
+        return Ok(batch);
+    }
+    let runs = arrow::compute::partition(batch.columns()).map_err(ext)?;
+    if runs.len() == batch.num_rows() {
+        return Ok(batch);
+    }
+    let firsts = UInt32Array::from_iter_values(runs.ranges().iter().map(|r| r.start as u32));
+    let columns = batch.columns().iter().map(|c| select(c, Some(&firsts))).collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new_with_options(
+        batch.schema(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(firsts.len())),
+    )
+    .map_err(ext)
+}
+
 /// Id column `col` (trace or span ids) of the unit's `rows` as raw bytes. A block's ids are
 /// cached in that form.
 fn decode_id_bytes(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
@@ -661,6 +681,9 @@ struct UnitStream {
     limit: Option<usize>,
     /// Per output column: the form it is emitted in instead of strings (group keys).
     coded: Vec<Option<KeyForm>>,
+    /// The consumer only needs each distinct row (a GROUP BY without aggregates over every
+    /// column): a run of equal consecutive rows leaves the scan as its first row.
+    distinct_runs: bool,
 }
 
 impl PartitionStream for UnitStream {
@@ -675,13 +698,20 @@ impl PartitionStream for UnitStream {
         let filter = self.filter.clone();
         let limit = self.limit;
         let coded = self.coded.clone();
+        let distinct_runs = self.distinct_runs;
         // Stop once `limit` rows were produced (counting rows that passed the filter).
         let stream = futures::stream::iter(units)
             .scan(0usize, move |produced, u| {
                 if limit.is_some_and(|l| *produced >= l) {
                     return futures::future::ready(None);
                 }
-                let batch = read_unit(&u, &columns, &schema, filter.as_ref(), &coded);
+                let batch = read_unit(&u, &columns, &schema, filter.as_ref(), &coded).and_then(|b| {
+                    if distinct_runs {
+                        b.map(first_of_runs).transpose()
+                    } else {
+                        Ok(b)
+                    }
+                });
                 if let Ok(Some(b)) = &batch {
                     *produced += b.num_rows();
                 }
@@ -808,6 +838,7 @@ impl TableProvider for EventsTable {
                 filter: filter.clone(),
                 limit,
                 coded: vec![None; columns.len()],
+                distinct_runs: false,
             })
             .collect();
         let inner = streaming_exec(projected, &parts, limit)?;
@@ -856,11 +887,20 @@ impl EventsScanExec {
 
     /// The same scan with the output columns at the given positions emitted in another form
     /// ([`crate::codes`]): dictionary columns as codes, id columns as raw bytes. `None` if a
-    /// form does not fit its column.
-    pub fn with_coded_columns(&self, forms: &[(usize, KeyForm)]) -> Result<Option<EventsScanExec>> {
+    /// form does not fit its column. With `distinct_runs` (for a consumer that needs each
+    /// distinct row once), runs of equal consecutive rows leave as their first row; ignored
+    /// when the scan has a row limit.
+    pub fn with_coded_columns(
+        &self,
+        forms: &[(usize, KeyForm)],
+        distinct_runs: bool,
+    ) -> Result<Option<EventsScanExec>> {
         let schema = self.inner.schema();
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut parts = self.parts.clone();
+        for p in parts.iter_mut() {
+            p.distinct_runs = distinct_runs && self.limit.is_none();
+        }
         for (i, form) in forms {
             let Some(field) = fields.get_mut(*i) else { return Ok(None) };
             let fits = ColumnId::from_name(field.name()).is_some_and(|c| match (c.encoding(), form) {
@@ -889,13 +929,19 @@ impl EventsScanExec {
                 *cs = ColumnStatistics::new_unknown();
             }
         }
+        let mut partition_rows = self.partition_rows.clone();
+        if parts.iter().any(|p| p.distinct_runs) {
+            // Dropped repeats make the row counts upper bounds.
+            statistics.num_rows = statistics.num_rows.to_inexact();
+            partition_rows = partition_rows.into_iter().map(|r| r.to_inexact()).collect();
+        }
         Ok(Some(EventsScanExec {
             inner,
             parts,
             limit: self.limit,
             stats: self.stats.clone(),
             statistics: Arc::new(statistics),
-            partition_rows: self.partition_rows.clone(),
+            partition_rows,
             metrics: ExecutionPlanMetricsSet::new(),
             index_units: self.index_units.clone(),
         }))
@@ -1024,6 +1070,33 @@ mod tests {
         let only_time = RowFilter::new(&state, &table, vec![time]).expect("plan").expect("filter");
         assert!(only_time.for_block(12, 15).is_none());
         assert_eq!(cols(only_time.for_block(0, 15)), Some(vec![ColumnId::Timestamp]));
+    }
+
+    #[test]
+    fn runs_of_equal_rows_keep_their_first_row() {
+        let codes: ArrayRef =
+            Arc::new(UInt32Array::from(vec![Some(1), Some(1), None, None, Some(1), Some(2), Some(2)]));
+        let ids: ArrayRef = Arc::new(
+            FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                [Some([7u8, 7]), Some([7, 7]), Some([7, 7]), Some([7, 7]), Some([7, 7]), Some([7, 7]), Some([8, 8])]
+                    .into_iter(),
+                2,
+            )
+            .expect("ids"),
+        );
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::UInt32, true),
+            Field::new("id", DataType::FixedSizeBinary(2), true),
+        ]));
+        let batch = RecordBatch::try_new(schema, vec![codes, ids]).expect("batch");
+        let out = first_of_runs(batch).expect("runs");
+        let k = out.column(0).as_primitive::<UInt32Type>();
+        assert_eq!(k.iter().collect::<Vec<_>>(), vec![Some(1), None, Some(1), Some(2), Some(2)]);
+        let id = out.column(1).as_fixed_size_binary();
+        assert_eq!(
+            id.iter().map(|v| v.map(|b| b[0])).collect::<Vec<_>>(),
+            vec![Some(7), Some(7), Some(7), Some(7), Some(8)]
+        );
     }
 
     #[test]

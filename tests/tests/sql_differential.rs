@@ -130,6 +130,8 @@ const QUERIES: &[&str] = &[
     "SELECT agent_id, avg(CASE WHEN status = 'error' THEN 1.0 ELSE 0.0 END) AS err FROM events GROUP BY agent_id ORDER BY agent_id",
     "SELECT model, sum(input_tokens), sum(output_tokens), round(sum(cost_usd), 6) FROM events WHERE model IS NOT NULL GROUP BY model ORDER BY model",
     "SELECT tenant, count(DISTINCT trace_id) FROM events GROUP BY tenant ORDER BY tenant",
+    "SELECT DISTINCT agent_id, trace_id FROM events WHERE tenant = 'acme' ORDER BY agent_id, trace_id LIMIT 25",
+    "SELECT count(*) FROM (SELECT tenant, agent_id, parent_span_id FROM events GROUP BY tenant, agent_id, parent_span_id)",
     // Group keys as codes and raw id bytes: nullable ids, several keys, keys beside aggregates.
     "SELECT parent_span_id, count(*) AS n FROM events GROUP BY parent_span_id ORDER BY n DESC, parent_span_id NULLS FIRST LIMIT 12",
     "SELECT trace_id, agent_id, min(timestamp) AS t, count(*) AS n FROM events WHERE tenant = 'acme' GROUP BY trace_id, agent_id ORDER BY t, trace_id LIMIT 15",

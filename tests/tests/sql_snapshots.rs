@@ -369,3 +369,26 @@ async fn group_keys_of_dictionary_columns_are_grouped_as_codes() {
     let plan = arrow::util::pretty::pretty_format_batches(&plan).expect("fmt").to_string();
     assert!(!plan.contains("decode_codes"), "{plan}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_keys_leave_the_scan_once_per_run() {
+    // One segment of 12 rows in time order: two traces whose steps follow each other. A GROUP
+    // BY without aggregates over every scanned column needs each run of equal rows once.
+    let (_dir, ctx, rows) = example_session(false).await;
+    let traces: std::collections::BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|r| (r["tenant"].as_str().expect("t").to_owned(), r["trace_id"].as_str().expect("id").to_owned()))
+        .collect();
+    let sql = "SELECT tenant, count(DISTINCT trace_id) AS n FROM events GROUP BY tenant ORDER BY tenant";
+    let plan = ctx.sql(&format!("EXPLAIN ANALYZE {sql}")).await.expect("plan").collect().await.expect("analyze");
+    let plan = arrow::util::pretty::pretty_format_batches(&plan).expect("fmt").to_string();
+    let scan = plan.lines().find(|l| l.contains("EventsScanExec")).unwrap_or_else(|| panic!("{plan}"));
+    assert!(scan.contains(&format!("output_rows={}", traces.len())), "{scan}");
+    let got = render(&ctx.sql(sql).await.expect("sql").collect().await.expect("run"));
+    let mut want: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (t, _) in &traces {
+        *want.entry(t.as_str()).or_default() += 1;
+    }
+    let want: Vec<String> = want.iter().map(|(t, n)| format!("{t} | {n}")).collect();
+    assert_eq!(got, want);
+}
