@@ -227,31 +227,30 @@ fn columns_of(expr: &Arc<dyn PhysicalExpr>) -> Vec<usize> {
 fn coded_partial(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let Some((agg, scan)) = crate::partial_over_scan(node) else { return Ok(None) };
     let scan_schema = agg.input().schema();
-    let codable = |i: usize| {
-        scan_schema
-            .fields()
-            .get(i)
-            .and_then(|f| ColumnId::from_name(f.name()))
-            .is_some_and(|c| matches!(c.encoding(), ColumnEncoding::Dict | ColumnEncoding::Fixed(_)))
-    };
-    // Group keys that are plain dictionary or id columns.
-    let mut coded: Vec<usize> = Vec::new();
+    // Group keys that are plain dictionary or id columns, each with the form it leaves the
+    // scan in.
+    let mut forms: Vec<(usize, KeyForm)> = Vec::new();
     for (expr, _) in agg.group_expr().expr() {
-        match expr.downcast_ref::<Column>() {
-            Some(c) if codable(c.index()) => coded.push(c.index()),
-            _ => {}
+        let Some(c) = expr.downcast_ref::<Column>() else { continue };
+        let id = scan_schema.fields().get(c.index()).and_then(|f| ColumnId::from_name(f.name()));
+        let form = match id.map(ColumnId::encoding) {
+            Some(ColumnEncoding::Dict) => KeyForm::Codes(Arc::new(CodeBook::default())),
+            Some(ColumnEncoding::Fixed(width)) => KeyForm::Bytes(i32::try_from(width).unwrap_or(i32::MAX)),
+            _ => continue,
+        };
+        if !forms.iter().any(|(i, _)| *i == c.index()) {
+            forms.push((c.index(), form));
         }
     }
-    coded.sort_unstable();
-    coded.dedup();
-    if coded.is_empty() {
+    if forms.is_empty() {
         return Ok(None);
     }
+    let coded = |i: usize| forms.iter().any(|(c, _)| *c == i);
     // Nothing but those keys may read the coded columns: other group expressions, aggregate
     // arguments, their ORDER BY and FILTER clauses all still see strings otherwise.
     let mut others: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
     for (expr, _) in agg.group_expr().expr() {
-        if expr.downcast_ref::<Column>().is_none_or(|c| !coded.contains(&c.index())) {
+        if expr.downcast_ref::<Column>().is_none_or(|c| !coded(c.index())) {
             others.push(expr.clone());
         }
     }
@@ -260,21 +259,8 @@ fn coded_partial(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executi
         others.extend(a.order_bys().iter().map(|s| s.expr.clone()));
     }
     others.extend(agg.filter_expr().iter().flatten().cloned());
-    if others.iter().flat_map(columns_of).any(|i| coded.contains(&i)) {
+    if others.iter().flat_map(columns_of).any(coded) {
         return Ok(None);
-    }
-    let mut forms: Vec<(usize, KeyForm)> = Vec::with_capacity(coded.len());
-    for i in &coded {
-        let Some(col) = scan_schema.fields().get(*i).and_then(|f| ColumnId::from_name(f.name())) else {
-            return Ok(None);
-        };
-        forms.push((
-            *i,
-            match col.encoding() {
-                ColumnEncoding::Fixed(width) => KeyForm::Bytes(i32::try_from(width).unwrap_or(i32::MAX)),
-                _ => KeyForm::Codes(Arc::new(CodeBook::default())),
-            },
-        ));
     }
     // A GROUP BY without aggregates whose keys are every column the scan emits only needs each
     // distinct row once: the scan may drop repeats of the previous row (compacted segments are

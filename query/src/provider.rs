@@ -11,7 +11,7 @@ use arrow::array::{
     UInt32Array,
 };
 use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
+use arrow::datatypes::{Field, Schema, SchemaRef, UInt32Type};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
@@ -409,19 +409,11 @@ fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<
             })?;
             return select(&full, rows);
         }
+        // Free text of a block, every row (the arms above take every other block read).
         (ScanUnit::Block { segment, block, .. }, _) => segment.read_column(*block, col).map_err(ext)?,
         (ScanUnit::Memory { events, .. }, _) => ColumnData::from_events(col, events),
     };
     match (data, rows) {
-        (ColumnData::Dict(mut d), Some(rows)) => {
-            let mut codes = Vec::with_capacity(rows.len());
-            for r in rows.values().iter() {
-                let code = d.codes.get(*r as usize).copied();
-                codes.push(code.ok_or_else(|| DataFusionError::Internal(format!("row {r} outside the block")))?);
-            }
-            d.codes = codes;
-            to_arrow(col, ColumnData::Dict(d)).map_err(ext)
-        }
         (ColumnData::Str(st), Some(rows)) => {
             // Memory units: copy only the listed rows' bytes.
             let mut picked = StrColumn::default();
@@ -565,9 +557,8 @@ fn decode_id_bytes(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -
 fn dictionary_array(d: segments::DictColumn) -> Result<ArrayRef> {
     let nulls = d.codes.contains(&0).then(|| NullBuffer::from_iter(d.codes.iter().map(|c| *c != 0)));
     let keys = UInt32Array::new(d.codes.iter().map(|c| c.saturating_sub(1)).collect(), nulls);
-    let values = to_arrow(ColumnId::Tenant, ColumnData::Str(d.dict)).map_err(ext)?;
-    let values = arrow::compute::cast(&values, &DataType::Utf8).map_err(ext)?;
-    Ok(Arc::new(DictionaryArray::<UInt32Type>::try_new(keys, values).map_err(ext)?))
+    let values = crate::schema::strings(d.dict).map_err(ext)?;
+    Ok(Arc::new(DictionaryArray::<UInt32Type>::try_new(keys, Arc::new(values)).map_err(ext)?))
 }
 
 fn select(array: &ArrayRef, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
@@ -1026,6 +1017,7 @@ impl ExecutionPlan for EventsScanExec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::datatypes::DataType;
     use proptest::prelude::*;
 
     proptest! {

@@ -51,7 +51,7 @@ fn nulls(validity: &Option<Vec<bool>>) -> Option<NullBuffer> {
     validity.as_deref().map(|v| NullBuffer::new(BooleanBuffer::collect_bool(v.len(), |i| v[i])))
 }
 
-fn strings(s: StrColumn) -> Result<StringArray, ArrowError> {
+pub(crate) fn strings(s: StrColumn) -> Result<StringArray, ArrowError> {
     let nulls = nulls(&s.validity);
     StringArray::try_new(OffsetBuffer::new(ScalarBuffer::from(s.offsets)), Buffer::from_vec(s.data), nulls)
 }
