@@ -8,14 +8,20 @@ pub const HEAD_MAGIC: [u8; 8] = *b"AMSEG\0\0\x01";
 /// Last 8 bytes of every segment file.
 pub const TAIL_MAGIC: [u8; 8] = *b"AMSEGEND";
 /// Format version written in the footer header. Version 2 added paged text chunks
-/// ([`PAGED`]); version 1 files are still read.
-pub const FORMAT_VERSION: u32 = 2;
+/// ([`PAGED`]); version 3 the footer extension ([`FooterExt`]) holding the segment's text
+/// dictionary and pages compressed against it ([`DICT_PAGES`]). Versions 1 and 2 are still
+/// read.
+pub const FORMAT_VERSION: u32 = 3;
 /// Oldest format version still read.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Flag in a chunk's codec id: the chunk is a page directory followed by independently
 /// compressed pages of rows (see [`crate::pages`]), so a few rows can be read without
 /// decompressing the whole block.
 pub const PAGED: u32 = 1 << 16;
+/// Flag in a paged chunk's codec id (with [`PAGED`] and zstd): its pages are compressed
+/// against the segment's text dictionary, its directory carries a CRC32 per page, and the
+/// chunk's own CRC covers the directory only (each page is verified when it is read).
+pub const DICT_PAGES: u32 = 1 << 17;
 /// Trailer: footer length (u32), footer CRC32 (u32), tail magic.
 pub const TRAILER_LEN: usize = 16;
 /// Upper bound on one decompressed column block (guards allocations on corrupt input).
@@ -108,6 +114,16 @@ pub struct FooterHeader {
     pub created_unix_ms: u64,
 }
 
+/// Footer extension (16 bytes, version 3 on), right after the [`FooterHeader`]: where the
+/// segment's text dictionary lies in the data area (`dict_len` 0: none).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, PartialEq, Default)]
+pub struct FooterExt {
+    pub dict_offset: u64,
+    pub dict_len: u32,
+    pub dict_crc: u32,
+}
+
 /// Per-block directory entry (32 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable, PartialEq)]
@@ -136,6 +152,7 @@ pub struct ChunkMeta {
 }
 
 pub const FOOTER_HEADER_LEN: usize = std::mem::size_of::<FooterHeader>();
+pub const FOOTER_EXT_LEN: usize = std::mem::size_of::<FooterExt>();
 pub const BLOCK_META_LEN: usize = std::mem::size_of::<BlockMeta>();
 pub const CHUNK_META_LEN: usize = std::mem::size_of::<ChunkMeta>();
 
@@ -146,6 +163,7 @@ mod tests {
     #[test]
     fn directory_records_have_the_documented_sizes() {
         assert_eq!(FOOTER_HEADER_LEN, 64);
+        assert_eq!(FOOTER_EXT_LEN, 16);
         assert_eq!(BLOCK_META_LEN, 32);
         assert_eq!(CHUNK_META_LEN, 48);
     }

@@ -13,6 +13,7 @@ pub mod event;
 pub mod format;
 pub mod pages;
 mod reader;
+pub mod textdict;
 mod writer;
 
 pub use column::{ColumnData, ColumnEncoding, ColumnId, StrColumn, COLUMN_COUNT};
@@ -21,6 +22,7 @@ pub use error::SegmentError;
 pub use event::{decode_events, encode_events, parse_hex, Event, EventCodecError};
 pub use format::{BlockMeta, Codec};
 pub use reader::Segment;
+pub use textdict::TextDictionaryOptions;
 pub use writer::{SegmentInfo, SegmentWriter, WriterOptions};
 
 /// The fuzz target's body (also run over the seed corpus by the tests): open the bytes as a

@@ -15,10 +15,11 @@ use crate::encoding::StrColumn;
 use crate::error::SegmentError;
 use crate::event::Event;
 use crate::format::{
-    BlockMeta, ChunkMeta, Codec, FooterHeader, BLOCK_META_LEN, CHUNK_META_LEN, FOOTER_HEADER_LEN, FORMAT_VERSION,
-    HEAD_MAGIC, MAX_RAW_CHUNK, MIN_FORMAT_VERSION, PAGED, TAIL_MAGIC, TRAILER_LEN,
+    BlockMeta, ChunkMeta, Codec, FooterExt, FooterHeader, BLOCK_META_LEN, CHUNK_META_LEN, DICT_PAGES, FOOTER_EXT_LEN,
+    FOOTER_HEADER_LEN, FORMAT_VERSION, HEAD_MAGIC, MAX_RAW_CHUNK, MIN_FORMAT_VERSION, PAGED, TAIL_MAGIC, TRAILER_LEN,
 };
-use crate::pages::{parse_pages, Page};
+use crate::pages::{directory_len, parse_pages, Page};
+use crate::textdict::{decompress_with, DecompressionDictionary};
 
 enum Bytes {
     Mapped(Mmap),
@@ -43,6 +44,8 @@ pub struct Segment {
     blocks: Vec<BlockMeta>,
     chunks: Vec<ChunkMeta>,
     index: Arc<SegmentIndex>,
+    /// The text dictionary that [`DICT_PAGES`] chunks were compressed against.
+    text_dict: Option<DecompressionDictionary>,
     /// Unique among the segments this process opened (a cache key that no later segment
     /// reuses, unlike a path or an address).
     uid: u64,
@@ -119,15 +122,21 @@ impl Segment {
         if header.n_columns as usize != COLUMN_COUNT {
             return Err(bad(format!("{} columns, expected {COLUMN_COUNT}", header.n_columns)));
         }
+        // Version 3 on: the footer extension follows the header.
+        let head_len = if header.version >= 3 { FOOTER_HEADER_LEN + FOOTER_EXT_LEN } else { FOOTER_HEADER_LEN };
         let nb = header.n_blocks as usize;
-        let expect = nb
-            .checked_mul(BLOCK_META_LEN + COLUMN_COUNT * CHUNK_META_LEN)
-            .and_then(|x| x.checked_add(FOOTER_HEADER_LEN));
+        let expect =
+            nb.checked_mul(BLOCK_META_LEN + COLUMN_COUNT * CHUNK_META_LEN).and_then(|x| x.checked_add(head_len));
         if expect != Some(footer_len) {
             return Err(bad(format!("footer of {footer_len} bytes does not hold {nb} blocks")));
         }
-        let blocks_bytes = &footer[FOOTER_HEADER_LEN..FOOTER_HEADER_LEN + nb * BLOCK_META_LEN];
-        let chunk_bytes = &footer[FOOTER_HEADER_LEN + nb * BLOCK_META_LEN..];
+        let ext: FooterExt = if header.version >= 3 {
+            bytemuck::pod_read_unaligned(&footer[FOOTER_HEADER_LEN..head_len])
+        } else {
+            FooterExt::default()
+        };
+        let blocks_bytes = &footer[head_len..head_len + nb * BLOCK_META_LEN];
+        let chunk_bytes = &footer[head_len + nb * BLOCK_META_LEN..];
         // Zero-copy when the directory is aligned in memory (always, for an mmap'd file).
         let blocks: Vec<BlockMeta> = match bytemuck::try_cast_slice(blocks_bytes) {
             Ok(s) => s.to_vec(),
@@ -141,6 +150,19 @@ impl Segment {
         if data_end < 8 || data_end > footer_start {
             return Err(bad(format!("index offset {data_end} outside the data area")));
         }
+        let text_dict = if ext.dict_len == 0 {
+            None
+        } else {
+            let end = ext.dict_offset.checked_add(u64::from(ext.dict_len));
+            if ext.dict_offset < 8 || end.is_none_or(|e| e > data_end as u64) {
+                return Err(bad("text dictionary outside the data area".into()));
+            }
+            let dict = &bytes[ext.dict_offset as usize..(ext.dict_offset + u64::from(ext.dict_len)) as usize];
+            if crc32fast::hash(dict) != ext.dict_crc {
+                return Err(bad("text dictionary checksum mismatch".into()));
+            }
+            Some(DecompressionDictionary::new(dict).ok_or_else(|| bad("text dictionary does not load".into()))?)
+        };
         let mut row = 0u64;
         for (b, meta) in blocks.iter().enumerate() {
             if meta.first_row != row || meta.rows == 0 || meta.min_ts > meta.max_ts {
@@ -162,6 +184,18 @@ impl Segment {
                         Some(b),
                         Some(ColumnId::ALL[c]),
                         "paged chunk of a non-text column",
+                    ));
+                }
+                if ch.codec & DICT_PAGES != 0
+                    && (ch.codec & PAGED == 0
+                        || text_dict.is_none()
+                        || !matches!(Codec::from_u32(ch.codec), Some(Codec::Zstd(_))))
+                {
+                    return Err(Self::corrupt(
+                        &path,
+                        Some(b),
+                        Some(ColumnId::ALL[c]),
+                        "dictionary pages without zstd pages or a text dictionary",
                     ));
                 }
             }
@@ -191,7 +225,7 @@ impl Segment {
             return Err(bad("token index block count differs from the footer".into()));
         }
         let uid = NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Segment { path, bytes, header, blocks, chunks, index: Arc::new(index), uid })
+        Ok(Segment { path, bytes, header, blocks, chunks, index: Arc::new(index), text_dict, uid })
     }
 
     pub fn path(&self) -> &Path {
@@ -218,6 +252,10 @@ impl Segment {
     }
     pub fn chunk(&self, block: usize, col: ColumnId) -> &ChunkMeta {
         &self.chunks[block * COLUMN_COUNT + col.index()]
+    }
+    /// Whether the segment carries a text dictionary (its text is in dictionary pages).
+    pub fn has_text_dictionary(&self) -> bool {
+        self.text_dict.is_some()
     }
     pub fn index(&self) -> &Arc<SegmentIndex> {
         &self.index
@@ -257,8 +295,9 @@ impl Segment {
             let mut out = StrColumn::default();
             out.data.reserve(ch.raw_len as usize);
             out.offsets.reserve(rows + 1);
-            for page in parse_pages(stored, rows, MAX_RAW_CHUNK as usize).map_err(bad)? {
-                out.extend_from(&self.read_page(block, col, codec, stored, &page)?);
+            let checksummed = ch.codec & DICT_PAGES != 0;
+            for page in parse_pages(stored, rows, MAX_RAW_CHUNK as usize, checksummed).map_err(bad)? {
+                out.extend_from(&self.read_page(block, col, codec, ch.codec, stored, &page)?);
             }
             return Ok(ColumnData::Str(out.finish()));
         }
@@ -285,7 +324,7 @@ impl Segment {
             return Ok(out.finish());
         }
         let codec = Codec::from_u32(ch.codec).ok_or_else(|| bad("unknown codec".into()))?;
-        let pages = parse_pages(stored, n, MAX_RAW_CHUNK as usize).map_err(bad)?;
+        let pages = parse_pages(stored, n, MAX_RAW_CHUNK as usize, ch.codec & DICT_PAGES != 0).map_err(bad)?;
         let page_rows = pages.first().map_or(1, |p| p.rows.len().max(1));
         let mut decoded: Vec<Option<StrColumn>> = vec![None; pages.len()];
         for r in rows {
@@ -293,7 +332,7 @@ impl Segment {
             let k = r / page_rows;
             let page = pages.get(k).ok_or_else(|| bad(format!("row {r} outside the block")))?;
             if decoded[k].is_none() {
-                decoded[k] = Some(self.read_page(block, col, codec, stored, page)?);
+                decoded[k] = Some(self.read_page(block, col, codec, ch.codec, stored, page)?);
             }
             let ok = decoded[k].as_ref().is_some_and(|p| out.push_from(p, r - page.rows.start));
             if !ok {
@@ -311,7 +350,14 @@ impl Segment {
         let ch = self.chunk(block, col);
         let start = ch.offset as usize;
         let stored = &self.bytes[start..start + ch.len as usize];
-        if crc32fast::hash(stored) != ch.crc {
+        // A dictionary-paged chunk's CRC covers its directory (each page has its own).
+        let covered = if ch.codec & DICT_PAGES != 0 {
+            let dir = directory_len(stored, true).map_err(|d| Self::corrupt(&self.path, Some(block), Some(col), d))?;
+            &stored[..dir]
+        } else {
+            stored
+        };
+        if crc32fast::hash(covered) != ch.crc {
             return Err(Self::corrupt(&self.path, Some(block), Some(col), "block checksum mismatch"));
         }
         Ok((meta.rows as usize, ch, stored))
@@ -322,11 +368,21 @@ impl Segment {
         block: usize,
         col: ColumnId,
         codec: Codec,
+        codec_id: u32,
         stored: &[u8],
         page: &Page,
     ) -> Result<StrColumn, SegmentError> {
         let bad = |d: String| Self::corrupt(&self.path, Some(block), Some(col), d);
-        let raw = codec.decompress(&stored[page.stored.clone()], page.raw_len).map_err(bad)?;
+        let bytes = &stored[page.stored.clone()];
+        if page.crc.is_some_and(|crc| crc != crc32fast::hash(bytes)) {
+            return Err(bad(format!("page of rows {:?}: checksum mismatch", page.rows)));
+        }
+        let raw = if codec_id & DICT_PAGES != 0 {
+            let dict = self.text_dict.as_ref().ok_or_else(|| bad("no text dictionary".into()))?;
+            decompress_with(dict, bytes, page.raw_len).map_err(bad)?
+        } else {
+            codec.decompress(bytes, page.raw_len).map_err(bad)?
+        };
         match decode_column(col, &raw, page.rows.len()).map_err(|e| bad(e.to_string()))? {
             ColumnData::Str(s) => Ok(s),
             _ => Err(bad("paged chunk of a column that is not text".into())),

@@ -33,13 +33,44 @@ fn seed_corpus_opens_without_panics() {
                 text_codec: codec,
                 text_index: true,
                 text_page_rows: Some(3),
+                text_dictionary: None,
             })
             .encode(&events);
-            // `valid-*` and `truncated-*` are format-1 files kept as written; new seeds are
-            // format 2, with paged text.
-            std::fs::write(corpus().join(format!("paged-{name}")), &bytes).expect("w");
-            std::fs::write(corpus().join(format!("paged-truncated-{name}")), &bytes[..bytes.len() / 2]).expect("w");
+            // `valid-*` and `truncated-*` are format-1 files, `paged-*` format-2 files, kept
+            // as written; new seeds are format 3.
+            std::fs::write(corpus().join(format!("pages3-{name}")), &bytes).expect("w");
+            std::fs::write(corpus().join(format!("pages3-truncated-{name}")), &bytes[..bytes.len() / 2]).expect("w");
         }
+        // Format 3: text in pages compressed against a trained dictionary.
+        let words = ["refund", "order", "status", "the", "customer", "asked", "tool", "returned"];
+        let events: Vec<Event> = (0..160)
+            .map(|i| Event {
+                tenant: "t".into(),
+                kind: "thought".into(),
+                status: "ok".into(),
+                timestamp_ns: i * 1000,
+                content: Some(
+                    (0..12).map(|k| words[(i as usize * 5 + k * k) % words.len()]).collect::<Vec<_>>().join(" "),
+                ),
+                ..Default::default()
+            })
+            .collect();
+        let bytes = SegmentWriter::new(WriterOptions {
+            block_rows: 64,
+            codec: Codec::Zstd(3),
+            text_codec: Codec::Zstd(3),
+            text_index: true,
+            text_page_rows: Some(3),
+            text_dictionary: Some(segments::TextDictionaryOptions {
+                dict_bytes: 512,
+                page_rows: 4,
+                sample_bytes: 1 << 20,
+            }),
+        })
+        .encode(&events);
+        assert!(segments::Segment::from_bytes("d", bytes.clone()).expect("open").has_text_dictionary());
+        std::fs::write(corpus().join("dict-zstd"), &bytes).expect("w");
+        std::fs::write(corpus().join("dict-truncated-zstd"), &bytes[..bytes.len() / 2]).expect("w");
     }
     let mut n = 0;
     for entry in std::fs::read_dir(corpus()).expect("seed corpus exists") {

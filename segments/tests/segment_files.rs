@@ -2,7 +2,7 @@
 //! truncated and corrupted files (every truncation point, random bit flips).
 
 use proptest::prelude::*;
-use segments::{Codec, ColumnId, Event, Segment, SegmentError, SegmentWriter, WriterOptions};
+use segments::{Codec, ColumnId, Event, Segment, SegmentError, SegmentWriter, TextDictionaryOptions, WriterOptions};
 
 fn sample(n: usize) -> Vec<Event> {
     (0..n)
@@ -42,7 +42,13 @@ fn opts(block_rows: usize) -> WriterOptions {
         text_codec: Codec::Zstd(5),
         text_index: true,
         text_page_rows: Some(5),
+        text_dictionary: Some(small_dictionary()),
     }
+}
+
+/// A dictionary small enough that a few hundred rows of sample text train one.
+fn small_dictionary() -> TextDictionaryOptions {
+    TextDictionaryOptions { dict_bytes: 512, page_rows: 4, sample_bytes: 64 << 10 }
 }
 
 #[test]
@@ -53,6 +59,7 @@ fn roundtrip_through_disk_with_index() {
     let info = SegmentWriter::new(opts(128)).write(&path, &events).expect("write");
     assert_eq!(info.rows, 1000);
     let seg = Segment::open(&path).expect("open");
+    assert!(seg.has_text_dictionary(), "1,000 rows of text train a dictionary");
     assert_eq!(seg.rows(), 1000);
     assert_eq!(seg.blocks().len(), 8);
     assert_eq!(seg.read_all().expect("read"), events);
@@ -93,6 +100,17 @@ fn read_everything(bytes: Vec<u8>) -> Result<Vec<Event>, SegmentError> {
     Segment::from_bytes("x.seg", bytes)?.read_all()
 }
 
+/// Flip the bits `flips` (modulo the file's bits) of a segment file: reading it must fail, or
+/// (the flip hit padding or a bit that changes no value) give back exactly `events`.
+fn flips_are_detected_or_harmless(mut bytes: Vec<u8>, flips: &[u64], events: &[Event]) -> bool {
+    let n = bytes.len() as u64 * 8;
+    for f in flips {
+        let bit = (f % n) as usize;
+        bytes[bit / 8] ^= 1 << (bit % 8);
+    }
+    read_everything(bytes).map_or(true, |got| got == events)
+}
+
 #[test]
 fn every_truncation_is_a_typed_error() {
     let events = sample(60);
@@ -126,16 +144,8 @@ proptest! {
     #[test]
     fn random_bit_flips_never_panic_and_never_change_data(flips in proptest::collection::vec(any::<u64>(), 1..4)) {
         let events = sample(40);
-        let mut bytes = SegmentWriter::new(opts(16)).encode(&events);
-        let n = bytes.len() as u64 * 8;
-        for f in &flips {
-            let bit = (f % n) as usize;
-            bytes[bit / 8] ^= 1 << (bit % 8);
-        }
-        // Either detected, or the flip hit padding / a bit that does not change any value.
-        if let Ok(got) = read_everything(bytes) {
-            prop_assert_eq!(got, events);
-        }
+        let bytes = SegmentWriter::new(opts(16)).encode(&events);
+        prop_assert!(flips_are_detected_or_harmless(bytes, &flips, &events));
     }
 
     #[test]
@@ -144,12 +154,77 @@ proptest! {
     }
 }
 
+/// Text in dictionary pages: a flipped byte in one page fails reads of that page's rows only,
+/// naming the block and column; a flipped byte in the dictionary fails the open.
+#[test]
+fn corrupt_dictionary_pages_and_dictionary_are_typed_errors() {
+    let events = sample(400);
+    let bytes = SegmentWriter::new(opts(64)).encode(&events);
+    let seg = Segment::from_bytes("d.seg", bytes.clone()).expect("open");
+    assert!(seg.has_text_dictionary());
+    let ch = *seg.chunk(2, ColumnId::Content);
+    // The page directory: n_pages, page_rows, then (stored_len, raw_len, crc) per page.
+    let chunk = &bytes[ch.offset as usize..(ch.offset + u64::from(ch.len)) as usize];
+    let n_pages = u32::from_le_bytes(chunk[0..4].try_into().expect("4 bytes")) as usize;
+    let page_rows = u32::from_le_bytes(chunk[4..8].try_into().expect("4 bytes"));
+    assert_eq!((n_pages, page_rows), (16, 4));
+    let first_page_len = u32::from_le_bytes(chunk[8..12].try_into().expect("4 bytes")) as usize;
+    // Flip a byte of the second page.
+    let mut bad = bytes.clone();
+    bad[ch.offset as usize + 8 + n_pages * 12 + first_page_len + 1] ^= 0x40;
+    let seg = Segment::from_bytes("d.seg", bad).expect("directory still valid");
+    let first = seg.read_text_rows(2, ColumnId::Content, &[0, 1, 2, 3]).expect("first page intact");
+    assert_eq!(first.get(3), events[64 * 2 + 3].content.as_deref());
+    assert_eq!(
+        seg.read_text_rows(2, ColumnId::Content, &[9]).expect("third page intact").get(0),
+        events[64 * 2 + 9].content.as_deref()
+    );
+    for err in [
+        seg.read_text_rows(2, ColumnId::Content, &[5]).expect_err("second page corrupt"),
+        seg.read_column(2, ColumnId::Content).expect_err("whole block reads the second page"),
+    ] {
+        let msg = err.to_string();
+        assert!(msg.contains("d.seg") && msg.contains("block 2") && msg.contains("content"), "{msg}");
+        assert!(msg.contains("checksum"), "{msg}");
+    }
+    // A flipped byte in the page directory fails the block's checksum.
+    let mut bad = bytes.clone();
+    bad[ch.offset as usize + 9] ^= 1;
+    let seg = Segment::from_bytes("d.seg", bad).expect("directory still valid");
+    assert!(seg.read_text_rows(2, ColumnId::Content, &[0]).is_err());
+    // The dictionary lies after the last block's chunks, before the index.
+    let last = seg.blocks().len() - 1;
+    let dict_at = (ColumnId::ALL.iter().map(|c| {
+        let ch = seg.chunk(last, *c);
+        ch.offset + u64::from(ch.len)
+    }))
+    .max()
+    .expect("columns") as usize;
+    let mut bad = bytes;
+    bad[dict_at + 10] ^= 1;
+    let err = Segment::from_bytes("d.seg", bad).expect_err("dictionary checked at open");
+    assert!(err.to_string().contains("text dictionary"), "{err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+    /// Bit flips in a file with dictionary pages: detected, or no value changes.
+    #[test]
+    fn bit_flips_in_dictionary_pages_never_change_data(flips in proptest::collection::vec(any::<u64>(), 1..4)) {
+        let events = sample(300);
+        let bytes = SegmentWriter::new(opts(64)).encode(&events);
+        prop_assert!(Segment::from_bytes("d.seg", bytes.clone()).expect("open").has_text_dictionary());
+        prop_assert!(flips_are_detected_or_harmless(bytes, &flips, &events));
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(60))]
     /// Reading listed rows of the text column gives those rows' values, paged or not, and a
     /// paged file reads back whole like an unpaged one.
     #[test]
-    fn text_rows_match_events(n in 1usize..200, block_rows in 1usize..64, page_rows in proptest::option::of(1usize..20),
+    fn text_rows_match_events(n in 1usize..400, block_rows in 1usize..64, page_rows in proptest::option::of(1usize..20),
+                              dict_page_rows in proptest::option::of(1usize..20),
                               picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..30)) {
         let mut events = sample(n);
         for (i, e) in events.iter_mut().enumerate() {
@@ -157,8 +232,14 @@ proptest! {
                 e.content = None;
             }
         }
-        let o = WriterOptions { text_page_rows: page_rows, ..opts(block_rows) };
+        let text_dictionary = dict_page_rows.map(|page_rows| TextDictionaryOptions { page_rows, ..small_dictionary() });
+        let o = WriterOptions { text_page_rows: page_rows, text_dictionary, ..opts(block_rows) };
         let seg = Segment::from_bytes("p.seg", SegmentWriter::new(o).encode(&events)).expect("open");
+        // Too little text (under 16 times the dictionary's size) trains none.
+        let text: usize = events.iter().filter_map(|e| e.content.as_ref()).map(String::len).sum();
+        if seg.has_text_dictionary() {
+            prop_assert!(dict_page_rows.is_some() && text >= 16 * 512);
+        }
         prop_assert_eq!(&seg.read_all().expect("all"), &events);
         for (b, meta) in seg.blocks().iter().enumerate() {
             let mut rows: Vec<u32> = picks.iter().map(|i| i.index(meta.rows as usize) as u32).collect();
@@ -176,14 +257,14 @@ proptest! {
     }
 }
 
-/// Files written before text pages (format version 1, one frame per text chunk) still open
-/// and read: the `valid-*` seeds of the fuzz corpus are such files.
-#[test]
-fn version_one_files_still_read() {
+/// The fuzz corpus's complete (not truncated) seed files whose names start with `prefix`,
+/// each with the format version in its footer.
+fn corpus_seeds(prefix: &str) -> Vec<(std::path::PathBuf, u32, Vec<u8>)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/segment_open");
-    let mut read = 0;
+    let mut out = Vec::new();
     for path in walk(&dir) {
-        if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("valid-")) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        if !name.starts_with(prefix) || name.contains("truncated") {
             continue;
         }
         let bytes = std::fs::read(&path).expect("read seed");
@@ -192,12 +273,38 @@ fn version_one_files_still_read() {
         let footer_len = u32::from_le_bytes(bytes[n - 16..n - 12].try_into().expect("4 bytes")) as usize;
         let at = n - 16 - footer_len;
         let version = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-        assert_eq!(version, 1, "{}", path.display());
-        let seg = Segment::from_bytes("v1.seg", bytes).expect("a version 1 file opens");
-        assert!(!seg.read_all().expect("and reads").is_empty());
-        read += 1;
+        out.push((path, version, bytes));
     }
-    assert!(read >= 3, "version 1 seeds found: {read}");
+    out
+}
+
+/// Files written before text pages (format version 1, one frame per text chunk) still open
+/// and read: the `valid-*` seeds of the fuzz corpus are such files.
+#[test]
+fn version_one_files_still_read() {
+    let seeds = corpus_seeds("valid-");
+    for (path, version, bytes) in &seeds {
+        assert_eq!(*version, 1, "{}", path.display());
+        let seg = Segment::from_bytes("v1.seg", bytes.clone()).expect("a version 1 file opens");
+        assert!(!seg.read_all().expect("and reads").is_empty());
+    }
+    assert!(seeds.len() >= 3, "version 1 seeds found: {}", seeds.len());
+}
+
+/// Files of format version 2 (paged text without a dictionary, no footer extension) still
+/// open and read: the `paged-*` seeds of the fuzz corpus are such files.
+#[test]
+fn version_two_files_still_read() {
+    let seeds = corpus_seeds("paged-");
+    for (path, version, bytes) in &seeds {
+        assert_eq!(*version, 2, "{}", path.display());
+        let seg = Segment::from_bytes("v2.seg", bytes.clone()).expect("a version 2 file opens");
+        assert!(!seg.has_text_dictionary());
+        let all = seg.read_all().expect("and reads");
+        assert_eq!(all.len(), 20);
+        assert_eq!(all[7].content.as_deref(), Some("text 7"));
+    }
+    assert_eq!(seeds.len(), 3, "version 2 seeds");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

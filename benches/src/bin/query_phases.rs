@@ -1,0 +1,60 @@
+//! Where one query's time goes in-process, with no HTTP: SQL to logical plan, logical plan to
+//! physical plan (optimizers included), execution. Medians over repeated runs.
+//!
+//! `query-phases --data-dir DIR [--runs N] "SQL" ...`
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(about = "Time the planning and execution phases of queries against a data directory")]
+struct Args {
+    #[arg(long)]
+    data_dir: std::path::PathBuf,
+    #[arg(long, default_value_t = 300)]
+    runs: usize,
+    /// Queries to time (default: SELECT 1).
+    queries: Vec<String>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (engine, _) = engine::Engine::open(&args.data_dir, engine::EngineConfig::default())?;
+    let ctx = query::session(Arc::new(engine), None).await?;
+    let queries = if args.queries.is_empty() { vec!["SELECT 1".to_owned()] } else { args.queries };
+    println!("{:>10} {:>10} {:>10} {:>10}  query", "sql us", "plan us", "exec us", "total us");
+    for q in queries {
+        let (mut sql, mut plan, mut exec, mut total) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..args.runs.max(1) {
+            let t0 = Instant::now();
+            let df = ctx.sql(&q).await?;
+            let t1 = Instant::now();
+            let (state, logical) = df.into_parts();
+            let physical = state.create_physical_plan(&logical).await?;
+            let t2 = Instant::now();
+            let out = datafusion::physical_plan::collect(physical, ctx.task_ctx()).await?;
+            let t3 = Instant::now();
+            std::hint::black_box(out);
+            sql.push((t1 - t0).as_secs_f64() * 1e6);
+            plan.push((t2 - t1).as_secs_f64() * 1e6);
+            exec.push((t3 - t2).as_secs_f64() * 1e6);
+            total.push((t3 - t0).as_secs_f64() * 1e6);
+        }
+        println!(
+            "{:>10.0} {:>10.0} {:>10.0} {:>10.0}  {q}",
+            median(&mut sql),
+            median(&mut plan),
+            median(&mut exec),
+            median(&mut total)
+        );
+    }
+    Ok(())
+}
