@@ -115,12 +115,9 @@ impl SegmentWriter {
         let mut out = Vec::new();
         out.extend_from_slice(&HEAD_MAGIC);
         let block_rows = self.opts.block_rows.max(1);
-        // The text dictionary, trained on this segment's content (zstd text only).
-        let (dict, cdict) = self.text_dictionary(events);
-        let dict_pages = self.opts.text_dictionary.zip(cdict.as_ref());
         // Blocks are encoded and compressed in parallel (compression dominates writing), then
-        // laid out in order. The bitmap index is built at the same time (its build is serial).
-        let encode_blocks = || -> Vec<EncodedBlock> {
+        // laid out in order, text against `dict_pages`' dictionary if there is one.
+        let encode_blocks = |dict_pages: Option<(TextDictionaryOptions, &CompressionDictionary)>| -> Vec<EncodedBlock> {
             events
                 .par_chunks(block_rows)
                 .enumerate()
@@ -202,7 +199,16 @@ impl SegmentWriter {
             }
             ib.finish()
         };
-        let (encoded, mut idx) = rayon::join(encode_blocks, build_index);
+        // The bitmap index (a serial build) is built meanwhile the text dictionary is trained
+        // on this segment's content (zstd text only) and the blocks are encoded.
+        let ((dict, cdict, encoded), mut idx) = rayon::join(
+            || {
+                let (dict, cdict) = self.text_dictionary(events);
+                let encoded = encode_blocks(self.opts.text_dictionary.zip(cdict.as_ref()));
+                (dict, cdict, encoded)
+            },
+            build_index,
+        );
         let mut blocks = Vec::with_capacity(encoded.len());
         let mut chunks = Vec::with_capacity(encoded.len() * COLUMN_COUNT);
         let mut block_tokens = Vec::with_capacity(encoded.len());
