@@ -297,7 +297,7 @@ impl Segment {
             out.offsets.reserve(rows + 1);
             let checksummed = ch.codec & DICT_PAGES != 0;
             for page in parse_pages(stored, rows, MAX_RAW_CHUNK as usize, checksummed).map_err(bad)? {
-                out.extend_from(&self.read_page(block, col, codec, ch.codec, stored, &page)?);
+                out.extend_from(&self.read_page(block, col, ch.codec, stored, &page)?);
             }
             return Ok(ColumnData::Str(out.finish()));
         }
@@ -323,7 +323,6 @@ impl Segment {
             }
             return Ok(out.finish());
         }
-        let codec = Codec::from_u32(ch.codec).ok_or_else(|| bad("unknown codec".into()))?;
         let pages = parse_pages(stored, n, MAX_RAW_CHUNK as usize, ch.codec & DICT_PAGES != 0).map_err(bad)?;
         let page_rows = pages.first().map_or(1, |p| p.rows.len().max(1));
         let mut decoded: Vec<Option<StrColumn>> = vec![None; pages.len()];
@@ -332,7 +331,7 @@ impl Segment {
             let k = r / page_rows;
             let page = pages.get(k).ok_or_else(|| bad(format!("row {r} outside the block")))?;
             if decoded[k].is_none() {
-                decoded[k] = Some(self.read_page(block, col, codec, ch.codec, stored, page)?);
+                decoded[k] = Some(self.read_page(block, col, ch.codec, stored, page)?);
             }
             let ok = decoded[k].as_ref().is_some_and(|p| out.push_from(p, r - page.rows.start));
             if !ok {
@@ -367,12 +366,12 @@ impl Segment {
         &self,
         block: usize,
         col: ColumnId,
-        codec: Codec,
         codec_id: u32,
         stored: &[u8],
         page: &Page,
     ) -> Result<StrColumn, SegmentError> {
         let bad = |d: String| Self::corrupt(&self.path, Some(block), Some(col), d);
+        let codec = Codec::from_u32(codec_id).ok_or_else(|| bad("unknown codec".into()))?;
         let bytes = &stored[page.stored.clone()];
         if page.crc.is_some_and(|crc| crc != crc32fast::hash(bytes)) {
             return Err(bad(format!("page of rows {:?}: checksum mismatch", page.rows)));

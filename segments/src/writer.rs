@@ -201,11 +201,11 @@ impl SegmentWriter {
         };
         // The bitmap index (a serial build) is built meanwhile the text dictionary is trained
         // on this segment's content (zstd text only) and the blocks are encoded.
-        let ((dict, cdict, encoded), mut idx) = rayon::join(
+        let ((dict, encoded), mut idx) = rayon::join(
             || {
-                let (dict, cdict) = self.text_dictionary(events);
-                let encoded = encode_blocks(self.opts.text_dictionary.zip(cdict.as_ref()));
-                (dict, cdict, encoded)
+                let dict = self.text_dictionary(events);
+                let encoded = encode_blocks(self.opts.text_dictionary.zip(dict.as_ref().map(|(_, cdict)| cdict)));
+                (dict, encoded)
             },
             build_index,
         );
@@ -223,7 +223,7 @@ impl SegmentWriter {
         }
         // The text dictionary, in the data area (the footer extension points at it).
         let mut ext = FooterExt::default();
-        if let (Some(dict), Some(_)) = (&dict, &cdict) {
+        if let Some((dict, _)) = &dict {
             ext = FooterExt {
                 dict_offset: out.len() as u64,
                 dict_len: dict.len() as u32,
@@ -276,14 +276,14 @@ impl SegmentWriter {
 
     /// Train this segment's text dictionary, if the options ask for one and there is enough
     /// text: the dictionary's bytes and its compression form.
-    fn text_dictionary(&self, events: &[&Event]) -> (Option<Vec<u8>>, Option<CompressionDictionary>) {
+    fn text_dictionary(&self, events: &[&Event]) -> Option<(Vec<u8>, CompressionDictionary)> {
         let (Some(td), Codec::Zstd(level)) = (self.opts.text_dictionary, self.opts.text_codec) else {
-            return (None, None);
+            return None;
         };
         let texts: Vec<&str> = events.iter().filter_map(|e| e.content.as_deref()).collect();
-        let dict = textdict::train(&texts, &td);
-        let cdict = dict.as_deref().and_then(|d| CompressionDictionary::new(d, level));
-        (dict, cdict)
+        let dict = textdict::train(&texts, &td)?;
+        let cdict = CompressionDictionary::new(&dict, level)?;
+        Some((dict, cdict))
     }
 
     /// Write `events` (sorted by timestamp) to `path` atomically and durably.
