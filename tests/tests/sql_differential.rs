@@ -194,6 +194,8 @@ async fn provider_matches_datafusion_memtable() {
     }
     let snap = eng.snapshot();
     assert!(snap.segments.len() >= 3 && !snap.memory.is_empty());
+    // The compacted segment keeps its text in dictionary pages, so the queries read those.
+    assert!(snap.segments.iter().any(|s| s.segment.has_text_dictionary()));
 
     let ours = query::session(eng.clone(), None).await.expect("session");
     let theirs = SessionContext::new();
