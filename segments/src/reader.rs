@@ -305,8 +305,9 @@ impl Segment {
         decode_column(col, &raw, rows).map_err(|e| bad(e.to_string()))
     }
 
-    /// The listed rows (numbers within the block) of a free-text column. Of a paged chunk only
-    /// the pages holding those rows are decompressed.
+    /// The listed rows (numbers within the block, ascending for speed; any order is correct)
+    /// of a free-text column. Of a paged chunk only the pages holding those rows are
+    /// decompressed.
     pub fn read_text_rows(&self, block: usize, col: ColumnId, rows: &[u32]) -> Result<StrColumn, SegmentError> {
         let bad = |d: String| Self::corrupt(&self.path, Some(block), Some(col), d);
         let (n, ch, stored) = self.checked_chunk(block, col)?;
@@ -325,15 +326,17 @@ impl Segment {
         }
         let pages = parse_pages(stored, n, MAX_RAW_CHUNK as usize, ch.codec & DICT_PAGES != 0).map_err(bad)?;
         let page_rows = pages.first().map_or(1, |p| p.rows.len().max(1));
-        let mut decoded: Vec<Option<StrColumn>> = vec![None; pages.len()];
+        // The page last decoded: rows come in ascending order (bitmap order), so each page
+        // is decoded once (rows out of order decode a page again, correctly).
+        let mut current: Option<(usize, StrColumn)> = None;
         for r in rows {
             let r = *r as usize;
             let k = r / page_rows;
             let page = pages.get(k).ok_or_else(|| bad(format!("row {r} outside the block")))?;
-            if decoded[k].is_none() {
-                decoded[k] = Some(self.read_page(block, col, ch.codec, stored, page)?);
+            if current.as_ref().is_none_or(|(at, _)| *at != k) {
+                current = Some((k, self.read_page(block, col, ch.codec, stored, page)?));
             }
-            let ok = decoded[k].as_ref().is_some_and(|p| out.push_from(p, r - page.rows.start));
+            let ok = current.as_ref().is_some_and(|(_, p)| out.push_from(p, r - page.rows.start));
             if !ok {
                 return Err(bad(format!("row {r} outside its page")));
             }

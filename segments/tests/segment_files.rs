@@ -251,6 +251,14 @@ proptest! {
                 let want = events[meta.first_row as usize + *r as usize].content.as_deref();
                 prop_assert_eq!(got.get(k), want);
             }
+            // Out of order (and repeated) rows read correctly too.
+            let mut backwards: Vec<u32> = rows.iter().rev().copied().collect();
+            backwards.extend(rows.first().copied());
+            let got = seg.read_text_rows(b, ColumnId::Content, &backwards).expect("rows backwards");
+            for (k, r) in backwards.iter().enumerate() {
+                let want = events[meta.first_row as usize + *r as usize].content.as_deref();
+                prop_assert_eq!(got.get(k), want);
+            }
             let outside = seg.read_text_rows(b, ColumnId::Content, &[meta.rows]);
             prop_assert!(outside.is_err());
         }
