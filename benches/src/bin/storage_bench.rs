@@ -131,6 +131,52 @@ fn query_section(engine: Arc<Engine>, events: &[Event], runs: usize) -> anyhow::
     })
 }
 
+/// Bytes and time of compressing `events`' content in frames of `rows` rows each.
+#[derive(Default)]
+struct FrameStats {
+    raw: usize,
+    stored: usize,
+    compress: std::time::Duration,
+    decompress: std::time::Duration,
+}
+
+impl FrameStats {
+    fn ratio(&self) -> f64 {
+        self.stored as f64 / self.raw as f64
+    }
+    fn compress_mb_s(&self) -> f64 {
+        self.raw as f64 / 1e6 / self.compress.as_secs_f64()
+    }
+    fn decompress_mb_s(&self) -> f64 {
+        self.raw as f64 / 1e6 / self.decompress.as_secs_f64()
+    }
+}
+
+/// Compress the plain-encoded content of every `rows` events as one frame, decompress it back
+/// (checked), and add up bytes and times.
+fn measure_frames(
+    events: &[Event],
+    rows: usize,
+    mut compress: impl FnMut(&[u8]) -> Vec<u8>,
+    mut decompress: impl FnMut(&[u8], usize) -> Vec<u8>,
+) -> FrameStats {
+    let mut st = FrameStats::default();
+    for chunk in events.chunks(rows.max(1)) {
+        let mut raw = Vec::new();
+        segments::column::encode_column(ColumnId::Content, chunk, &mut raw);
+        let t = Instant::now();
+        let stored = compress(&raw);
+        st.compress += t.elapsed();
+        let t = Instant::now();
+        let back = decompress(&stored, raw.len());
+        st.decompress += t.elapsed();
+        assert_eq!(back, raw, "content frame round trip");
+        st.raw += raw.len();
+        st.stored += stored.len();
+    }
+    st
+}
+
 /// Content column: bytes and speed per codec and block size, to choose the cold text codec.
 fn tune_text(events: &[Event]) {
     println!("content compression (raw = plain-encoded bytes before compression):");
@@ -145,83 +191,79 @@ fn tune_text(events: &[Event]) {
             Codec::Zstd(12),
             Codec::Zstd(15),
         ] {
-            let mut raw_total = 0usize;
-            let mut stored_total = 0usize;
-            let mut comp = std::time::Duration::ZERO;
-            let mut decomp = std::time::Duration::ZERO;
-            for chunk in events.chunks(block) {
-                let mut raw = Vec::new();
-                segments::column::encode_column(ColumnId::Content, chunk, &mut raw);
-                let t = Instant::now();
-                let stored = codec.compress(&raw);
-                comp += t.elapsed();
-                let t = Instant::now();
-                let back = codec.decompress(&stored, raw.len()).unwrap_or_default();
-                decomp += t.elapsed();
-                assert_eq!(back.len(), raw.len());
-                raw_total += raw.len();
-                stored_total += stored.len();
-            }
-            let mb = raw_total as f64 / 1e6;
+            let st = measure_frames(
+                events,
+                block,
+                |raw| codec.compress(raw),
+                |stored, n| codec.decompress(stored, n).unwrap_or_default(),
+            );
             println!(
                 "{block:>8} {:>10} {:>10.2} {:>8.3} {:>12.0} {:>12.0}",
                 format!("{codec:?}"),
-                stored_total as f64 / 1e6,
-                stored_total as f64 / raw_total as f64,
-                mb / comp.as_secs_f64(),
-                mb / decomp.as_secs_f64()
+                st.stored as f64 / 1e6,
+                st.ratio(),
+                st.compress_mb_s(),
+                st.decompress_mb_s()
             );
         }
     }
 }
 
-/// Pages of few rows compressed with one zstd dictionary trained on the segment's own text:
-/// what a point read decompresses vs. the bytes kept at rest.
+/// Pages of few rows compressed against one zstd dictionary trained on the segment's own text,
+/// through the code compaction uses (`segments::textdict`): what a point read decompresses vs.
+/// the bytes kept at rest. Dictionary size 0 is plain zstd pages.
 fn tune_text_dictionary(events: &[Event]) {
+    use segments::textdict::{self, CompressionDictionary, DecompressionDictionary, DictCompressor};
     println!("content pages with a trained dictionary (segment = all events, dictionary counted once):");
     println!(
         "{:>8} {:>8} {:>6} {:>10} {:>8} {:>10} {:>10} {:>12}",
         "dict KB", "page", "level", "MB", "ratio", "train ms", "comp MB/s", "decomp MB/s"
     );
+    let texts: Vec<&str> = events.iter().filter_map(|e| e.content.as_deref()).collect();
     for dict_kb in [0usize, 32, 64, 112] {
         let t = Instant::now();
-        let dict = if dict_kb == 0 {
-            Vec::new()
-        } else {
-            // As compaction trains: up to 2 MiB of the texts, evenly spread.
-            let texts: Vec<&str> = events.iter().filter_map(|e| e.content.as_deref()).collect();
-            let opts = segments::TextDictionaryOptions { dict_bytes: dict_kb * 1024, ..Default::default() };
-            segments::textdict::train(&texts, &opts).unwrap_or_default()
-        };
+        // As compaction trains: up to 2 MiB of the texts, evenly spread.
+        let opts = segments::TextDictionaryOptions { dict_bytes: dict_kb * 1024, ..Default::default() };
+        let dict = if dict_kb == 0 { None } else { textdict::train(&texts, &opts) };
         let train_ms = t.elapsed().as_secs_f64() * 1e3;
+        if dict_kb > 0 && dict.is_none() {
+            println!("{dict_kb:>8} no dictionary trained");
+            continue;
+        }
         for page in [1usize, 4, 8, 16, 32, 1024] {
             for level in [3, 6] {
-                let Ok(mut comp) = zstd::bulk::Compressor::with_dictionary(level, &dict) else { continue };
-                let Ok(mut dec) = zstd::bulk::Decompressor::with_dictionary(&dict) else { continue };
-                let mut raw_total = 0usize;
-                let mut stored_total = dict.len();
-                let mut decomp = std::time::Duration::ZERO;
-                let mut compress = std::time::Duration::ZERO;
-                for chunk in events.chunks(page) {
-                    let mut raw = Vec::new();
-                    segments::column::encode_column(ColumnId::Content, chunk, &mut raw);
-                    let t = Instant::now();
-                    let stored = comp.compress(&raw).unwrap_or_default();
-                    compress += t.elapsed();
-                    let t = Instant::now();
-                    let back = dec.decompress(&stored, raw.len()).unwrap_or_default();
-                    decomp += t.elapsed();
-                    assert_eq!(back.len(), raw.len());
-                    raw_total += raw.len();
-                    stored_total += stored.len();
-                }
+                let mut st = match &dict {
+                    None => {
+                        let codec = Codec::Zstd(level);
+                        measure_frames(
+                            events,
+                            page,
+                            |raw| codec.compress(raw),
+                            |stored, n| codec.decompress(stored, n).unwrap_or_default(),
+                        )
+                    }
+                    Some(dict) => {
+                        let (Some(cd), Some(dd)) =
+                            (CompressionDictionary::new(dict, level), DecompressionDictionary::new(dict))
+                        else {
+                            continue;
+                        };
+                        let Some(mut c) = DictCompressor::new(&cd) else { continue };
+                        measure_frames(
+                            events,
+                            page,
+                            |raw| c.compress(raw).unwrap_or_default(),
+                            |stored, n| textdict::decompress_with(&dd, stored, n).unwrap_or_default(),
+                        )
+                    }
+                };
+                st.stored += dict.as_ref().map_or(0, Vec::len);
                 println!(
-                    "{dict_kb:>8} {page:>8} {level:>6} {:>10.2} {:>8.3} {:>10.0} {:>10.0} {:>12.0}",
-                    stored_total as f64 / 1e6,
-                    stored_total as f64 / raw_total as f64,
-                    train_ms,
-                    raw_total as f64 / 1e6 / compress.as_secs_f64(),
-                    raw_total as f64 / 1e6 / decomp.as_secs_f64()
+                    "{dict_kb:>8} {page:>8} {level:>6} {:>10.2} {:>8.3} {train_ms:>10.0} {:>10.0} {:>12.0}",
+                    st.stored as f64 / 1e6,
+                    st.ratio(),
+                    st.compress_mb_s(),
+                    st.decompress_mb_s()
                 );
             }
         }
