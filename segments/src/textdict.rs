@@ -186,6 +186,16 @@ mod tests {
         TextDictionaryOptions { dict_bytes: 1024, page_rows: 4, sample_bytes: 64 << 10 }
     }
 
+    /// One dictionary trained on 2,000 rows, shared by the tests (training is the slow part).
+    fn trained() -> &'static [u8] {
+        static DICT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        DICT.get_or_init(|| {
+            let t = texts(2000);
+            let refs: Vec<&str> = t.iter().map(String::as_str).collect();
+            train(&refs, &small()).expect("enough text to train on")
+        })
+    }
+
     #[test]
     fn too_little_text_trains_no_dictionary() {
         let t = texts(10);
@@ -198,10 +208,10 @@ mod tests {
     fn a_dictionary_makes_small_pages_smaller() {
         let t = texts(2000);
         let refs: Vec<&str> = t.iter().map(String::as_str).collect();
-        let dict = train(&refs, &small()).expect("enough text to train on");
+        let dict = trained();
         assert!(dict.len() <= 1024);
-        let cd = CompressionDictionary::new(&dict, 3).expect("cdict");
-        let dd = DecompressionDictionary::new(&dict).expect("ddict");
+        let cd = CompressionDictionary::new(dict, 3).expect("cdict");
+        let dd = DecompressionDictionary::new(dict).expect("ddict");
         let mut c = DictCompressor::new(&cd).expect("cctx");
         let (mut with, mut without) = (0, 0);
         for page in refs.chunks(4) {
@@ -216,12 +226,10 @@ mod tests {
 
     #[test]
     fn wrong_lengths_and_garbage_are_errors() {
-        let t = texts(2000);
-        let refs: Vec<&str> = t.iter().map(String::as_str).collect();
-        let dict = train(&refs, &small()).expect("dictionary");
-        let cd = CompressionDictionary::new(&dict, 3).expect("cdict");
-        let dd = DecompressionDictionary::new(&dict).expect("ddict");
-        let raw = refs[..4].concat();
+        let dict = trained();
+        let cd = CompressionDictionary::new(dict, 3).expect("cdict");
+        let dd = DecompressionDictionary::new(dict).expect("ddict");
+        let raw = texts(4).concat();
         let stored = DictCompressor::new(&cd).and_then(|mut c| c.compress(raw.as_bytes())).expect("compress");
         assert!(decompress_with(&dd, &stored, raw.len() - 1).is_err());
         assert!(decompress_with(&dd, &stored, raw.len() + 1).is_err());
@@ -233,11 +241,9 @@ mod tests {
         /// are errors, never panics.
         #[test]
         fn pages_round_trip(raw in prop::collection::vec(any::<u8>(), 0..3000), flip in any::<prop::sample::Index>()) {
-            let t = texts(2000);
-            let refs: Vec<&str> = t.iter().map(String::as_str).collect();
-            let dict = train(&refs, &small()).expect("dictionary");
-            let cd = CompressionDictionary::new(&dict, 3).expect("cdict");
-            let dd = DecompressionDictionary::new(&dict).expect("ddict");
+            let dict = trained();
+            let cd = CompressionDictionary::new(dict, 3).expect("cdict");
+            let dd = DecompressionDictionary::new(dict).expect("ddict");
             let stored = DictCompressor::new(&cd).and_then(|mut c| c.compress(&raw)).expect("compress");
             prop_assert_eq!(decompress_with(&dd, &stored, raw.len()).expect("round trip"), raw.clone());
             let mut bad = stored.clone();
