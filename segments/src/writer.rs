@@ -184,6 +184,8 @@ impl SegmentWriter {
                         .collect();
                     let mut tokens = TokenSet::default();
                     if self.opts.text_index {
+                        let text_bytes: usize = rows.iter().filter_map(|e| e.content.as_ref()).map(String::len).sum();
+                        tokens = index::text::token_set_for(text_bytes);
                         for text in rows.iter().filter_map(|e| e.content.as_deref()) {
                             index::text::tokenize(text, &mut tokens);
                         }

@@ -1,6 +1,5 @@
 //! Command-line parsing and the offline commands (import, sql, export).
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,8 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use engine::{Engine, EngineConfig};
-use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
+use indicatif::ProgressBar;
 
 #[derive(Parser, Debug)]
 #[command(name = "activemirror", version, about = "ActiveMirrorOS: store, query and watch AI-agent traces")]
@@ -103,7 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     init_logs(cli.log_format);
     match cli.command {
         Command::Start(args) => crate::http::start(args),
-        Command::Import { files, data_dir } => import(&files, &data_dir),
+        Command::Import { files, data_dir } => crate::import::import(&files, &data_dir),
         Command::Sql { query, data_dir, server, format, tenant } => match server {
             Some(url) => sql_remote(&url, &query, format, tenant.as_deref()),
             None => sql_local(&data_dir, &query, format, tenant),
@@ -122,130 +120,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
-fn open_engine(dir: &Path) -> anyhow::Result<Engine> {
+pub(crate) fn open_engine(dir: &Path) -> anyhow::Result<Engine> {
     let (engine, report) = Engine::open(dir, EngineConfig::default())
         .with_context(|| format!("opening data directory {}", dir.display()))?;
     if report.wal.dropped_bytes > 0 {
         tracing::warn!(bytes = report.wal.dropped_bytes, reason = ?report.wal.dropped_reason, "recovery cut a torn WAL tail");
     }
     Ok(engine)
-}
-
-/// Import: lines are read in chunks, parsed and validated in parallel, appended in order.
-/// A bad line stops the import; everything before it stays stored.
-/// Events per bulk-loaded segment: large enough for good compression and few segments, small
-/// enough to bound memory (about 1 KB per event in memory).
-const IMPORT_SEGMENT_ROWS: usize = 500_000;
-
-fn import(files: &[PathBuf], data_dir: &Path) -> anyhow::Result<()> {
-    if files.is_empty() {
-        bail!("import needs at least one file (`-` for stdin)");
-    }
-    let engine = open_engine(data_dir)?;
-    let total: u64 =
-        files.iter().filter(|f| f.as_os_str() != "-").filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} import [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-        )
-        .context("progress template")?,
-    );
-    let start = Instant::now();
-    // Parsing (parallel, this thread) and segment writing (a writer thread) overlap: while one
-    // segment is sorted, encoded and compressed, the next one's lines are parsed.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<segments::Event>>(1);
-    let outcome = std::thread::scope(|scope| {
-        let engine = &engine;
-        let writer = scope.spawn(move || -> anyhow::Result<u64> {
-            let mut stored = 0;
-            for batch in rx {
-                stored += engine.bulk_load(batch)?;
-            }
-            Ok(stored)
-        });
-        let parsed = parse_files(files, &bar, &tx);
-        drop(tx);
-        let stored = writer.join().map_err(|_| anyhow::anyhow!("segment writer panicked"))?;
-        Ok::<_, anyhow::Error>((parsed, stored))
-    });
-    let (parsed, stored) = outcome?;
-    let stored = stored?;
-    engine.close()?;
-    match parsed {
-        Err(e) => {
-            bar.abandon();
-            bail!("{e} ({stored} events before it were stored)")
-        }
-        Ok(_) => bar.finish_and_clear(),
-    }
-    let secs = start.elapsed().as_secs_f64();
-    eprintln!(
-        "imported {stored} events from {} file(s) in {secs:.2} s ({:.0} events/s, {:.1} MB/s)",
-        files.len(),
-        stored as f64 / secs,
-        total as f64 / 1e6 / secs
-    );
-    Ok(())
-}
-
-/// Reads and validates every line, sending batches of [`IMPORT_SEGMENT_ROWS`] to `tx`. Stops at
-/// the first bad line (after sending the good events before it) with its file, line and field.
-fn parse_files(
-    files: &[PathBuf],
-    bar: &ProgressBar,
-    tx: &std::sync::mpsc::SyncSender<Vec<segments::Event>>,
-) -> anyhow::Result<u64> {
-    const CHUNK: usize = 20_000;
-    let mut events_total = 0u64;
-    let mut pending: Vec<segments::Event> = Vec::new();
-    let send = |batch: Vec<segments::Event>| tx.send(batch).map_err(|_| anyhow::anyhow!("segment writer stopped"));
-    for file in files {
-        let reader: Box<dyn Read> = if file.as_os_str() == "-" {
-            Box::new(std::io::stdin())
-        } else {
-            Box::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?)
-        };
-        let mut lines = BufReader::with_capacity(1 << 20, reader).lines();
-        let mut line_no = 0usize;
-        loop {
-            let mut chunk: Vec<(usize, String)> = Vec::with_capacity(CHUNK);
-            for line in lines.by_ref() {
-                let line = line.with_context(|| format!("{}: reading line {}", file.display(), line_no + 1))?;
-                line_no += 1;
-                bar.inc(line.len() as u64 + 1);
-                if !line.trim().is_empty() {
-                    chunk.push((line_no, line));
-                }
-                if chunk.len() == CHUNK {
-                    break;
-                }
-            }
-            if chunk.is_empty() {
-                break;
-            }
-            let parsed: Vec<Result<segments::Event, (usize, engine::ValidationError)>> =
-                chunk.par_iter().map(|(no, line)| engine::parse_event(line, *no - 1).map_err(|e| (*no, e))).collect();
-            for p in parsed {
-                match p {
-                    Ok(e) => {
-                        pending.push(e);
-                        events_total += 1;
-                    }
-                    Err((no, e)) => {
-                        send(std::mem::take(&mut pending))?;
-                        bail!("{}: line {no}: field `{}`: {}", file.display(), e.field, e.message);
-                    }
-                }
-            }
-            bar.set_message(format!("{events_total} events"));
-            if pending.len() >= IMPORT_SEGMENT_ROWS {
-                send(std::mem::take(&mut pending))?;
-            }
-        }
-    }
-    send(pending)?;
-    Ok(events_total)
 }
 
 pub fn format_batches(batches: &[arrow::array::RecordBatch], format: OutputFormat) -> anyhow::Result<String> {

@@ -7,5 +7,6 @@ pub mod cli;
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod import;
 pub mod ingest;
 pub mod otlp;

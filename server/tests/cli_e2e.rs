@@ -133,6 +133,48 @@ fn import_sql_export_roundtrip() {
     });
 }
 
+/// Stdin, Windows line breaks and blank lines: every event is stored, and a line that is not
+/// UTF-8 stops the import naming its line, with the events before it kept.
+#[test]
+fn import_from_stdin_with_crlf_blank_lines_and_bad_bytes() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let line = |i: u32| {
+        format!(
+            r#"{{"tenant":"s","trace_id":"{i:032x}","span_id":"{i:016x}","agent_id":"a","timestamp_ns":{},"kind":"thought","content":"step {i}"}}"#,
+            1_750_000_000_000_000_000u64 + u64::from(i)
+        )
+    };
+    let mut input = Vec::new();
+    for i in 1..=5 {
+        input.extend_from_slice(format!("{}\r\n\r\n", line(i)).as_bytes());
+    }
+    // Line 11: invalid UTF-8 inside a string.
+    input.extend_from_slice(b"{\"tenant\":\"s\xff\"}\n");
+    input.extend_from_slice(line(6).as_bytes());
+    let mut child = bin()
+        .args(["import", "-", "--data-dir"])
+        .arg(&data)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("import");
+    child.stdin.take().expect("stdin").write_all(&input).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 11") && err.contains("UTF-8") && err.contains("5 events before it"), "{err}");
+    let out = bin()
+        .args(["sql", "SELECT count(*) AS n, min(content) AS lo FROM events", "--format", "json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("sql");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v[0]["n"].as_u64(), Some(5));
+    assert_eq!(v[0]["lo"].as_str(), Some("step 1"));
+}
+
 fn walk_parquet(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).expect("read dir").flatten() {

@@ -231,7 +231,7 @@ fn tune_text_dictionary(events: &[Event]) {
             continue;
         }
         for page in [1usize, 4, 8, 16, 32, 1024] {
-            for level in [3, 6] {
+            for level in [1, 2, 3, 6] {
                 let mut st = match &dict {
                     None => {
                         let codec = Codec::Zstd(level);
