@@ -621,7 +621,7 @@ pub fn sort_for_compaction(events: &mut [Event]) {
         })
         .collect();
     drop(ranks);
-    order.sort_unstable();
+    rayon::slice::ParallelSliceMut::par_sort_unstable(&mut order[..]);
     let perm: Vec<usize> = order.into_iter().map(|(.., i)| i as usize).collect();
     apply_permutation(events, perm);
 }

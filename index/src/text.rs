@@ -203,17 +203,28 @@ impl TextIndex {
         for (b, set) in blocks.into_iter().enumerate() {
             pairs.extend(set.into_iter().map(|t| (head(t), t, b as u32)));
         }
+        // Most tokens are at most 8 bytes, and then the integer is the whole token: two such
+        // pairs with equal integers hold the same token, with no string compare. (A common
+        // word sits in every block, so equal tokens meet in most comparisons.)
+        let same_token = |a: &(u64, &str, u32), b: &(u64, &str, u32)| {
+            a.0 == b.0 && ((a.1.len() <= 8 && b.1.len() <= 8) || a.1 == b.1)
+        };
+        let order = |a: &(u64, &str, u32), b: &(u64, &str, u32)| {
+            a.0.cmp(&b.0)
+                .then_with(|| if a.1.len() <= 8 && b.1.len() <= 8 { std::cmp::Ordering::Equal } else { a.1.cmp(b.1) })
+                .then(a.2.cmp(&b.2))
+        };
         // A compacted segment holds millions of pairs: sort on every core.
-        rayon::slice::ParallelSliceMut::par_sort_unstable(&mut pairs[..]);
-        let pairs: Vec<(&str, u32)> = pairs.into_iter().map(|(_, t, b)| (t, b)).collect();
+        rayon::slice::ParallelSliceMut::par_sort_unstable_by(&mut pairs[..], order);
         let mut idx = TextIndex { n_blocks, token_offsets: vec![0], block_offsets: vec![0], ..Default::default() };
+        idx.blocks.reserve(pairs.len());
         let mut i = 0;
         while i < pairs.len() {
-            let tok = pairs[i].0;
-            idx.text.extend_from_slice(tok.as_bytes());
+            let first = pairs[i];
+            idx.text.extend_from_slice(first.1.as_bytes());
             idx.token_offsets.push(idx.text.len() as u32);
-            while i < pairs.len() && pairs[i].0 == tok {
-                idx.blocks.push(pairs[i].1);
+            while i < pairs.len() && same_token(&pairs[i], &first) {
+                idx.blocks.push(pairs[i].2);
                 i += 1;
             }
             idx.block_offsets.push(idx.blocks.len() as u32);
@@ -426,6 +437,30 @@ mod tests {
         #[test]
         fn runs_match_the_definition(s in "[a-z0-9 .,é—名\\u{1F600}-]{0,200}") {
             prop_assert_eq!(runs(&s), runs_reference(&s));
+        }
+
+        /// The index is the sorted distinct tokens with their sorted blocks, whatever the
+        /// token lengths around the 8-byte integer key.
+        #[test]
+        fn index_lists_every_token_with_its_blocks(
+            blocks in proptest::collection::vec(proptest::collection::vec("[ab]{1,12}( [ab]{1,12}){0,6}", 0..4), 1..6),
+        ) {
+            let idx = index_of(&blocks);
+            let mut want: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+            for (b, texts) in blocks.iter().enumerate() {
+                for t in texts {
+                    for tok in runs_reference(t) {
+                        let list = want.entry(tok.to_owned()).or_default();
+                        if list.last() != Some(&(b as u32)) {
+                            list.push(b as u32);
+                        }
+                    }
+                }
+            }
+            let got: Vec<(String, Vec<u32>)> = (0..idx.n_tokens())
+                .map(|i| (String::from_utf8_lossy(idx.token(i)).into_owned(), idx.token_blocks(i).to_vec()))
+                .collect();
+            prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
         }
 
         #[test]

@@ -165,21 +165,23 @@ fn parse_files(
     let mut pending: Vec<segments::Event> = Vec::new();
     let send = |batch: Vec<segments::Event>| tx.send(batch).map_err(|_| anyhow::anyhow!("segment writer stopped"));
     for file in files {
-        let reader: Box<dyn Read> = if file.as_os_str() == "-" {
+        let reader: Box<dyn Read + Send> = if file.as_os_str() == "-" {
             Box::new(std::io::stdin())
         } else {
             Box::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?)
         };
         let mut blocks = LineBlocks::new(reader);
         let mut next_line = 1usize;
-        while let Some(block) = blocks
-            .next_block(BLOCK_BYTES)
-            .with_context(|| format!("{}: reading after line {next_line}", file.display()))?
-        {
-            let lines = numbered_lines(&block, next_line);
+        let read_error = |next_line: usize| format!("{}: reading after line {next_line}", file.display());
+        let mut block = blocks.next_block(BLOCK_BYTES).with_context(|| read_error(next_line))?;
+        while let Some(current) = block {
+            let lines = numbered_lines(&current, next_line);
             next_line += lines.len();
-            let parsed: Vec<Option<Result<segments::Event, LineError>>> =
-                lines.par_iter().map(|&(no, line)| parse_line(no, line)).collect();
+            // The next block is read while this one is parsed.
+            let (parsed, next): (Vec<Option<Result<segments::Event, LineError>>>, _) = rayon::join(
+                || lines.par_iter().map(|&(no, line)| parse_line(no, line)).collect(),
+                || blocks.next_block(BLOCK_BYTES),
+            );
             for (p, &(no, _)) in parsed.into_iter().zip(&lines) {
                 match p {
                     None => {}
@@ -201,8 +203,9 @@ fn parse_files(
                     send(std::mem::take(&mut pending))?;
                 }
             }
-            bar.inc(block.len() as u64);
+            bar.inc(current.len() as u64);
             bar.set_message(format!("{events_total} events"));
+            block = next.with_context(|| read_error(next_line))?;
         }
     }
     send(pending)?;
