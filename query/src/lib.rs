@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod codes;
 pub mod counts;
+pub mod floatcmp;
 pub mod functions;
 pub mod provider;
 pub mod pushdown;

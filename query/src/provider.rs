@@ -269,6 +269,7 @@ impl FilterExpr {
         let schema = Arc::new(table.project(&indices)?);
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let expr = state.create_physical_expr(expr, &df_schema)?;
+        let expr = crate::floatcmp::with_float_compares(expr, &schema)?;
         Ok(Some(FilterExpr { columns, schema, expr }))
     }
 }

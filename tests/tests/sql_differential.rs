@@ -121,6 +121,10 @@ const QUERIES: &[&str] = &[
     "SELECT count(*) FROM events WHERE intent = 'refund' OR kind = 'output'",
     "SELECT count(*) FROM events WHERE NOT (status = 'ok')",
     "SELECT count(*) FROM events WHERE confidence < 0.5",
+    // Float comparisons the scan evaluates itself: literal on either side, every operator.
+    "SELECT count(*) FROM events WHERE 0.5 > confidence AND duration_ms >= 100",
+    "SELECT count(*) FROM events WHERE confidence <> 0.9 AND duration_ms <= 250.5",
+    "SELECT count(*) FROM events WHERE confidence = 1 OR duration_ms > 1000 OR cost_usd <= 0",
     "SELECT count(*) FROM events WHERE confidence BETWEEN 0.2 AND 0.8 AND agent_id = 'support-agent-000'",
     "SELECT count(*) FROM events WHERE timestamp > '2025-06-01T00:01:10Z'",
     "SELECT count(*) FROM events WHERE timestamp >= '2025-06-01T00:00:50Z' AND timestamp < '2025-06-01T00:02:20Z'",
