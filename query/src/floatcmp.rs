@@ -75,18 +75,18 @@ pub fn order_key(v: f64) -> i64 {
     bits ^ ((((bits >> 63) as u64) >> 1) as i64)
 }
 
-/// `column <op> literal` over a Float64 column, in one pass.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// `input <op> literal` over a Float64 input (a column, as the rewrite makes it), in one pass.
+#[derive(Debug, Clone)]
 pub struct FloatCompare {
-    column: Column,
+    input: Arc<dyn PhysicalExpr>,
     op: FloatOp,
     /// The literal's bits (f64 is neither `Eq` nor `Hash`).
     literal: u64,
 }
 
 impl FloatCompare {
-    pub fn new(column: Column, op: FloatOp, literal: f64) -> Self {
-        FloatCompare { column, op, literal: literal.to_bits() }
+    pub fn new(input: Arc<dyn PhysicalExpr>, op: FloatOp, literal: f64) -> Self {
+        FloatCompare { input, op, literal: literal.to_bits() }
     }
 
     fn literal(&self) -> f64 {
@@ -110,9 +110,25 @@ impl FloatCompare {
     }
 }
 
+impl PartialEq for FloatCompare {
+    fn eq(&self, other: &Self) -> bool {
+        self.input.as_ref() == other.input.as_ref() && self.op == other.op && self.literal == other.literal
+    }
+}
+
+impl Eq for FloatCompare {}
+
+impl std::hash::Hash for FloatCompare {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.input.hash(state);
+        self.op.hash(state);
+        self.literal.hash(state);
+    }
+}
+
 impl Display for FloatCompare {
     fn fmt(&self, f: &mut Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} {}", self.column, self.op.symbol(), self.literal())
+        write!(f, "{} {} {}", self.input, self.op.symbol(), self.literal())
     }
 }
 
@@ -122,23 +138,25 @@ impl PhysicalExpr for FloatCompare {
     }
 
     fn nullable(&self, input_schema: &Schema) -> Result<bool> {
-        self.column.nullable(input_schema)
+        self.input.nullable(input_schema)
     }
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
-        let array = self.column.evaluate(batch)?.into_array(batch.num_rows())?;
+        let array = self.input.evaluate(batch)?.into_array(batch.num_rows())?;
         let values = array.as_primitive_opt::<Float64Type>().ok_or_else(|| {
-            DataFusionError::Internal(format!("{} is {}, not Float64", self.column, array.data_type()))
+            DataFusionError::Internal(format!("{} is {}, not Float64", self.input, array.data_type()))
         })?;
         Ok(ColumnarValue::Array(Arc::new(self.compare(values))))
     }
 
     fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
-        vec![]
+        vec![&self.input]
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
-        Ok(self)
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("a float comparison takes one input".into()))?;
+        Ok(Arc::new(FloatCompare { input, op: self.op, literal: self.literal }))
     }
 
     fn fmt_sql(&self, f: &mut Formatter<'_>) -> std::fmt::Result {
@@ -152,9 +170,9 @@ pub fn with_float_compares(expr: Arc<dyn PhysicalExpr>, schema: &Schema) -> Resu
     expr.transform_up(|e| {
         let Some(b) = e.downcast_ref::<BinaryExpr>() else { return Ok(Transformed::no(e)) };
         let Some(op) = FloatOp::of(*b.op()) else { return Ok(Transformed::no(e)) };
-        let as_column = |x: &Arc<dyn PhysicalExpr>| -> Result<Option<Column>> {
+        let as_column = |x: &Arc<dyn PhysicalExpr>| -> Result<Option<Arc<dyn PhysicalExpr>>> {
             let Some(c) = x.downcast_ref::<Column>() else { return Ok(None) };
-            Ok((c.data_type(schema)? == DataType::Float64).then(|| c.clone()))
+            Ok((c.data_type(schema)? == DataType::Float64).then(|| Arc::clone(x)))
         };
         let as_literal = |x: &Arc<dyn PhysicalExpr>| match x.downcast_ref::<Literal>().map(Literal::value) {
             Some(ScalarValue::Float64(Some(v))) => Some(*v),
@@ -252,5 +270,11 @@ mod tests {
         ));
         let out = with_float_compares(both, &schema).expect("rewrite");
         assert_eq!(out.to_string(), "x@0 < 0.7 AND n@1 > 1");
+        // Its column is a child, so plan rewrites reach it.
+        let fc = Arc::clone(out.children()[0]);
+        assert!(fc.downcast_ref::<FloatCompare>().is_some());
+        assert_eq!(fc.children().len(), 1);
+        let same = Arc::clone(&fc).with_new_children(vec![x]).expect("children");
+        assert!(same.as_ref() == fc.as_ref());
     }
 }

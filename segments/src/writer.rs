@@ -182,13 +182,13 @@ impl SegmentWriter {
                             (chunk, stored)
                         })
                         .collect();
-                    let mut tokens = TokenSet::default();
+                    let texts = || rows.iter().filter_map(|e| e.content.as_deref());
+                    let mut tokens = match self.opts.text_index {
+                        true => index::text::token_set_for(texts().map(str::len).sum()),
+                        false => TokenSet::default(),
+                    };
                     if self.opts.text_index {
-                        let text_bytes: usize = rows.iter().filter_map(|e| e.content.as_ref()).map(String::len).sum();
-                        tokens = index::text::token_set_for(text_bytes);
-                        for text in rows.iter().filter_map(|e| e.content.as_deref()) {
-                            index::text::tokenize(text, &mut tokens);
-                        }
+                        texts().for_each(|text| index::text::tokenize(text, &mut tokens));
                     }
                     (meta, cols, tokens)
                 })
