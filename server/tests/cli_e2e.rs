@@ -7,6 +7,13 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_activemirror"))
 }
 
+/// `activemirror sql QUERY --format json` over `data`: the parsed JSON array.
+fn sql_json(data: &std::path::Path, query: &str) -> serde_json::Value {
+    let out = bin().args(["sql", query, "--format", "json", "--data-dir"]).arg(data).output().expect("sql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
 fn example() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/contract/example-events.jsonl");
     std::fs::read_to_string(path).unwrap_or_else(|_| {
@@ -31,13 +38,7 @@ fn import_sql_export_roundtrip() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("line {}", n + 1)) && err.contains("trace_id"), "{err}");
 
-    let out = bin()
-        .args(["sql", "SELECT count(*) AS n FROM events", "--format", "json", "--data-dir"])
-        .arg(&data)
-        .output()
-        .expect("sql");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let v = sql_json(&data, "SELECT count(*) AS n FROM events");
     assert_eq!(v[0]["n"].as_u64(), Some(n as u64), "events before the bad line stay stored");
 
     let out = bin()
@@ -69,12 +70,7 @@ fn import_sql_export_roundtrip() {
     });
     let total = arrow::util::pretty::pretty_format_batches(&back).expect("fmt").to_string();
     assert!(total.contains(&format!("| {n} ")), "the copied counts add up to {n}: {total}");
-    let out = bin()
-        .args(["sql", "SELECT timestamp FROM events ORDER BY timestamp LIMIT 1", "--format", "json", "--data-dir"])
-        .arg(&data)
-        .output()
-        .expect("sql");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let v = sql_json(&data, "SELECT timestamp FROM events ORDER BY timestamp LIMIT 1");
     let ts = v[0]["timestamp"].as_str().expect("timestamp string");
     assert!(ts.ends_with('Z') || ts.ends_with("+00:00"), "{ts}");
 
@@ -165,12 +161,7 @@ fn import_from_stdin_with_crlf_blank_lines_and_bad_bytes() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 11") && err.contains("UTF-8") && err.contains("5 events before it"), "{err}");
-    let out = bin()
-        .args(["sql", "SELECT count(*) AS n, min(content) AS lo FROM events", "--format", "json", "--data-dir"])
-        .arg(&data)
-        .output()
-        .expect("sql");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let v = sql_json(&data, "SELECT count(*) AS n, min(content) AS lo FROM events");
     assert_eq!(v[0]["n"].as_u64(), Some(5));
     assert_eq!(v[0]["lo"].as_str(), Some("step 1"));
 }
