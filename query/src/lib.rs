@@ -7,6 +7,7 @@ pub mod codes;
 pub mod counts;
 pub mod floatcmp;
 pub mod functions;
+pub mod point;
 pub mod provider;
 pub mod pushdown;
 pub mod schema;
@@ -75,7 +76,11 @@ pub async fn session(engine: Arc<Engine>, tenant: Option<String>) -> Result<Sess
     Ok(ctx)
 }
 
-/// Run one statement and collect its result.
+/// Run one statement and collect its result (a point lookup without the planner, see
+/// [`point`]).
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    if let Some(result) = point::try_run(ctx, sql).await {
+        return result;
+    }
     ctx.sql(sql).await?.collect().await
 }

@@ -304,6 +304,9 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
     let limit = st.query.max_results;
     let run = async {
         let ctx = st.session(tenant).await?;
+        if let Some(result) = query::point::try_run(&ctx, &req.sql).await {
+            return result;
+        }
         // Read-only: the prepared session is shared, so nothing may change it.
         let options = datafusion::execution::context::SQLOptions::new()
             .with_allow_ddl(false)

@@ -50,6 +50,23 @@ fn ingest_query_reject_and_survive_sigkill() {
     assert_eq!(post(&format!("{}/v1/events", s.base), &event(150)).0, 200);
     assert_eq!(count(&s.base, None), 151);
     assert_eq!(count(&s.base, Some("t0")), 76);
+    // A lookup of one trace (answered without DataFusion's planner), in and out of a tenant's
+    // scope: trace 3 holds events 20..=29, the odd ones in tenant t1.
+    let lookup = format!(
+        "SELECT span_id, content FROM events WHERE trace_id = '{:032x}' ORDER BY timestamp DESC LIMIT 4",
+        3
+    );
+    let spans = |tenant: Option<&str>| -> Vec<(String, String)> {
+        common::sql(&s.base, tenant, &lookup)
+            .iter()
+            .map(|r| (r["span_id"].as_str().unwrap_or("").to_owned(), r["content"].as_str().unwrap_or("").to_owned()))
+            .collect()
+    };
+    let want = |ids: &[usize]| -> Vec<(String, String)> {
+        ids.iter().map(|i| (format!("{:016x}", i + 1), format!("step {i}"))).collect()
+    };
+    assert_eq!(spans(None), want(&[29, 28, 27, 26]));
+    assert_eq!(spans(Some("t1")), want(&[29, 27, 25, 23]));
     // EXPLAIN ANALYZE works over HTTP and shows what the scan pruned.
     let (status, body) = post(
         &format!("{}/v1/sql", s.base),

@@ -93,7 +93,21 @@ fn baseline_batch(events: &[Event]) -> RecordBatch {
 }
 
 async fn render(ctx: &SessionContext, sql: &str) -> Result<Vec<String>, String> {
-    let batches = query::run_sql(ctx, sql).await.map_err(|e| e.to_string())?;
+    render_batches(query::run_sql(ctx, sql).await, sql)
+}
+
+/// As `render`, always through DataFusion's planner (never the point-lookup path).
+async fn render_planned(ctx: &SessionContext, sql: &str) -> Result<Vec<String>, String> {
+    let batches = match ctx.sql(sql).await {
+        Ok(df) => df.collect().await,
+        Err(e) => Err(e),
+    };
+    render_batches(batches, sql)
+}
+
+/// The table text of a result, its lines sorted unless the query orders its rows.
+fn render_batches(batches: datafusion::error::Result<Vec<RecordBatch>>, sql: &str) -> Result<Vec<String>, String> {
+    let batches = batches.map_err(|e| e.to_string())?;
     let text = arrow::util::pretty::pretty_format_batches(&batches).map_err(|e| e.to_string())?.to_string();
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     if !sql.to_lowercase().contains("order by") {
@@ -174,8 +188,18 @@ const QUERIES: &[&str] = &[
     "SELECT count(*), min(timestamp), max(timestamp) FROM events WHERE timestamp >= '2025-06-01T00:01:00Z' AND timestamp <= '2025-06-01T00:03:20Z'",
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn provider_matches_datafusion_memtable() {
+/// The events of the suite in an engine: three flushed and compacted segments, two hot
+/// ones, the rest in memory; our session over it and DataFusion's over a plain in-memory
+/// table of the same events.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    engine: Arc<Engine>,
+    events: Vec<Event>,
+    ours: SessionContext,
+    theirs: SessionContext,
+}
+
+async fn fixture() -> Fixture {
     let events: Vec<Event> = Generator::new(11).take(30_000).collect();
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = EngineConfig {
@@ -186,7 +210,6 @@ async fn provider_matches_datafusion_memtable() {
     };
     let (eng, _) = Engine::open(dir.path(), cfg).expect("open");
     let eng = Arc::new(eng);
-    // Three flushed + compacted, two hot segments, the rest in memory.
     for (i, chunk) in events.chunks(5000).enumerate() {
         eng.append(chunk.to_vec()).expect("append");
         if i < 5 {
@@ -206,7 +229,12 @@ async fn provider_matches_datafusion_memtable() {
     let table = MemTable::try_new(baseline_schema(), vec![vec![baseline_batch(&events)]]).expect("mem");
     theirs.register_table("events", Arc::new(table)).expect("register");
     theirs.sql(query::TRACES_VIEW).await.expect("view").collect().await.expect("view");
+    Fixture { _dir: dir, engine: eng, events, ours, theirs }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_matches_datafusion_memtable() {
+    let Fixture { ours, theirs, .. } = fixture().await;
     let mut failures = Vec::new();
     for q in QUERIES {
         let a = render(&ours, q).await;
@@ -221,6 +249,64 @@ async fn provider_matches_datafusion_memtable() {
     }
     assert!(failures.is_empty(), "{} of {} queries differ:\n{}", failures.len(), QUERIES.len(), failures.join("\n"));
     assert!(QUERIES.len() >= 40);
+}
+
+/// Lookups of one trace, answered without the planner (`query::point`), give what
+/// DataFusion gives over the baseline table and over our own table through its planner:
+/// traces in segments, in memory and across both, sorted on every column type and null
+/// ordering, cut by LIMIT / OFFSET, empty, and in a tenant's scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_lookups_match_the_planner() {
+    let Fixture { engine, events, ours, theirs, .. } = fixture().await;
+    // Memory holds events 25,000 on; the trace of event 25,000 started before it.
+    let across = events[25_000].trace_id;
+    let before = events[..25_000].iter().filter(|e| e.trace_id == across).count();
+    let after = events[25_000..].iter().filter(|e| e.trace_id == across).count();
+    assert!(before > 0 && after > 0, "trace split {before} / {after}");
+    let in_segments = events[7_000].trace_id;
+    let in_memory = events[29_990].trace_id;
+    assert!(events[..25_000].iter().all(|e| e.trace_id != in_memory));
+    let mut queries = Vec::new();
+    for t in [across, in_segments, in_memory].map(|t| hex(&t)) {
+        queries.extend([
+            format!("SELECT span_id, timestamp, kind, name, content FROM events WHERE trace_id = '{t}' ORDER BY timestamp, span_id"),
+            format!("SELECT * FROM events WHERE trace_id = '{t}' ORDER BY timestamp DESC, span_id"),
+            format!("select SPAN_ID, intent, confidence from EVENTS where '{t}' = trace_id order by intent nulls first, confidence desc, span_id limit 5 offset 2"),
+            format!("SELECT span_id, model, input_tokens FROM events WHERE trace_id = '{t}' AND kind = 'llm_call' ORDER BY model, input_tokens DESC, span_id"),
+            format!("SELECT span_id, model, intent FROM events WHERE trace_id = '{t}' ORDER BY model DESC, intent, span_id"),
+            format!("SELECT span_id, model, intent FROM events WHERE trace_id = '{t}' ORDER BY intent DESC NULLS LAST, model NULLS FIRST, span_id DESC"),
+            format!("SELECT parent_span_id, duration_ms, cost_usd FROM events WHERE trace_id = '{t}' ORDER BY parent_span_id DESC NULLS LAST, duration_ms, span_id"),
+            format!("SELECT span_id, status, error_message, session_id, attributes FROM events WHERE trace_id = '{t}'"),
+            format!("SELECT span_id FROM events WHERE trace_id = '{t}' ORDER BY timestamp LIMIT 3"),
+            format!("SELECT span_id FROM events WHERE trace_id = '{t}' ORDER BY span_id OFFSET 4"),
+            format!("SELECT span_id FROM events WHERE trace_id = '{t}' ORDER BY span_id LIMIT 4 OFFSET 1000"),
+            format!("SELECT span_id FROM events WHERE trace_id = '{t}' LIMIT 0"),
+            format!("SELECT span_id FROM events WHERE trace_id = '{t}' AND tenant = 'nobody' ORDER BY span_id"),
+        ]);
+    }
+    queries.push(format!("SELECT span_id FROM events WHERE trace_id = '{}' ORDER BY span_id", "f".repeat(32)));
+    let mut failures = Vec::new();
+    for q in &queries {
+        assert!(query::point::PointQuery::parse(q).is_some(), "not a point lookup: {q}");
+        let fast = render(&ours, q).await;
+        let planned = render_planned(&ours, q).await;
+        let baseline = render(&theirs, q).await;
+        if fast != baseline || fast != planned {
+            failures.push(format!("{q}\n fast: {fast:?}\n planned: {planned:?}\n baseline: {baseline:?}"));
+        }
+    }
+    // A tenant's session keeps to its tenant on this path too.
+    let owner = events[7_000].tenant.clone();
+    for tenant in [owner.as_str(), "nobody"] {
+        let scoped = query::session(engine.clone(), Some(tenant.to_owned())).await.expect("session");
+        let q = format!("SELECT tenant, span_id FROM events WHERE trace_id = '{}' ORDER BY span_id", hex(&in_segments));
+        let fast = render(&scoped, &q).await;
+        let planned = render_planned(&scoped, &q).await;
+        if fast != planned {
+            failures.push(format!("tenant {tenant}: {q}\n fast: {fast:?}\n planned: {planned:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} lookups differ:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

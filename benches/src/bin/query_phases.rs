@@ -1,5 +1,7 @@
 //! Where one query's time goes in-process, with no HTTP: SQL to logical plan, logical plan to
-//! physical plan (optimizers included), execution. Medians over repeated runs.
+//! physical plan (optimizers included), execution; and beside them `query::run_sql` as the
+//! CLI and the HTTP API call it (point lookups skip the planner there), median and p99.
+//! Medians over repeated runs.
 //!
 //! `query-phases --data-dir DIR [--runs N] "SQL" ...`
 
@@ -20,8 +22,13 @@ struct Args {
 }
 
 fn median(v: &mut [f64]) -> f64 {
+    percentile(v, 0.5)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    let at = ((v.len() as f64 * p).ceil() as usize).saturating_sub(1);
+    v.get(at.min(v.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
 }
 
 #[tokio::main]
@@ -30,9 +37,12 @@ async fn main() -> anyhow::Result<()> {
     let (engine, _) = engine::Engine::open(&args.data_dir, engine::EngineConfig::default())?;
     let ctx = query::session(Arc::new(engine), None).await?;
     let queries = if args.queries.is_empty() { vec!["SELECT 1".to_owned()] } else { args.queries };
-    println!("{:>10} {:>10} {:>10} {:>10}  query", "sql us", "plan us", "exec us", "total us");
+    println!(
+        "{:>10} {:>10} {:>10} {:>10} {:>12} {:>12}  query",
+        "sql us", "plan us", "exec us", "total us", "run_sql us", "run_sql p99"
+    );
     for q in queries {
-        let (mut sql, mut plan, mut exec, mut total) = (vec![], vec![], vec![], vec![]);
+        let (mut sql, mut plan, mut exec, mut total, mut run) = (vec![], vec![], vec![], vec![], vec![]);
         for _ in 0..args.runs.max(1) {
             let t0 = Instant::now();
             let df = ctx.sql(&q).await?;
@@ -47,13 +57,18 @@ async fn main() -> anyhow::Result<()> {
             plan.push((t2 - t1).as_secs_f64() * 1e6);
             exec.push((t3 - t2).as_secs_f64() * 1e6);
             total.push((t3 - t0).as_secs_f64() * 1e6);
+            let t4 = Instant::now();
+            std::hint::black_box(query::run_sql(&ctx, &q).await?);
+            run.push(t4.elapsed().as_secs_f64() * 1e6);
         }
         println!(
-            "{:>10.0} {:>10.0} {:>10.0} {:>10.0}  {q}",
+            "{:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>12.0} {:>12.0}  {q}",
             median(&mut sql),
             median(&mut plan),
             median(&mut exec),
-            median(&mut total)
+            median(&mut total),
+            median(&mut run),
+            percentile(&mut run, 0.99)
         );
     }
     Ok(())
