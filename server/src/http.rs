@@ -319,7 +319,7 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
         if matches!(df.logical_plan(), LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
             return df.collect().await;
         }
-        df.limit(0, Some(limit + 1))?.collect().await
+        query::collect_at_most(df, limit.saturating_add(1)).await
     };
     let result = tokio::time::timeout(st.query.timeout, run).await;
     let elapsed = start.elapsed();

@@ -52,10 +52,8 @@ fn ingest_query_reject_and_survive_sigkill() {
     assert_eq!(count(&s.base, Some("t0")), 76);
     // A lookup of one trace (answered without DataFusion's planner), in and out of a tenant's
     // scope: trace 3 holds events 20..=29, the odd ones in tenant t1.
-    let lookup = format!(
-        "SELECT span_id, content FROM events WHERE trace_id = '{:032x}' ORDER BY timestamp DESC LIMIT 4",
-        3
-    );
+    let lookup =
+        format!("SELECT span_id, content FROM events WHERE trace_id = '{:032x}' ORDER BY timestamp DESC LIMIT 4", 3);
     let spans = |tenant: Option<&str>| -> Vec<(String, String)> {
         common::sql(&s.base, tenant, &lookup)
             .iter()
@@ -115,6 +113,52 @@ fn ingest_query_reject_and_survive_sigkill() {
     std::thread::sleep(Duration::from_millis(50));
     let mut s = start(dir.path());
     assert_eq!(count(&s.base, None), 151);
+    s.child.kill().expect("kill");
+    let _ = s.child.wait();
+}
+
+/// `query.max_results` cuts every result over HTTP to its first rows and says so, whatever
+/// path the query takes (sorted, unsorted, aggregated, a point lookup).
+#[test]
+fn results_over_the_limit_are_cut_and_marked() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut s = common::start_with(dir.path(), &["--max-results", "7"]);
+    let batch: Vec<String> = (0..30).map(event).collect();
+    assert_eq!(post(&format!("{}/v1/events", s.base), &batch.join("\n")).0, 200);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let run = |sql: &str| -> (Vec<String>, bool) {
+        let mut r =
+            agent.post(&format!("{}/v1/sql", s.base)).send(serde_json::json!({ "sql": sql }).to_string()).expect("sql");
+        assert_eq!(r.status().as_u16(), 200, "{sql}");
+        let cut = r.headers().get("x-activemirror-truncated").is_some_and(|v| v == "true");
+        let body = r.body_mut().read_to_string().expect("body");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
+        (
+            rows.iter()
+                .map(|r| r.as_object().and_then(|o| o.values().next()).map_or(String::new(), |v| v.to_string()))
+                .collect(),
+            cut,
+        )
+    };
+    let span = |i: usize| format!("\"{:016x}\"", i + 1);
+    // Sorted: the first 7 by time, the sort planned with the cut.
+    let (rows, cut) = run("SELECT span_id FROM events ORDER BY timestamp DESC");
+    assert_eq!(rows, (23..30).rev().map(span).collect::<Vec<_>>());
+    assert!(cut);
+    // Unsorted: 7 distinct stored rows.
+    let (mut rows, cut) = run("SELECT span_id FROM events");
+    rows.sort();
+    rows.dedup();
+    assert_eq!((rows.len(), cut), (7, true));
+    assert!(rows.iter().all(|r| (0..30).map(span).any(|s| &s == r)), "{rows:?}");
+    // A point lookup: trace 1 holds events 0..=9.
+    let (rows, cut) = run(&format!("SELECT span_id FROM events WHERE trace_id = '{:032x}' ORDER BY timestamp", 1));
+    assert_eq!((rows, cut), ((0..7).map(span).collect::<Vec<_>>(), true));
+    // At or under the limit: whole and unmarked.
+    let (rows, cut) = run("SELECT span_id FROM events ORDER BY timestamp LIMIT 7");
+    assert_eq!((rows, cut), ((0..7).map(span).collect::<Vec<_>>(), false));
+    let (rows, cut) = run("SELECT count(*) FROM events");
+    assert_eq!((rows, cut), (vec!["30".to_owned()], false));
     s.child.kill().expect("kill");
     let _ = s.child.wait();
 }
