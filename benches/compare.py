@@ -661,7 +661,9 @@ def report(results, out_dir, started):
              "ours / best peer: below 1 is better for times and sizes, above 1 is better for rates.\n")
     L.append("How each engine is measured: ours through the `activemirror` binary (`import` offline; queries "
              "over HTTP `/v1/sql` to a running server on one kept-alive connection, so our times include HTTP, "
-             "JSON encoding of the result and its parsing in Python); DuckDB and chDB in-process in a Python worker (their times include no transport). "
+             "JSON encoding of the result and its parsing in Python; the server keeps decoded column blocks and "
+             "decompressed text pages between queries, within `query.cache_mb` and `query.text_cache_mb`, so the "
+             "warm-up runs fill those caches as they fill the peers' buffer pools); DuckDB and chDB in-process in a Python worker (their times include no transport). "
              "DuckDB loads with `read_json` into a table; chDB loads with `file(..., JSONEachRow)` into a "
              "MergeTree table ordered by (tenant, agent_id, timestamp). Peak RSS is each process's high-water "
              "mark (`ru_maxrss` / `VmHWM`).\n")

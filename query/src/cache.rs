@@ -1,23 +1,28 @@
-//! The decoded block cache: column blocks of segments, decompressed and decoded into Arrow
-//! arrays, kept between queries up to a byte budget (like ClickHouse's uncompressed cache).
-//! Segments never change once written and every open segment has a process-unique id, so an
-//! entry never goes stale: it is only evicted (least recently and least frequently used
-//! first, by `quick_cache`'s CLOCK-Pro policy) or left unused once its segment is compacted
-//! away or expired.
+//! The decoded caches: column blocks of segments decompressed and decoded into Arrow arrays,
+//! and pages of free text (`content`) decompressed, kept between queries up to a byte budget
+//! each (like ClickHouse's uncompressed cache). Segments never change once written and every
+//! open segment has a process-unique id, so an entry never goes stale: it is only evicted
+//! (least recently and least frequently used first, by `quick_cache`'s CLOCK-Pro policy) or
+//! left unused once its segment is compacted away or expired.
 //!
-//! Free-text columns (`content`) are never cached: they are most of the bytes, and the scan
-//! reads only the pages its rows need.
+//! Free text has its own, smaller budget: it is most of the bytes, and a query that reads
+//! much of it must not push out the columns every aggregation reads. The scan reads only the
+//! text pages its rows need, so what is kept are the pages that queries selected (a trace
+//! looked at again, a dashboard's query repeated over recent rows).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, ArrayRef};
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
-use segments::ColumnId;
+use segments::{ColumnId, StrColumn};
 
-/// Default budget: room for the non-text columns of about a million events.
+/// Default budget of the block cache: room for the non-text columns of about a million events.
 pub const DEFAULT_BLOCK_CACHE_BYTES: u64 = 256 << 20;
+
+/// Default budget of the text page cache: a quarter of the block cache's.
+pub const DEFAULT_TEXT_CACHE_BYTES: u64 = DEFAULT_BLOCK_CACHE_BYTES / 4;
 
 /// Which column block an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,33 +35,71 @@ pub struct BlockKey {
     pub codes: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct ArrayBytes;
+/// Which page of a paged text chunk an entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PageKey {
+    /// [`segments::Segment::uid`].
+    pub segment: u64,
+    pub block: u32,
+    pub column: ColumnId,
+    pub page: u32,
+}
 
-impl Weighter<BlockKey, ArrayRef> for ArrayBytes {
-    fn weight(&self, _key: &BlockKey, array: &ArrayRef) -> u64 {
-        // Never zero: zero-weight entries would never be evicted.
-        (array.get_array_memory_size() as u64).max(1)
+/// A decoded value and the memory it holds.
+pub trait Decoded: Clone {
+    fn bytes(&self) -> u64;
+}
+
+impl Decoded for ArrayRef {
+    fn bytes(&self) -> u64 {
+        self.get_array_memory_size() as u64
     }
 }
 
-/// Decoded column blocks with hit / miss counters.
-pub struct BlockCache {
-    entries: Cache<BlockKey, ArrayRef, ArrayBytes>,
+impl Decoded for Arc<StrColumn> {
+    fn bytes(&self) -> u64 {
+        let validity = self.validity.as_ref().map_or(0, Vec::capacity);
+        (self.offsets.capacity() * 4 + self.data.capacity() + validity + std::mem::size_of::<StrColumn>()) as u64
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bytes;
+
+impl<K, V: Decoded> Weighter<K, V> for Bytes {
+    fn weight(&self, _key: &K, value: &V) -> u64 {
+        // Never zero: zero-weight entries would never be evicted.
+        value.bytes().max(1)
+    }
+}
+
+/// Decoded values by key, with hit / miss counters.
+pub struct DecodedCache<K, V> {
+    entries: Cache<K, V, Bytes>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
-impl std::fmt::Debug for BlockCache {
+/// Column blocks as Arrow arrays.
+pub type BlockCache = DecodedCache<BlockKey, ArrayRef>;
+
+/// Pages of free text.
+pub type TextPageCache = DecodedCache<PageKey, Arc<StrColumn>>;
+
+impl<K, V> std::fmt::Debug for DecodedCache<K, V>
+where
+    K: Eq + std::hash::Hash + Clone,
+    V: Decoded,
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockCache")
+        f.debug_struct("DecodedCache")
             .field("bytes", &self.entries.weight())
             .field("capacity", &self.entries.capacity())
             .finish()
     }
 }
 
-/// Counters of a [`BlockCache`], for metrics.
+/// Counters of a [`DecodedCache`], for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockCacheStats {
     pub hits: u64,
@@ -67,35 +110,42 @@ pub struct BlockCacheStats {
 }
 
 impl BlockCache {
-    pub fn new(capacity_bytes: u64) -> BlockCache {
-        let items = (capacity_bytes / (64 << 10)).clamp(16, 1 << 20) as usize;
-        BlockCache {
-            entries: Cache::with_weighter(items, capacity_bytes, ArrayBytes),
+    /// Whether `column` is kept here at all (free text goes to the [`TextPageCache`]).
+    pub fn caches(column: ColumnId) -> bool {
+        column.encoding() != segments::ColumnEncoding::Plain
+    }
+}
+
+impl<K, V> DecodedCache<K, V>
+where
+    K: Eq + std::hash::Hash + Clone,
+    V: Decoded,
+{
+    /// A cache of `capacity_bytes` for values of about `typical_bytes` each.
+    pub fn new(capacity_bytes: u64, typical_bytes: u64) -> DecodedCache<K, V> {
+        let items = (capacity_bytes / typical_bytes.max(1)).clamp(16, 1 << 20) as usize;
+        DecodedCache {
+            entries: Cache::with_weighter(items, capacity_bytes, Bytes),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    /// Whether `column` is kept here at all.
-    pub fn caches(column: ColumnId) -> bool {
-        column.encoding() != segments::ColumnEncoding::Plain
-    }
-
-    /// The cached block, or `decode`'s result (then kept, if it fits the budget). Concurrent
+    /// The cached value, or `decode`'s result (then kept, if it fits the budget). Concurrent
     /// callers for one key wait for a single decode.
-    pub fn get_or_decode<E>(&self, key: BlockKey, decode: impl FnOnce() -> Result<ArrayRef, E>) -> Result<ArrayRef, E> {
+    pub fn get_or_decode<E>(&self, key: K, decode: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
         if self.entries.capacity() == 0 {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return decode();
         }
         let mut decoded = false;
-        let array = self.entries.get_or_insert_with(&key, || {
+        let value = self.entries.get_or_insert_with(&key, || {
             decoded = true;
             decode()
         })?;
         let counter = if decoded { &self.misses } else { &self.hits };
         counter.fetch_add(1, Ordering::Relaxed);
-        Ok(array)
+        Ok(value)
     }
 
     /// Change the byte budget (evicting down to it).
@@ -119,10 +169,17 @@ impl BlockCache {
 }
 
 /// The process's block cache (budget [`DEFAULT_BLOCK_CACHE_BYTES`] until
-/// [`BlockCache::set_capacity`] changes it).
+/// [`DecodedCache::set_capacity`] changes it).
 pub fn block_cache() -> &'static BlockCache {
     static CACHE: OnceLock<BlockCache> = OnceLock::new();
-    CACHE.get_or_init(|| BlockCache::new(DEFAULT_BLOCK_CACHE_BYTES))
+    CACHE.get_or_init(|| BlockCache::new(DEFAULT_BLOCK_CACHE_BYTES, 64 << 10))
+}
+
+/// The process's text page cache (budget [`DEFAULT_TEXT_CACHE_BYTES`] until
+/// [`DecodedCache::set_capacity`] changes it).
+pub fn text_page_cache() -> &'static TextPageCache {
+    static CACHE: OnceLock<TextPageCache> = OnceLock::new();
+    CACHE.get_or_init(|| TextPageCache::new(DEFAULT_TEXT_CACHE_BYTES, 4 << 10))
 }
 
 #[cfg(test)]
@@ -141,7 +198,7 @@ mod tests {
 
     #[test]
     fn decodes_once_then_hits() {
-        let cache = BlockCache::new(1 << 20);
+        let cache = BlockCache::new(1 << 20, 64 << 10);
         let mut calls = 0;
         for _ in 0..3 {
             let a = cache
@@ -160,7 +217,7 @@ mod tests {
 
     #[test]
     fn errors_are_not_cached() {
-        let cache = BlockCache::new(1 << 20);
+        let cache = BlockCache::new(1 << 20, 64 << 10);
         assert!(cache.get_or_decode(key(2), || Err::<ArrayRef, _>("corrupt")).is_err());
         let a = cache.get_or_decode(key(2), || Ok::<_, &str>(array(5))).expect("second try decodes");
         assert_eq!(a.len(), 5);
@@ -169,7 +226,7 @@ mod tests {
     #[test]
     fn stays_within_its_budget() {
         // 64 KiB budget, 8 KiB arrays: most of 100 blocks must be evicted.
-        let cache = BlockCache::new(64 << 10);
+        let cache = BlockCache::new(64 << 10, 64 << 10);
         for b in 0..100 {
             cache.get_or_decode(key(b), || Ok::<_, &str>(array(1024))).expect("decode");
         }
@@ -177,11 +234,29 @@ mod tests {
         assert!(s.bytes <= 64 << 10, "{s:?}");
         assert!(s.entries < 100, "{s:?}");
         // A zero budget caches nothing but still answers.
-        let off = BlockCache::new(0);
+        let off = BlockCache::new(0, 64 << 10);
         for _ in 0..2 {
             assert_eq!(off.get_or_decode(key(1), || Ok::<_, &str>(array(3))).expect("decode").len(), 3);
         }
         assert_eq!(off.stats().entries, 0);
         assert_eq!(off.stats().misses, 2);
+    }
+
+    #[test]
+    fn text_pages_weigh_their_bytes() {
+        let page = |n: usize| {
+            let rows: Vec<String> = (0..8).map(|i| "x".repeat(n + i)).collect();
+            Arc::new(StrColumn::from_options(rows.iter().map(|r| Some(r.as_str()))))
+        };
+        let key = |page: u32| PageKey { segment: 3, block: 0, column: ColumnId::Content, page };
+        // 32 KiB budget, pages of about 4 KiB: at most 8 fit.
+        let cache = TextPageCache::new(32 << 10, 4 << 10);
+        for p in 0..40 {
+            let got = cache.get_or_decode(key(p), || Ok::<_, &str>(page(500))).expect("decode");
+            assert_eq!(got.len(), 8);
+        }
+        let s = cache.stats();
+        assert!(s.bytes <= 32 << 10 && s.entries <= 8 && s.entries >= 1, "{s:?}");
+        assert!(page(500).bytes() >= 8 * 500, "a page weighs at least its text");
     }
 }

@@ -20,7 +20,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use engine::Engine;
 
-pub use cache::{block_cache, BlockCache, BlockCacheStats};
+pub use cache::{block_cache, text_page_cache, BlockCache, BlockCacheStats, TextPageCache};
 pub use provider::{plan_scan, EventsTable, PruningStats, ScanPlan};
 pub use pushdown::ScanPredicate;
 

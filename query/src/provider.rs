@@ -33,7 +33,7 @@ use index::{IndexedColumn, Term};
 use roaring::RoaringBitmap;
 use segments::{ColumnData, ColumnEncoding, ColumnId, Event, Segment, StrColumn};
 
-use crate::cache::{block_cache, BlockCache, BlockKey};
+use crate::cache::{block_cache, text_page_cache, BlockCache, BlockKey, PageKey};
 use crate::codes::{CodeBook, KeyForm};
 use crate::pushdown::ScanPredicate;
 use crate::schema::{events_schema, to_arrow};
@@ -398,7 +398,13 @@ fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<
     let data = match (unit, rows) {
         // Free text: read only the listed rows (of a paged chunk, only their pages).
         (ScanUnit::Block { segment, block, .. }, Some(rows)) if col.encoding() == ColumnEncoding::Plain => {
-            let text = segment.read_text_rows(*block, col, rows.values()).map_err(ext)?;
+            let cache = text_page_cache();
+            let text = segment
+                .read_text_rows_with(*block, col, rows.values(), |page, decode| {
+                    let key = PageKey { segment: segment.uid(), block: *block as u32, column: col, page: page as u32 };
+                    cache.get_or_decode(key, || decode().map(Arc::new))
+                })
+                .map_err(ext)?;
             return to_arrow(col, ColumnData::Str(text)).map_err(ext);
         }
         // Other columns of a block: decoded whole once, then kept in the block cache.

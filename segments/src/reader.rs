@@ -309,6 +309,22 @@ impl Segment {
     /// of a free-text column. Of a paged chunk only the pages holding those rows are
     /// decompressed.
     pub fn read_text_rows(&self, block: usize, col: ColumnId, rows: &[u32]) -> Result<StrColumn, SegmentError> {
+        self.read_text_rows_with(block, col, rows, |_, decode| decode().map(Arc::new))
+    }
+
+    /// [`Segment::read_text_rows`], with each page of a paged chunk obtained through
+    /// `page(k, decode)`: `k` is the page's index in the block, `decode` decodes it (a caller
+    /// may answer from a cache instead).
+    pub fn read_text_rows_with<F>(
+        &self,
+        block: usize,
+        col: ColumnId,
+        rows: &[u32],
+        mut page_of: F,
+    ) -> Result<StrColumn, SegmentError>
+    where
+        F: FnMut(usize, &mut dyn FnMut() -> Result<StrColumn, SegmentError>) -> Result<Arc<StrColumn>, SegmentError>,
+    {
         let bad = |d: String| Self::corrupt(&self.path, Some(block), Some(col), d);
         let (n, ch, stored) = self.checked_chunk(block, col)?;
         let mut out = StrColumn::default();
@@ -328,13 +344,17 @@ impl Segment {
         let page_rows = pages.first().map_or(1, |p| p.rows.len().max(1));
         // The page last decoded: rows come in ascending order (bitmap order), so each page
         // is decoded once (rows out of order decode a page again, correctly).
-        let mut current: Option<(usize, StrColumn)> = None;
+        let mut current: Option<(usize, Arc<StrColumn>)> = None;
         for r in rows {
             let r = *r as usize;
             let k = r / page_rows;
             let page = pages.get(k).ok_or_else(|| bad(format!("row {r} outside the block")))?;
             if current.as_ref().is_none_or(|(at, _)| *at != k) {
-                current = Some((k, self.read_page(block, col, ch.codec, stored, page)?));
+                let decoded = page_of(k, &mut || self.read_page(block, col, ch.codec, stored, page))?;
+                if decoded.len() != page.rows.len() {
+                    return Err(bad(format!("page {k} has {} rows, expected {}", decoded.len(), page.rows.len())));
+                }
+                current = Some((k, decoded));
             }
             let ok = current.as_ref().is_some_and(|(_, p)| out.push_from(p, r - page.rows.start));
             if !ok {

@@ -42,6 +42,10 @@ pub struct StartArgs {
     /// [default: 256].
     #[arg(long, env = "ACTIVEMIRROR_QUERY_CACHE_MB")]
     pub query_cache_mb: Option<u64>,
+    /// Memory for decompressed pages of free text (`content`) kept between queries, in MiB
+    /// (0 turns it off) [default: a quarter of the block cache's].
+    #[arg(long, env = "ACTIVEMIRROR_QUERY_TEXT_CACHE_MB")]
+    pub query_text_cache_mb: Option<u64>,
 }
 
 /// `30s`, `500ms`, `2h`, `7d`, `1h 30m` (humantime), or a bare number of seconds.
@@ -108,6 +112,8 @@ pub struct QueryFileConfig {
     pub timeout_ms: Option<u64>,
     /// Memory for decoded column blocks kept between queries, in MiB (0: none).
     pub cache_mb: Option<u64>,
+    /// Memory for decompressed text pages kept between queries, in MiB (0: none).
+    pub text_cache_mb: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +162,8 @@ pub struct Settings {
     pub compaction_trigger: usize,
     /// Budget of the decoded block cache ([`query::BlockCache`]).
     pub query_cache_bytes: u64,
+    /// Budget of the text page cache ([`query::TextPageCache`]).
+    pub query_text_cache_bytes: u64,
 }
 
 /// Reads and checks a YAML config file; errors name the file, the key and what is wrong.
@@ -196,6 +204,11 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
     }
     let cache_mb = args.query_cache_mb.or(file.query.cache_mb).unwrap_or(query::cache::DEFAULT_BLOCK_CACHE_BYTES >> 20);
     anyhow::ensure!(cache_mb <= 1 << 30, "key `query.cache_mb`: {cache_mb} MiB is more than any machine has");
+    let text_cache_mb = args.query_text_cache_mb.or(file.query.text_cache_mb).unwrap_or(cache_mb / 4);
+    anyhow::ensure!(
+        text_cache_mb <= 1 << 30,
+        "key `query.text_cache_mb`: {text_cache_mb} MiB is more than any machine has"
+    );
     let retention = args.retention.or(file.retention.max_age);
     if let Some(r) = retention {
         anyhow::ensure!(!r.is_zero(), "key `retention.max_age`: must be more than zero");
@@ -217,6 +230,7 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         flush_interval: file.storage.flush_interval.unwrap_or(engine_defaults.flush_age),
         compaction_trigger: file.storage.compaction_trigger.unwrap_or(engine_defaults.compaction_trigger).max(1),
         query_cache_bytes: cache_mb << 20,
+        query_text_cache_bytes: text_cache_mb << 20,
     })
 }
 
@@ -234,6 +248,7 @@ mod tests {
         assert!(s.metrics_enabled);
         assert_eq!(s.retention, None);
         assert_eq!(s.query_cache_bytes, 256 << 20);
+        assert_eq!(s.query_text_cache_bytes, 64 << 20);
     }
 
     #[test]
@@ -262,8 +277,14 @@ mod tests {
         assert_eq!(s.http_addr.to_string(), "127.0.0.1:1", "the flag wins over the file");
         assert_eq!(s.max_body_bytes, 8 << 20);
         assert_eq!(s.query_cache_bytes, 64 << 20);
+        assert_eq!(s.query_text_cache_bytes, 16 << 20, "a quarter of the block cache unless set");
         let off = StartArgs { query_cache_mb: Some(0), ..Default::default() };
-        assert_eq!(resolve(&off, FileConfig::default()).expect("resolves").query_cache_bytes, 0);
+        let off = resolve(&off, FileConfig::default()).expect("resolves");
+        assert_eq!((off.query_cache_bytes, off.query_text_cache_bytes), (0, 0));
+        let text = parse_file("query:\n  text_cache_mb: 100\n").expect("parses");
+        let args = StartArgs { query_text_cache_mb: Some(3), ..Default::default() };
+        assert_eq!(resolve(&StartArgs::default(), text).expect("resolves").query_text_cache_bytes, 100 << 20);
+        assert_eq!(resolve(&args, FileConfig::default()).expect("resolves").query_text_cache_bytes, 3 << 20);
     }
 
     #[test]

@@ -95,6 +95,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     );
     let engine = Arc::new(engine);
     query::block_cache().set_capacity(settings.query_cache_bytes);
+    query::text_page_cache().set_capacity(settings.query_text_cache_bytes);
     let body_limit = settings.max_body_bytes;
     let ingest_metrics = Arc::new(IngestMetrics::default());
     let state = Arc::new(AppState {
@@ -482,11 +483,12 @@ async fn metrics(State(st): State<Shared>) -> Response {
         l(&m.query_micros) as f64 / 1e6,
     );
     let _ = writeln!(s, "activemirror_query_errors_total {}", l(&m.query_errors));
-    let c = query::block_cache().stats();
-    let _ = writeln!(s, "activemirror_block_cache_hits_total {}", c.hits);
-    let _ = writeln!(s, "activemirror_block_cache_misses_total {}", c.misses);
-    let _ = writeln!(s, "activemirror_block_cache_entries {}", c.entries);
-    let _ = writeln!(s, "activemirror_block_cache_bytes {}", c.bytes);
-    let _ = writeln!(s, "activemirror_block_cache_capacity_bytes {}", c.capacity);
+    for (name, c) in [("block_cache", query::block_cache().stats()), ("text_cache", query::text_page_cache().stats())] {
+        let _ = writeln!(s, "activemirror_{name}_hits_total {}", c.hits);
+        let _ = writeln!(s, "activemirror_{name}_misses_total {}", c.misses);
+        let _ = writeln!(s, "activemirror_{name}_entries {}", c.entries);
+        let _ = writeln!(s, "activemirror_{name}_bytes {}", c.bytes);
+        let _ = writeln!(s, "activemirror_{name}_capacity_bytes {}", c.capacity);
+    }
     ([("content-type", "text/plain; version=0.0.4")], s).into_response()
 }

@@ -106,6 +106,9 @@ fn ingest_query_reject_and_survive_sigkill() {
     // The block cache reports its budget (the default, 256 MiB) and its use.
     assert!(m.contains(&format!("activemirror_block_cache_capacity_bytes {}", 256u64 << 20)), "{m}");
     assert!(m.contains("activemirror_block_cache_hits_total "), "{m}");
+    // So does the text page cache (a quarter of it by default).
+    assert!(m.contains(&format!("activemirror_text_cache_capacity_bytes {}", 64u64 << 20)), "{m}");
+    assert!(m.contains("activemirror_text_cache_misses_total "), "{m}");
 
     // SIGKILL, restart: every acknowledged event is back.
     s.child.kill().expect("kill");

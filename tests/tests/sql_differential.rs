@@ -309,6 +309,47 @@ async fn point_lookups_match_the_planner() {
     assert!(failures.is_empty(), "{} lookups differ:\n{}", failures.len(), failures.join("\n"));
 }
 
+/// Text pages of compacted segments that a query decompressed are read from the text page
+/// cache when a query needs them again, with the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_pages_read_again_come_from_the_cache() {
+    let Fixture { events, ours, .. } = fixture().await;
+    // Event 7,000 is in the compacted segment (events 0..15,000), whose text is paged.
+    let trace = events[7_000].trace_id;
+    let mut want: Vec<(String, Option<String>)> =
+        events.iter().filter(|e| e.trace_id == trace).map(|e| (hex(&e.span_id), e.content.clone())).collect();
+    want.sort();
+    let sql = format!(
+        "SELECT span_id, content FROM events WHERE trace_id = '{}' AND kind != 'nothing' ORDER BY span_id",
+        hex(&trace)
+    );
+    let cache = query::text_page_cache();
+    for round in 0..3 {
+        let before = cache.stats();
+        let batches = query::run_sql(&ours, &sql).await.expect("query");
+        let after = cache.stats();
+        let mut got = Vec::new();
+        for b in &batches {
+            let b = query::schema::plain_batch(b).expect("plain");
+            let span = b.column(0).as_any().downcast_ref::<arrow::array::StringArray>().expect("span");
+            let text = b.column(1).as_any().downcast_ref::<arrow::array::StringArray>().expect("content");
+            for i in 0..b.num_rows() {
+                got.push((
+                    span.value(i).to_owned(),
+                    (!arrow::array::Array::is_null(text, i)).then(|| text.value(i).to_owned()),
+                ));
+            }
+        }
+        assert_eq!(got, want, "round {round}");
+        // Other tests share the process's cache: only this query's own effect is checked.
+        if round == 0 {
+            assert!(after.misses > before.misses, "{before:?} -> {after:?}");
+        } else {
+            assert!(after.hits > before.hits, "round {round}: {before:?} -> {after:?}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexed_and_time_predicates_prune_blocks() {
     let events: Vec<Event> = Generator::new(5).take(20_000).collect();
