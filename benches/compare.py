@@ -178,6 +178,7 @@ class OurServer:
         )
         self.http = self.grpc = None
         self.conn = None
+        self.server_ms = float("nan")
         for line in self.p.stderr:
             m = re.search(r"addr=(\S+)", line)
             if m and "HTTP listening" in line:
@@ -209,6 +210,8 @@ class OurServer:
             raise
         if r.status != 200:
             raise RuntimeError(f"/v1/sql answered {r.status}: {data[:500]!r}")
+        # Server-Timing: "query;dur=<ms>, encode;dur=<ms>" (planning and running, then JSON).
+        self.server_ms = sum(float(m) for m in re.findall(r";dur=([0-9.]+)", r.getheader("server-timing") or ""))
         return json.loads(data)
 
     def peak_rss(self):
@@ -539,18 +542,23 @@ def bench_size(args, n, work):
                     q["mismatch"][eng] = why
                     print(f"  !!! MISMATCH {q['name']}: ours vs {eng}: {why}", flush=True)
             q["ms"] = {e: [] for e in engines}
+            q["server_ms"] = []
         for r in range(args.reps):
             for q in qs:
                 order = engines[r % 3:] + engines[:r % 3]
                 for eng in order:
                     ms, _ = run(eng, q)
                     q["ms"][eng].append(ms)
+                    if eng == "ours":
+                        q["server_ms"].append(server.server_ms)
         for q in qs:
             stats = {e: {"median": statistics.median(v), "p99": percentile(v, 0.99), "min": min(v), "max": max(v)}
                      for e, v in q["ms"].items()}
+            stats["ours server"] = {"median": statistics.median(q["server_ms"]), "p99": percentile(q["server_ms"], 0.99)}
             res["queries"].append({"name": q["name"], "rows": q["rows"], "stats": stats, "mismatch": q["mismatch"],
                                    "sql": {e: q[e] for e in engines}})
-            print(f"  {q['name'][:52]:52s} " + "  ".join(f"{e} {s['median']:8.2f}" for e, s in stats.items())
+            print(f"  {q['name'][:52]:52s} " + "  ".join(f"{e} {s['median']:8.2f}" for e, s in stats.items()
+                                                          if e in engines)
                   + ("  MISMATCH" if q["mismatch"] else ""), flush=True)
         res["rss"]["ours query"] = server.peak_rss()
         for e, p in peers.items():
@@ -663,7 +671,10 @@ def report(results, out_dir, started):
              "over HTTP `/v1/sql` to a running server on one kept-alive connection, so our times include HTTP, "
              "JSON encoding of the result and its parsing in Python; the server keeps decoded column blocks and "
              "decompressed text pages between queries, within `query.cache_mb` and `query.text_cache_mb`, so the "
-             "warm-up runs fill those caches as they fill the peers' buffer pools); DuckDB and chDB in-process in a Python worker (their times include no transport). "
+             "warm-up runs fill those caches as they fill the peers' buffer pools). The column 'ours in the "
+             "server' is the time the server reports for the same requests (`Server-Timing`: planning, running "
+             "and JSON encoding), without the transport and Python's JSON parsing; the ratio uses the time at the "
+             "client. DuckDB and chDB in-process in a Python worker (their times include no transport). "
              "DuckDB loads with `read_json` into a table; chDB loads with `file(..., JSONEachRow)` into a "
              "MergeTree table ordered by (tenant, agent_id, timestamp). Peak RSS is each process's high-water "
              "mark (`ru_maxrss` / `VmHWM`).\n")
@@ -695,13 +706,16 @@ def report(results, out_dir, started):
         L.append(f"\nSize ours / best peer: **{res['size']['ours'] / best:.2f}x**; ours / Parquet-zstd: "
                  f"**{res['size']['ours'] / res['size']['parquet-zstd']:.2f}x**.\n")
         L.append(f"### Queries ({ARGS.reps} timed runs each after {ARGS.warmup} warm-up)\n")
-        L.append("| query | rows | ours median (p99) ms | DuckDB median (p99) ms | chDB median (p99) ms | ours / best peer | answers |")
-        L.append("|---|---|---|---|---|---|---|")
+        L.append("| query | rows | ours median (p99) ms | ours in the server median (p99) ms | DuckDB median (p99) ms "
+                 "| chDB median (p99) ms | ours / best peer | answers |")
+        L.append("|---|---|---|---|---|---|---|---|")
         for q in res["queries"]:
             s = q["stats"]
             best = min(s["duckdb"]["median"], s["chdb"]["median"])
             check = "match" if not q["mismatch"] else "**MISMATCH** " + "; ".join(f"{k}: {v}" for k, v in q["mismatch"].items())
+            srv = s.get("ours server", {"median": float("nan"), "p99": float("nan")})
             L.append(f"| {q['name']} | {q['rows']} | {s['ours']['median']:.2f} ({s['ours']['p99']:.2f}) | "
+                     f"{srv['median']:.2f} ({srv['p99']:.2f}) | "
                      f"{s['duckdb']['median']:.2f} ({s['duckdb']['p99']:.2f}) | {s['chdb']['median']:.2f} "
                      f"({s['chdb']['p99']:.2f}) | {s['ours']['median'] / best:.2f}x | {check} |")
         L.append("\n| peak RSS | MB |")

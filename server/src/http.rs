@@ -360,6 +360,7 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
     } else {
         batches
     };
+    let encoding = Instant::now();
     let mut resp = match params.format.as_deref().unwrap_or("json") {
         "csv" => match format_batches(&batches, OutputFormat::Csv) {
             Ok(s) => ([("content-type", "text/csv")], s).into_response(),
@@ -390,6 +391,12 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
         },
         other => error(StatusCode::BAD_REQUEST, format!("unknown format `{other}` (json, csv, arrow)")),
     };
+    // Where the time went, for clients and browser tools (W3C Server-Timing): planning and
+    // running the query, then encoding its result.
+    let timing = format!("query;dur={ms:.3}, encode;dur={:.3}", encoding.elapsed().as_secs_f64() * 1e3);
+    if let Ok(v) = HeaderValue::from_str(&timing) {
+        resp.headers_mut().insert("server-timing", v);
+    }
     if truncated {
         resp.headers_mut().insert("x-activemirror-truncated", HeaderValue::from_static("true"));
         if let Ok(v) = HeaderValue::from_str(&format!("result cut to query.max_results = {limit} rows")) {
