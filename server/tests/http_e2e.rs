@@ -136,10 +136,8 @@ fn results_over_the_limit_are_cut_and_marked() {
         let cut = r.headers().get("x-activemirror-truncated").is_some_and(|v| v == "true");
         // Every answer says where its time went: `query;dur=<ms>, encode;dur=<ms>`.
         let timing = r.headers().get("server-timing").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        let durations: Vec<f64> = timing
-            .split(", ")
-            .filter_map(|part| part.split_once(";dur=").and_then(|(_, d)| d.parse().ok()))
-            .collect();
+        let durations: Vec<f64> =
+            timing.split(", ").filter_map(|part| part.split_once(";dur=").and_then(|(_, d)| d.parse().ok())).collect();
         assert!(timing.starts_with("query;dur=") && durations.len() == 2, "{timing}");
         assert!(durations.iter().all(|d| *d >= 0.0 && *d < 60_000.0), "{timing}");
         let body = r.body_mut().read_to_string().expect("body");
