@@ -1,12 +1,14 @@
 //! Point lookups without the planner: a query of the shape
 //!
 //! ```sql
-//! SELECT <columns> | * FROM events
+//! SELECT <columns> | * FROM events | traces
 //! WHERE trace_id = '<id>' [AND <indexed column> = '<value>' ...]
 //! [ORDER BY <column> [ASC | DESC] [NULLS FIRST | LAST], ...] [LIMIT n] [OFFSET m]
 //! ```
 //!
-//! is answered straight from the trace directory and the bitmaps. DataFusion's SQL planning
+//! is answered straight from the trace directory and the bitmaps (on the `traces` view, the
+//! columns are the view's: its step struct `events` is assembled from the step's columns as
+//! the view's schema lays it out, and conditions and sort keys name its plain columns). DataFusion's SQL planning
 //! and optimizer passes cost 0.5-0.8 ms for such a query, several times the lookup itself.
 //! This module recognizes the shape from the parsed statement ([`PointQuery::parse`]). Every
 //! other statement, and any clause it does not recognize, goes to DataFusion as before. The
@@ -16,10 +18,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow::array::{ArrayRef, RecordBatch, StructArray, UInt32Array};
 use arrow::compute::{SortColumn, SortOptions};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
-use datafusion::common::Result;
+use datafusion::common::{DataFusionError, Result};
 use datafusion::config::{ConfigOptions, Dialect};
 use datafusion::logical_expr::{col, lit, Expr};
 use datafusion::prelude::SessionContext;
@@ -33,11 +36,80 @@ use segments::ColumnId;
 
 use crate::provider::{read_unit, EventsTable};
 
+/// The table a lookup reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Events,
+    /// The `traces` view ([`crate::TRACES_VIEW`]).
+    Traces,
+}
+
+/// The plain columns of the `traces` view, in its order; its last column is the step struct.
+const TRACES_COLUMNS: [ColumnId; 5] =
+    [ColumnId::Tenant, ColumnId::TraceId, ColumnId::AgentId, ColumnId::SessionId, ColumnId::Timestamp];
+
+/// The step struct of the `traces` view.
+const TRACES_STEP: &str = "events";
+
+/// One output column of a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Column(ColumnId),
+    /// The `traces` view's step struct.
+    Step,
+}
+
+impl Output {
+    fn name(&self) -> &'static str {
+        match self {
+            Output::Column(c) => c.name(),
+            Output::Step => TRACES_STEP,
+        }
+    }
+}
+
+impl Target {
+    /// The table's name in SQL.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Events => "events",
+            Target::Traces => "traces",
+        }
+    }
+
+    /// The plain column `id` names in this table, under DataFusion's normalization.
+    fn column(&self, id: &Ident) -> Option<ColumnId> {
+        let c = column(id)?;
+        (*self == Target::Events || TRACES_COLUMNS.contains(&c)).then_some(c)
+    }
+
+    /// The output column `id` names in this table.
+    fn output(&self, id: &Ident) -> Option<Output> {
+        let step = match id.quote_style {
+            Some(_) => id.value == TRACES_STEP,
+            None => id.value.eq_ignore_ascii_case(TRACES_STEP),
+        };
+        match self {
+            Target::Traces if step => Some(Output::Step),
+            _ => self.column(id).map(Output::Column),
+        }
+    }
+
+    /// The columns of `SELECT *`.
+    fn all(&self) -> Vec<Output> {
+        match self {
+            Target::Events => ColumnId::ALL.iter().map(|c| Output::Column(*c)).collect(),
+            Target::Traces => TRACES_COLUMNS.iter().map(|c| Output::Column(*c)).chain([Output::Step]).collect(),
+        }
+    }
+}
+
 /// A recognized point lookup.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PointQuery {
+    pub target: Target,
     /// Output columns, in order.
-    pub columns: Vec<ColumnId>,
+    pub outputs: Vec<Output>,
     /// `column = 'value'` filters, each applied exactly by the scan; one is on `trace_id`.
     pub filters: Vec<Expr>,
     /// Sort keys as written; ties keep the scan's order.
@@ -66,8 +138,8 @@ fn count(e: &ast::Expr) -> Option<usize> {
     }
 }
 
-/// `column = 'text'` (either side) as the column and the text.
-fn equality(e: &ast::Expr) -> Option<(ColumnId, String)> {
+/// `column = 'text'` (either side) as the column of `target` and the text.
+fn equality(target: Target, e: &ast::Expr) -> Option<(ColumnId, String)> {
     let ast::Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = e else { return None };
     let text = |e: &ast::Expr| match e {
         ast::Expr::Value(v) => match &v.value {
@@ -77,21 +149,23 @@ fn equality(e: &ast::Expr) -> Option<(ColumnId, String)> {
         _ => None,
     };
     match (left.as_ref(), right.as_ref()) {
-        (ast::Expr::Identifier(id), other) | (other, ast::Expr::Identifier(id)) => Some((column(id)?, text(other)?)),
+        (ast::Expr::Identifier(id), other) | (other, ast::Expr::Identifier(id)) => {
+            Some((target.column(id)?, text(other)?))
+        }
         _ => None,
     }
 }
 
 /// The `=` comparisons of a conjunction (`a AND b AND ...`, no parentheses); `None` if any
 /// part is something else.
-fn conjuncts(e: &ast::Expr, out: &mut Vec<(ColumnId, String)>) -> Option<()> {
+fn conjuncts(target: Target, e: &ast::Expr, out: &mut Vec<(ColumnId, String)>) -> Option<()> {
     match e {
         ast::Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
-            conjuncts(left, out)?;
-            conjuncts(right, out)
+            conjuncts(target, left, out)?;
+            conjuncts(target, right, out)
         }
         other => {
-            out.push(equality(other)?);
+            out.push(equality(target, other)?);
             Some(())
         }
     }
@@ -170,24 +244,6 @@ impl PointQuery {
             return None;
         }
 
-        let mut columns = Vec::new();
-        for item in projection {
-            match item {
-                SelectItem::Wildcard(options) if *options == ast::WildcardAdditionalOptions::default() => {
-                    columns.extend_from_slice(&ColumnId::ALL)
-                }
-                SelectItem::UnnamedExpr(ast::Expr::Identifier(id)) => columns.push(column(id)?),
-                _ => return None,
-            }
-        }
-        // DataFusion refuses a column named twice; leave that error to it.
-        let mut seen = columns.clone();
-        seen.sort();
-        seen.dedup();
-        if seen.len() != columns.len() {
-            return None;
-        }
-
         let [TableWithJoins { relation, joins }] = from.as_slice() else { return None };
         let TableFactor::Table {
             name,
@@ -210,12 +266,35 @@ impl PointQuery {
             None => table.value.to_ascii_lowercase(),
         };
         let plain_table = joins.is_empty() && with_hints.is_empty() && partitions.is_empty() && index_hints.is_empty();
-        if table_name != "events" || !plain_table {
+        let target = match table_name.as_str() {
+            "events" => Target::Events,
+            "traces" => Target::Traces,
+            _ => return None,
+        };
+        if !plain_table {
+            return None;
+        }
+
+        let mut outputs = Vec::new();
+        for item in projection {
+            match item {
+                SelectItem::Wildcard(options) if *options == ast::WildcardAdditionalOptions::default() => {
+                    outputs.extend(target.all())
+                }
+                SelectItem::UnnamedExpr(ast::Expr::Identifier(id)) => outputs.push(target.output(id)?),
+                _ => return None,
+            }
+        }
+        // DataFusion refuses a column named twice; leave that error to it.
+        let mut seen: Vec<&str> = outputs.iter().map(Output::name).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != outputs.len() {
             return None;
         }
 
         let mut equalities = Vec::new();
-        conjuncts(selection, &mut equalities)?;
+        conjuncts(target, selection, &mut equalities)?;
         let filters: Vec<Expr> = equalities.iter().map(|(c, v)| col(c.name()).eq(lit(v.as_str()))).collect();
         if !equalities.iter().any(|(c, _)| *c == ColumnId::TraceId) || !filters.iter().all(crate::pushdown::is_exact) {
             return None;
@@ -229,7 +308,7 @@ impl PointQuery {
             }
             for e in exprs {
                 let ast::Expr::Identifier(id) = &e.expr else { return None };
-                let c = column(id)?;
+                let c = target.column(id)?;
                 if e.with_fill.is_some() || c == ColumnId::Attributes {
                     return None;
                 }
@@ -253,22 +332,34 @@ impl PointQuery {
             }
             Some(_) => return None,
         }
-        Some(PointQuery { columns, filters, order, limit, offset })
+        Some(PointQuery { target, outputs, filters, order, limit, offset })
     }
 
-    /// Run the lookup on `table`: the rows its filters select, sorted, cut to the limit.
+    /// Run the lookup on `table`: the rows its filters select, sorted, cut to the limit, as
+    /// the columns of `schema` (the target table's: `events`' own, or the `traces` view's).
     /// Empty results have no batches, as DataFusion's.
-    pub fn execute(&self, table: &EventsTable) -> Result<Vec<RecordBatch>> {
-        let schema = table.schema();
-        // Decoded: the output columns, then the sort columns not among them.
-        let mut read = self.columns.clone();
+    pub fn execute(&self, table: &EventsTable, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+        let fields: Vec<FieldRef> = self
+            .outputs
+            .iter()
+            .map(|o| schema.field_with_name(o.name()).map(|f| Arc::new(f.clone())))
+            .collect::<Result<_, _>>()?;
+        // Decoded: the output columns (a struct's leaves), then the sort columns not among them.
+        let mut read: Vec<ColumnId> = Vec::new();
+        for (output, field) in self.outputs.iter().zip(&fields) {
+            match output {
+                Output::Column(c) => read.push(*c),
+                Output::Step => leaves(field, &mut read)?,
+            }
+        }
         for (c, _) in &self.order {
             if !read.contains(c) {
                 read.push(*c);
             }
         }
+        let events = table.schema();
         let indices: Vec<usize> = read.iter().map(|c| c.index()).collect();
-        let read_schema = Arc::new(schema.project(&indices)?);
+        let read_schema = Arc::new(events.project(&indices)?);
         let plan = table.plan(&self.filters);
         let mut batches = Vec::new();
         for unit in &plan.units {
@@ -279,17 +370,18 @@ impl PointQuery {
         let rows = arrow::compute::concat_batches(&read_schema, &batches)?;
         let end = self.limit.map_or(rows.num_rows(), |l| self.offset.saturating_add(l).min(rows.num_rows()));
         let start = self.offset.min(end);
+        let column = |rows: &RecordBatch, c: &ColumnId| {
+            let at = read.iter().position(|r| r == c);
+            at.map(|at| rows.column(at).clone())
+                .ok_or_else(|| DataFusionError::Internal(format!("point lookup: column {} not read", c.name())))
+        };
         let rows = if self.order.is_empty() {
             rows.slice(start, end - start)
         } else {
-            let mut keys: Vec<SortColumn> = self
-                .order
-                .iter()
-                .map(|(c, options)| {
-                    let at = read.iter().position(|r| r == c).unwrap_or_default();
-                    SortColumn { values: rows.column(at).clone(), options: Some(*options) }
-                })
-                .collect();
+            let mut keys = Vec::with_capacity(self.order.len() + 1);
+            for (c, options) in &self.order {
+                keys.push(SortColumn { values: column(&rows, c)?, options: Some(*options) });
+            }
             // Scan order breaks ties, so the result does not depend on the sort algorithm.
             let position: ArrayRef = Arc::new(UInt32Array::from_iter_values(0..rows.num_rows() as u32));
             keys.push(SortColumn { values: position, options: None });
@@ -297,9 +389,51 @@ impl PointQuery {
             let sorted = sorted.slice(start, end - start);
             arrow::compute::take_record_batch(&rows, &sorted)?
         };
-        let output: Vec<usize> = (0..self.columns.len()).collect();
-        let rows = rows.project(&output)?;
-        Ok(if rows.num_rows() == 0 { Vec::new() } else { vec![rows] })
+        if rows.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let mut arrays = Vec::with_capacity(self.outputs.len());
+        for (output, field) in self.outputs.iter().zip(&fields) {
+            arrays.push(match output {
+                Output::Column(c) => column(&rows, c)?,
+                Output::Step => assemble(field, &|c| column(&rows, &c))?,
+            });
+        }
+        Ok(vec![RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?])
+    }
+}
+
+/// The `events` columns a struct field of plain columns is made of, by field name, added to
+/// `out`.
+fn leaves(field: &Field, out: &mut Vec<ColumnId>) -> Result<()> {
+    match field.data_type() {
+        DataType::Struct(children) => children.iter().try_for_each(|f| leaves(f, out)),
+        _ => {
+            let c = ColumnId::from_name(field.name()).ok_or_else(|| {
+                DataFusionError::Plan(format!("point lookup: no events column for field `{}`", field.name()))
+            })?;
+            if !out.contains(&c) {
+                out.push(c);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `field` (a struct of plain columns, nested structs included) built from the columns
+/// `column` gives, without nulls of its own, as `named_struct` builds it.
+fn assemble(field: &Field, column: &dyn Fn(ColumnId) -> Result<ArrayRef>) -> Result<ArrayRef> {
+    match field.data_type() {
+        DataType::Struct(children) => {
+            let arrays = children.iter().map(|f| assemble(f, column)).collect::<Result<Vec<_>>>()?;
+            Ok(Arc::new(StructArray::try_new(children.clone(), arrays, None)?))
+        }
+        _ => {
+            let c = ColumnId::from_name(field.name()).ok_or_else(|| {
+                DataFusionError::Plan(format!("point lookup: no events column for field `{}`", field.name()))
+            })?;
+            column(c)
+        }
     }
 }
 
@@ -319,7 +453,20 @@ pub async fn try_run(ctx: &SessionContext, sql: &str) -> Option<Result<Vec<Recor
     }
     let provider = ctx.table_provider("events").await.ok()?;
     let table = provider.downcast_ref::<EventsTable>()?;
-    Some(query.execute(table))
+    let schema = match query.target {
+        Target::Events => table.schema(),
+        Target::Traces => {
+            // Only the view this crate defines: its plain columns, then the step struct.
+            let schema = ctx.table_provider("traces").await.ok()?.schema();
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let want: Vec<&str> = TRACES_COLUMNS.iter().map(|c| c.name()).chain([TRACES_STEP]).collect();
+            if names != want {
+                return None;
+            }
+            schema
+        }
+    };
+    Some(query.execute(table, &schema))
 }
 
 #[cfg(test)]
@@ -340,14 +487,15 @@ mod tests {
     fn the_trace_lookup_shapes_are_recognized() {
         let q = parse("SELECT span_id, timestamp, kind FROM events WHERE trace_id = '{T}' ORDER BY timestamp")
             .expect("point");
-        assert_eq!(q.columns, vec![ColumnId::SpanId, ColumnId::Timestamp, ColumnId::Kind]);
+        assert_eq!(q.target, Target::Events);
+        assert_eq!(q.outputs, [ColumnId::SpanId, ColumnId::Timestamp, ColumnId::Kind].map(Output::Column).to_vec());
         assert_eq!(q.filters, vec![col("trace_id").eq(lit(T))]);
         assert_eq!(q.order, vec![(ColumnId::Timestamp, asc())]);
         assert_eq!((q.limit, q.offset), (None, 0));
 
         let q =
             parse("select * from EVENTS where '{T}' = Trace_Id and tenant = 'acme' limit 3 offset 2;").expect("point");
-        assert_eq!(q.columns, ColumnId::ALL.to_vec());
+        assert_eq!(q.outputs, ColumnId::ALL.map(Output::Column).to_vec());
         assert_eq!(q.filters.len(), 2);
         assert_eq!((q.limit, q.offset), (Some(3), 2));
 
@@ -367,6 +515,16 @@ mod tests {
                 (ColumnId::Name, o(false, true)),
             ]
         );
+        // The `traces` view: its own columns, the step struct among them; conditions and sort
+        // keys on its plain columns.
+        let q = parse("SELECT * FROM traces WHERE trace_id = '{T}' AND agent_id = 'a' ORDER BY timestamp DESC")
+            .expect("point");
+        assert_eq!(q.target, Target::Traces);
+        let mut want: Vec<Output> = TRACES_COLUMNS.map(Output::Column).to_vec();
+        want.push(Output::Step);
+        assert_eq!(q.outputs, want);
+        let q = parse("SELECT Events, timestamp FROM traces WHERE trace_id = '{T}'").expect("point");
+        assert_eq!(q.outputs, vec![Output::Step, Output::Column(ColumnId::Timestamp)]);
         // A quoted identifier keeps its case.
         assert!(parse(r#"SELECT "span_id" FROM "events" WHERE "trace_id" = '{T}'"#).is_some());
         assert!(parse(r#"SELECT "Span_id" FROM events WHERE trace_id = '{T}'"#).is_none());
@@ -396,6 +554,12 @@ mod tests {
             "SELECT span_id FROM events e WHERE trace_id = '{T}'",
             "SELECT span_id FROM public.events WHERE trace_id = '{T}'",
             "SELECT span_id FROM traces WHERE trace_id = '{T}'",
+            "SELECT events FROM events WHERE trace_id = '{T}'",
+            "SELECT tenant FROM traces WHERE trace_id = '{T}' AND kind = 'output'",
+            "SELECT tenant FROM traces WHERE trace_id = '{T}' ORDER BY events",
+            "SELECT events.span_id FROM traces WHERE trace_id = '{T}'",
+            "SELECT tenant FROM traces WHERE trace_id = '{T}' ORDER BY events.span_id",
+            "SELECT events, events FROM traces WHERE trace_id = '{T}'",
             "SELECT span_id FROM events, events2 WHERE trace_id = '{T}'",
             "SELECT span_id FROM events JOIN x ON true WHERE trace_id = '{T}'",
             "SELECT span_id FROM events WHERE trace_id = '{T}' GROUP BY span_id",

@@ -266,6 +266,14 @@ async fn point_lookups_match_the_planner() {
     let in_segments = events[7_000].trace_id;
     let in_memory = events[29_990].trace_id;
     assert!(events[..25_000].iter().all(|e| e.trace_id != in_memory));
+    // The `traces` lookups sort by time alone: the traces' timestamps must be distinct.
+    for t in [across, in_segments, in_memory] {
+        let mut times: Vec<i64> = events.iter().filter(|e| e.trace_id == t).map(|e| e.timestamp_ns).collect();
+        let n = times.len();
+        times.sort_unstable();
+        times.dedup();
+        assert_eq!(times.len(), n, "a trace with repeated timestamps");
+    }
     let mut queries = Vec::new();
     for t in [across, in_segments, in_memory].map(|t| hex(&t)) {
         queries.extend([
@@ -282,6 +290,11 @@ async fn point_lookups_match_the_planner() {
             format!("SELECT span_id FROM events WHERE trace_id = '{t}' ORDER BY span_id LIMIT 4 OFFSET 1000"),
             format!("SELECT span_id FROM events WHERE trace_id = '{t}' LIMIT 0"),
             format!("SELECT span_id FROM events WHERE trace_id = '{t}' AND tenant = 'nobody' ORDER BY span_id"),
+            // The `traces` view: its step struct assembled as the view lays it out.
+            format!("SELECT * FROM traces WHERE trace_id = '{t}' ORDER BY timestamp DESC, agent_id"),
+            format!("SELECT events, session_id FROM traces WHERE '{t}' = trace_id"),
+            format!("SELECT timestamp, events FROM TRACES WHERE trace_id = '{t}' ORDER BY timestamp LIMIT 2 OFFSET 1"),
+            format!("SELECT agent_id, events FROM traces WHERE trace_id = '{t}' AND tenant = 'nobody'"),
         ]);
     }
     queries.push(format!("SELECT span_id FROM events WHERE trace_id = '{}' ORDER BY span_id", "f".repeat(32)));
