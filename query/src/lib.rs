@@ -7,6 +7,7 @@ pub mod codes;
 pub mod counts;
 pub mod floatcmp;
 pub mod functions;
+pub mod plans;
 pub mod point;
 pub mod provider;
 pub mod pushdown;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use datafusion::error::Result;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::prelude::{SessionConfig, SessionContext};
 use engine::Engine;
 
 pub use cache::{block_cache, text_page_cache, BlockCache, BlockCacheStats, TextPageCache};
@@ -76,34 +77,6 @@ pub async fn session(engine: Arc<Engine>, tenant: Option<String>) -> Result<Sess
     Ok(ctx)
 }
 
-/// The first `n` rows of `df`'s result (all of them if fewer), in as many batches as
-/// execution gave. Execution stops once they are in. A plan that sorts its whole result
-/// (`ORDER BY` without `LIMIT`) gets the cut planned in, so the sort keeps only the top rows;
-/// any other plan runs as it is (a limit on top of it would change its shape, e.g. merge
-/// its partitions below the final projection).
-pub async fn collect_at_most(df: DataFrame, n: usize) -> Result<Vec<RecordBatch>> {
-    use datafusion::logical_expr::LogicalPlan;
-    use futures::StreamExt;
-    let mut top = df.logical_plan();
-    while let LogicalPlan::Projection(p) = top {
-        top = p.input.as_ref();
-    }
-    if matches!(top, LogicalPlan::Sort(sort) if sort.fetch.is_none()) {
-        return df.limit(0, Some(n))?.collect().await;
-    }
-    let mut stream = df.execute_stream().await?;
-    let mut out = Vec::new();
-    let mut rows = 0;
-    while rows < n {
-        let Some(batch) = stream.next().await else { break };
-        let batch = batch?;
-        let take = batch.num_rows().min(n - rows);
-        rows += take;
-        out.push(if take < batch.num_rows() { batch.slice(0, take) } else { batch });
-    }
-    Ok(out)
-}
-
 /// Run one statement and collect its result (a point lookup without the planner, see
 /// [`point`]).
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
@@ -111,69 +84,4 @@ pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>
         return result;
     }
     ctx.sql(sql).await?.collect().await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow::array::{AsArray, Int64Array};
-    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
-    use datafusion::datasource::MemTable;
-    use proptest::prelude::*;
-
-    /// The values of the first column of `batches`, in order.
-    fn values(batches: &[RecordBatch]) -> Vec<i64> {
-        batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect()
-    }
-
-    async fn cut(sql: &str, n: usize) -> Result<(Vec<i64>, Vec<i64>)> {
-        // 100 rows (with repeats) in 7 batches over 3 partitions.
-        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
-        let batch = |range: std::ops::Range<i64>| {
-            RecordBatch::try_new(
-                schema.clone(),
-                vec![Arc::new(Int64Array::from_iter_values(range.map(|v| v * 7 % 61)))],
-            )
-        };
-        let parts = vec![
-            vec![batch(0..10)?, batch(10..40)?],
-            vec![batch(40..41)?, batch(41..70)?, batch(70..75)?],
-            vec![batch(75..90)?, batch(90..100)?],
-        ];
-        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(3));
-        ctx.register_table("t", Arc::new(MemTable::try_new(schema.clone(), parts)?))?;
-        let full = values(&ctx.sql(sql).await?.collect().await?);
-        let got = values(&collect_at_most(ctx.sql(sql).await?, n).await?);
-        Ok((full, got))
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
-        /// Sorted results are cut to their first `n` rows; unsorted ones to `n` of their rows.
-        #[test]
-        fn collect_at_most_keeps_the_first_rows(n in 0usize..130, q in 0usize..5) {
-            let sql = [
-                "SELECT v FROM t ORDER BY v DESC",
-                "SELECT w FROM (SELECT v * 2 AS w, v FROM t) ORDER BY v, w",
-                "SELECT v FROM t WHERE v % 3 = 0 ORDER BY v LIMIT 20",
-                "SELECT v FROM t",
-                "SELECT v FROM t WHERE v > 10",
-            ][q];
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            let (full, got) = rt.block_on(cut(sql, n)).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            if sql.contains("ORDER BY") {
-                prop_assert_eq!(&got[..], &full[..n.min(full.len())]);
-            } else {
-                prop_assert_eq!(got.len(), n.min(full.len()));
-                let mut rest = full.clone();
-                for v in &got {
-                    let at = rest.iter().position(|r| r == v);
-                    prop_assert!(at.is_some(), "{} is not in the result", v);
-                    if let Some(at) = at {
-                        rest.swap_remove(at);
-                    }
-                }
-            }
-        }
-    }
 }

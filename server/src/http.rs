@@ -39,25 +39,34 @@ struct AppState {
     metrics: Metrics,
     ingest: Arc<IngestMetrics>,
     body_limit: usize,
-    /// One prepared SQL session per tenant scope (`None`: all tenants), reused across
-    /// requests. Requests may not change it: DDL, DML and SET are refused over HTTP.
-    sessions: parking_lot::Mutex<std::collections::HashMap<Option<String>, datafusion::prelude::SessionContext>>,
+    /// One prepared SQL session per tenant scope (`None`: all tenants), with the plans of its
+    /// repeated statements, reused across requests. Requests may not change it: DDL, DML and
+    /// SET are refused over HTTP.
+    sessions: parking_lot::Mutex<std::collections::HashMap<Option<String>, Session>>,
 }
 
 /// Most tenant scopes kept prepared; beyond it the cache starts over.
 const SESSION_CACHE_MAX: usize = 1024;
 
+/// A prepared SQL session and the plans of its repeated statements.
+#[derive(Clone)]
+struct Session {
+    ctx: datafusion::prelude::SessionContext,
+    plans: Arc<query::plans::PlanCache>,
+}
+
 impl AppState {
-    async fn session(&self, tenant: Option<String>) -> datafusion::error::Result<datafusion::prelude::SessionContext> {
-        if let Some(ctx) = self.sessions.lock().get(&tenant) {
-            return Ok(ctx.clone());
+    async fn session(&self, tenant: Option<String>) -> datafusion::error::Result<Session> {
+        if let Some(s) = self.sessions.lock().get(&tenant) {
+            return Ok(s.clone());
         }
         let ctx = query::session(self.engine.clone(), tenant.clone()).await?;
+        let plans = Arc::new(query::plans::PlanCache::new(query::plans::DEFAULT_PLAN_CACHE_ENTRIES));
         let mut cache = self.sessions.lock();
         if cache.len() >= SESSION_CACHE_MAX {
             cache.clear();
         }
-        Ok(cache.entry(tenant).or_insert(ctx).clone())
+        Ok(cache.entry(tenant).or_insert(Session { ctx, plans }).clone())
     }
 }
 
@@ -304,8 +313,8 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
     let start = Instant::now();
     let limit = st.query.max_results;
     let run = async {
-        let ctx = st.session(tenant).await?;
-        if let Some(result) = query::point::try_run(&ctx, &req.sql).await {
+        let session = st.session(tenant).await?;
+        if let Some(result) = query::point::try_run(&session.ctx, &req.sql).await {
             return result;
         }
         // Read-only: the prepared session is shared, so nothing may change it.
@@ -313,14 +322,8 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = ctx.sql_with_options(&req.sql, options).await?;
-        // One more than allowed tells us whether the result was cut. EXPLAIN [ANALYZE] must
-        // stay the root of its plan, and its few rows need no cut.
-        use datafusion::logical_expr::LogicalPlan;
-        if matches!(df.logical_plan(), LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
-            return df.collect().await;
-        }
-        query::collect_at_most(df, limit.saturating_add(1)).await
+        // One more than allowed tells us whether the result was cut (EXPLAIN is never cut).
+        session.plans.run(&session.ctx, &req.sql, options, limit.saturating_add(1)).await
     };
     let result = tokio::time::timeout(st.query.timeout, run).await;
     let elapsed = start.elapsed();
