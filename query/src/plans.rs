@@ -23,13 +23,17 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use quick_cache::sync::Cache;
 
-/// Statements kept at most (each plan is a few KB).
+/// Statements kept at most, over all tenant scopes (each plan is a few KB).
 pub const DEFAULT_PLAN_CACHE_ENTRIES: usize = 512;
 
-/// Optimized plans by (statement text, row cut), for one session: a plan holds its session's
-/// tables (a tenant's scope among them), so each session needs a cache of its own.
+/// Which plan an entry is: the tenant scope of the session it was planned in (a plan holds
+/// its session's tables, a tenant's scope among them, so it is reused only in that scope),
+/// the statement text and the row cut.
+type PlanKey = (Option<String>, String, usize);
+
+/// Optimized plans of the sessions [`crate::session`] makes, for every tenant scope.
 pub struct PlanCache {
-    entries: Cache<(String, usize), Arc<LogicalPlan>>,
+    entries: Cache<PlanKey, Arc<LogicalPlan>>,
 }
 
 impl std::fmt::Debug for PlanCache {
@@ -106,16 +110,18 @@ impl PlanCache {
     }
 
     /// The first `n` rows of `sql`'s result on `ctx` (all of them if fewer), planned under
-    /// `options` or taken from the cache; execution stops once they are in. `EXPLAIN` runs
-    /// as it is, uncut and uncached.
+    /// `options` or taken from the cache; execution stops once they are in. `tenant` is the
+    /// scope `ctx` was made for (the argument of [`crate::session`]). `EXPLAIN` runs as it
+    /// is, uncut and uncached.
     pub async fn run(
         &self,
+        tenant: Option<&str>,
         ctx: &SessionContext,
         sql: &str,
         options: SQLOptions,
         n: usize,
     ) -> Result<Vec<RecordBatch>> {
-        let key = (sql.to_owned(), n);
+        let key = (tenant.map(str::to_owned), sql.to_owned(), n);
         let state = ctx.state();
         let plan = match self.entries.get(&key) {
             Some(plan) => plan,
@@ -186,8 +192,8 @@ mod tests {
         let ctx = session()?;
         let full = values(&ctx.sql(sql).await?.collect().await?);
         let cache = PlanCache::new(8);
-        let first = values(&cache.run(&ctx, sql, SQLOptions::new(), n).await?);
-        let again = values(&cache.run(&ctx, sql, SQLOptions::new(), n).await?);
+        let first = values(&cache.run(None, &ctx, sql, SQLOptions::new(), n).await?);
+        let again = values(&cache.run(None, &ctx, sql, SQLOptions::new(), n).await?);
         Ok((full, first, again, cache.len()))
     }
 
@@ -243,17 +249,42 @@ mod tests {
             let plan = ctx.state().create_logical_plan(sql).await?;
             assert!(replannable(&plan), "{sql}");
         }
-        let got =
-            cache.run(&ctx, "SELECT count(*) FROM t WHERE now() > to_timestamp(0)", SQLOptions::new(), 10).await?;
+        let got = cache
+            .run(None, &ctx, "SELECT count(*) FROM t WHERE now() > to_timestamp(0)", SQLOptions::new(), 10)
+            .await?;
         assert_eq!(got.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
         assert!(cache.is_empty());
         // EXPLAIN and statements that act are run, never kept.
-        cache.run(&ctx, "EXPLAIN SELECT v FROM t", SQLOptions::new(), 1).await?;
-        cache.run(&ctx, "CREATE VIEW w AS SELECT v FROM t", SQLOptions::new(), 1).await?;
+        cache.run(None, &ctx, "EXPLAIN SELECT v FROM t", SQLOptions::new(), 1).await?;
+        cache.run(None, &ctx, "CREATE VIEW w AS SELECT v FROM t", SQLOptions::new(), 1).await?;
         assert!(cache.is_empty());
         let refused = SQLOptions::new().with_allow_ddl(false);
-        assert!(cache.run(&ctx, "CREATE VIEW x AS SELECT v FROM t", refused, 1).await.is_err());
-        assert_eq!(values(&cache.run(&ctx, "SELECT v FROM w ORDER BY v LIMIT 1", SQLOptions::new(), 5).await?), [0]);
+        assert!(cache.run(None, &ctx, "CREATE VIEW x AS SELECT v FROM t", refused, 1).await.is_err());
+        assert_eq!(
+            values(&cache.run(None, &ctx, "SELECT v FROM w ORDER BY v LIMIT 1", SQLOptions::new(), 5).await?),
+            [0]
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_plan_is_reused_only_in_its_own_scope() -> Result<()> {
+        // Two sessions whose `t` holds different rows, as two tenants' sessions do.
+        let scoped = |values: Vec<i64>| -> Result<SessionContext> {
+            let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values))])?;
+            let ctx = SessionContext::new();
+            ctx.register_table("t", Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
+            Ok(ctx)
+        };
+        let (a, b) = (scoped(vec![1, 2, 3])?, scoped(vec![10, 20])?);
+        let cache = PlanCache::new(8);
+        let sql = "SELECT sum(v) FROM t";
+        for _ in 0..2 {
+            assert_eq!(values(&cache.run(Some("a"), &a, sql, SQLOptions::new(), 10).await?), [6]);
+            assert_eq!(values(&cache.run(Some("b"), &b, sql, SQLOptions::new(), 10).await?), [30]);
+        }
+        assert_eq!(cache.len(), 2);
         Ok(())
     }
 }

@@ -39,34 +39,27 @@ struct AppState {
     metrics: Metrics,
     ingest: Arc<IngestMetrics>,
     body_limit: usize,
-    /// One prepared SQL session per tenant scope (`None`: all tenants), with the plans of its
-    /// repeated statements, reused across requests. Requests may not change it: DDL, DML and
-    /// SET are refused over HTTP.
-    sessions: parking_lot::Mutex<std::collections::HashMap<Option<String>, Session>>,
+    /// One prepared SQL session per tenant scope (`None`: all tenants), reused across
+    /// requests. Requests may not change it: DDL, DML and SET are refused over HTTP.
+    sessions: parking_lot::Mutex<std::collections::HashMap<Option<String>, datafusion::prelude::SessionContext>>,
+    /// The plans of repeated statements, by tenant scope.
+    plans: query::plans::PlanCache,
 }
 
 /// Most tenant scopes kept prepared; beyond it the cache starts over.
 const SESSION_CACHE_MAX: usize = 1024;
 
-/// A prepared SQL session and the plans of its repeated statements.
-#[derive(Clone)]
-struct Session {
-    ctx: datafusion::prelude::SessionContext,
-    plans: Arc<query::plans::PlanCache>,
-}
-
 impl AppState {
-    async fn session(&self, tenant: Option<String>) -> datafusion::error::Result<Session> {
-        if let Some(s) = self.sessions.lock().get(&tenant) {
-            return Ok(s.clone());
+    async fn session(&self, tenant: Option<String>) -> datafusion::error::Result<datafusion::prelude::SessionContext> {
+        if let Some(ctx) = self.sessions.lock().get(&tenant) {
+            return Ok(ctx.clone());
         }
         let ctx = query::session(self.engine.clone(), tenant.clone()).await?;
-        let plans = Arc::new(query::plans::PlanCache::new(query::plans::DEFAULT_PLAN_CACHE_ENTRIES));
         let mut cache = self.sessions.lock();
         if cache.len() >= SESSION_CACHE_MAX {
             cache.clear();
         }
-        Ok(cache.entry(tenant).or_insert(Session { ctx, plans }).clone())
+        Ok(cache.entry(tenant).or_insert(ctx).clone())
     }
 }
 
@@ -114,6 +107,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         ingest: ingest_metrics.clone(),
         body_limit,
         sessions: Default::default(),
+        plans: query::plans::PlanCache::new(query::plans::DEFAULT_PLAN_CACHE_ENTRIES),
     });
     let grpc_routes = grpc::router(GrpcState { engine: engine.clone(), metrics: ingest_metrics }, body_limit);
     let app = Router::new()
@@ -313,8 +307,8 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
     let start = Instant::now();
     let limit = st.query.max_results;
     let run = async {
-        let session = st.session(tenant).await?;
-        if let Some(result) = query::point::try_run(&session.ctx, &req.sql).await {
+        let ctx = st.session(tenant.clone()).await?;
+        if let Some(result) = query::point::try_run(&ctx, &req.sql).await {
             return result;
         }
         // Read-only: the prepared session is shared, so nothing may change it.
@@ -323,7 +317,7 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
             .with_allow_dml(false)
             .with_allow_statements(false);
         // One more than allowed tells us whether the result was cut (EXPLAIN is never cut).
-        session.plans.run(&session.ctx, &req.sql, options, limit.saturating_add(1)).await
+        st.plans.run(tenant.as_deref(), &ctx, &req.sql, options, limit.saturating_add(1)).await
     };
     let result = tokio::time::timeout(st.query.timeout, run).await;
     let elapsed = start.elapsed();
