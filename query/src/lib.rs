@@ -7,6 +7,7 @@ pub mod codes;
 pub mod counts;
 pub mod floatcmp;
 pub mod functions;
+pub mod json;
 pub mod plans;
 pub mod point;
 pub mod provider;

@@ -142,24 +142,8 @@ pub fn format_batches(batches: &[arrow::array::RecordBatch], format: OutputForma
             }
             String::from_utf8(buf)?
         }
-        OutputFormat::Json => {
-            let mut buf = Vec::new();
-            {
-                // Explicit nulls: every row object has every column, as SQL clients expect.
-                let mut w = arrow::json::WriterBuilder::new()
-                    .with_explicit_nulls(true)
-                    .build::<_, arrow::json::writer::JsonArray>(&mut buf);
-                for b in batches {
-                    w.write(b)?;
-                }
-                w.finish()?;
-            }
-            if buf.is_empty() {
-                "[]".to_owned()
-            } else {
-                String::from_utf8(buf)?
-            }
-        }
+        // Explicit nulls: every row object has every column, as SQL clients expect.
+        OutputFormat::Json => String::from_utf8(query::json::to_json_array(batches)?)?,
     })
 }
 

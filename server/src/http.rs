@@ -382,8 +382,8 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
-        "json" => match format_batches(&batches, OutputFormat::Json) {
-            Ok(s) => ([("content-type", "application/json")], s).into_response(),
+        "json" => match query::json::to_json_array(&batches) {
+            Ok(body) => ([("content-type", "application/json")], body).into_response(),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
         other => error(StatusCode::BAD_REQUEST, format!("unknown format `{other}` (json, csv, arrow)")),
