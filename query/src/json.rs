@@ -174,6 +174,27 @@ mod tests {
     }
 
     #[test]
+    fn the_factory_takes_strings_and_leaves_the_rest() {
+        let options = EncoderOptions::default();
+        let cases: Vec<(ArrayRef, bool)> = vec![
+            (Arc::new(StringArray::from(vec!["a"])), true),
+            (Arc::new(arrow::array::LargeStringArray::from(vec!["a"])), true),
+            (Arc::new(StringViewArray::from(vec!["a"])), true),
+            (Arc::new(Int64Array::from(vec![1])), false),
+        ];
+        for (array, ours) in cases {
+            let field: FieldRef = Arc::new(Field::new("c", array.data_type().clone(), true));
+            let made = FastStrings.make_default_encoder(&field, array.as_ref(), &options).expect("factory");
+            assert_eq!(made.is_some(), ours, "{}", array.data_type());
+            if let Some(mut encoder) = made {
+                let mut out = Vec::new();
+                encoder.encode(0, &mut out);
+                assert_eq!(out, b"\"a\"");
+            }
+        }
+    }
+
+    #[test]
     fn batches_encode_as_arrow_json_does() {
         let text = ["plain", "a \"quoted\"\n line\twith \\ and \u{1} é 日本", ""];
         let utf8: ArrayRef = Arc::new(StringArray::from(vec![Some(text[0]), None, Some(text[1])]));
