@@ -112,7 +112,7 @@ impl EncoderFactory for FastStrings {
 
 /// `batches` as a JSON array of row objects, every column in every object (nulls explicit).
 pub fn to_json_array(batches: &[RecordBatch]) -> Result<Vec<u8>, ArrowError> {
-    let mut buf = Vec::with_capacity(batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>() + 2);
+    let mut buf = Vec::new();
     {
         let mut w = WriterBuilder::new()
             .with_explicit_nulls(true)

@@ -176,7 +176,7 @@ impl PointQuery {
     /// for every other statement (including ones that do not parse).
     pub fn parse(sql: &str) -> Option<PointQuery> {
         // Most statements are not lookups: skip parsing them twice.
-        if !sql.to_ascii_lowercase().contains("trace_id") {
+        if !sql.as_bytes().windows(8).any(|w| w.eq_ignore_ascii_case(b"trace_id")) {
             return None;
         }
         let mut statements = Parser::parse_sql(&GenericDialect {}, sql).ok()?;
