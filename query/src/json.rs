@@ -8,7 +8,9 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, GenericStringArray, OffsetSizeTrait, RecordBatch, StringViewArray};
 use arrow::datatypes::{DataType, FieldRef};
 use arrow::error::ArrowError;
-use arrow::json::writer::{Encoder, EncoderFactory, EncoderOptions, JsonArray, NullableEncoder, WriterBuilder};
+use arrow::json::writer::{
+    make_encoder, Encoder, EncoderFactory, EncoderOptions, JsonArray, NullableEncoder, WriterBuilder,
+};
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -129,6 +131,55 @@ pub fn to_json_array(batches: &[RecordBatch]) -> Result<Vec<u8>, ArrowError> {
     Ok(buf)
 }
 
+fn is_nested(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Struct(_)
+            | DataType::Map(..)
+            | DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(..)
+            | DataType::ListView(_)
+            | DataType::LargeListView(_)
+    )
+}
+
+/// `batch` with every nested column (struct, map, list) replaced by a string column holding
+/// each value as JSON text, as it appears in `to_json_array`'s output; other columns are kept.
+/// For formats that have no nested values, such as CSV: `attributes` and the `traces` view's
+/// `events` struct then read back as JSON in a spreadsheet or `read_csv`.
+pub fn nested_as_json_text(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| is_nested(f.data_type())) {
+        return Ok(batch.clone());
+    }
+    let options = EncoderOptions::default().with_explicit_nulls(true).with_encoder_factory(Arc::new(FastStrings));
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if !is_nested(field.data_type()) {
+            fields.push(field.clone());
+            columns.push(column.clone());
+            continue;
+        }
+        let mut encoder = make_encoder(field, column.as_ref(), &options)?;
+        let mut text = arrow::array::StringBuilder::with_capacity(column.len(), column.len() * 16);
+        let mut value = Vec::new();
+        for row in 0..column.len() {
+            if column.is_null(row) {
+                text.append_null();
+                continue;
+            }
+            value.clear();
+            encoder.encode(row, &mut value);
+            text.append_value(String::from_utf8_lossy(&value));
+        }
+        fields.push(Arc::new(arrow::datatypes::Field::new(field.name(), DataType::Utf8, field.is_nullable())));
+        columns.push(Arc::new(text.finish()) as arrow::array::ArrayRef);
+    }
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,8 +245,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn batches_encode_as_arrow_json_does() {
+    /// Strings and views, a struct, a map with a null row.
+    fn mixed_batch() -> RecordBatch {
         let text = ["plain", "a \"quoted\"\n line\twith \\ and \u{1} é 日本", ""];
         let utf8: ArrayRef = Arc::new(StringArray::from(vec![Some(text[0]), None, Some(text[1])]));
         let view: ArrayRef = Arc::new(StringViewArray::from(vec![Some(text[1]), Some(text[2]), None]));
@@ -217,7 +268,12 @@ mod tests {
             Field::new("st", inner.data_type().clone(), false),
             Field::new("map", map.data_type().clone(), true),
         ]));
-        let batch = RecordBatch::try_new(schema, vec![utf8, view, Arc::new(inner), map]).expect("batch");
+        RecordBatch::try_new(schema, vec![utf8, view, Arc::new(inner), map]).expect("batch")
+    }
+
+    #[test]
+    fn batches_encode_as_arrow_json_does() {
+        let batch = mixed_batch();
         let batches = [batch.clone(), batch.slice(1, 2)];
         let mut plain = Vec::new();
         {
@@ -229,5 +285,31 @@ mod tests {
         }
         assert_eq!(String::from_utf8_lossy(&to_json_array(&batches).expect("json")), String::from_utf8_lossy(&plain));
         assert_eq!(to_json_array(&[]).expect("empty"), b"[]");
+    }
+
+    #[test]
+    fn nested_columns_become_their_json_text() {
+        let batch = mixed_batch().slice(0, 3);
+        let flat = nested_as_json_text(&batch).expect("flatten");
+        let names: Vec<_> = flat.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+        assert_eq!(names[2], ("st".to_owned(), DataType::Utf8));
+        assert_eq!(names[3], ("map".to_owned(), DataType::Utf8));
+        assert_eq!(flat.column(0), batch.column(0), "flat columns are kept as they are");
+        // Each text parses to the value the JSON output gives that column in that row.
+        let rows: serde_json::Value = serde_json::from_slice(&to_json_array(&[batch]).expect("json")).expect("parse");
+        for (r, row) in rows.as_array().expect("rows").iter().enumerate() {
+            for (c, name) in [(2, "st"), (3, "map")] {
+                let text = flat.column(c).as_string::<i32>();
+                let got = if text.is_null(r) {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::from_str(text.value(r)).expect("json text")
+                };
+                assert_eq!(got, row[name], "row {r} column {name}");
+            }
+        }
+        assert!(flat.column(3).is_null(1), "a null map stays null");
+        let plain = flat.project(&[0, 1]).expect("project");
+        assert_eq!(nested_as_json_text(&plain).expect("same"), plain);
     }
 }

@@ -137,7 +137,7 @@ pub fn format_batches(batches: &[arrow::array::RecordBatch], format: OutputForma
             {
                 let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
                 for b in batches {
-                    w.write(b)?;
+                    w.write(&query::json::nested_as_json_text(b)?)?;
                 }
             }
             String::from_utf8(buf)?
@@ -154,14 +154,27 @@ fn sql_local(dir: &Path, sql: &str, format: OutputFormat, tenant: Option<String>
         let ctx = query::session(engine.clone(), tenant).await?;
         query::run_sql(&ctx, sql).await
     })?;
-    println!("{}", format_batches(&batches, format)?);
-    Ok(())
+    print_out(&format_batches(&batches, format)?)
+}
+
+/// Write a result to stdout, ending in one newline. A closed pipe (`activemirror sql ... | head`) is
+/// the reader's choice, not an error: the rest of the output is dropped quietly.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let end: &[u8] = if text.ends_with('\n') { b"" } else { b"\n" };
+    match out.write_all(text.as_bytes()).and_then(|()| out.write_all(end)).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing the result to stdout"),
+        _ => Ok(()),
+    }
 }
 
 fn sql_remote(url: &str, sql: &str, format: OutputFormat, tenant: Option<&str>) -> anyhow::Result<()> {
+    // A table is drawn here from the server's Arrow stream, with the same types as a local run.
     let fmt = match format {
         OutputFormat::Csv => "csv",
-        OutputFormat::Json | OutputFormat::Table => "json",
+        OutputFormat::Json => "json",
+        OutputFormat::Table => "arrow",
     };
     let endpoint = format!("{}/v1/sql?format={fmt}", url.trim_end_matches('/'));
     let mut req = ureq::post(&endpoint).config().http_status_as_error(false).build();
@@ -170,17 +183,20 @@ fn sql_remote(url: &str, sql: &str, format: OutputFormat, tenant: Option<&str>) 
     }
     let mut resp = req.send_json(serde_json::json!({ "sql": sql })).with_context(|| format!("POST {endpoint}"))?;
     let status = resp.status();
-    let body = resp.body_mut().read_to_string()?;
     if !status.is_success() {
+        let body = resp.body_mut().read_to_string()?;
         bail!("server answered {status}: {body}");
     }
     if format == OutputFormat::Table {
-        let rows: serde_json::Value = serde_json::from_str(&body)?;
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let body = resp.body_mut().with_config().limit(u64::MAX).read_to_vec()?;
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+            .context("reading the server's Arrow stream")?;
+        let batches = reader.collect::<Result<Vec<_>, _>>().context("reading the server's Arrow stream")?;
+        print_out(&format_batches(&batches, format)?)
     } else {
-        println!("{body}");
+        let body = resp.body_mut().with_config().limit(u64::MAX).read_to_string()?;
+        print_out(&body)
     }
-    Ok(())
 }
 
 fn sql_time(s: &str) -> anyhow::Result<String> {

@@ -1,7 +1,10 @@
 //! The offline commands end to end: import (with a bad line), sql in every format, and export
 //! to Hive-style Parquet read back by DataFusion and compared with the source rows.
 
-use std::process::Command;
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_activemirror"))
@@ -177,4 +180,130 @@ fn walk_parquet(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// `sql --server` prints the same table, CSV and JSON as a local run over the same data, a
+/// result larger than the HTTP client's default 10 MB body limit arrives whole, and a reader
+/// that closes the pipe early (`| head`) ends the command quietly, without a panic.
+#[test]
+fn sql_over_the_server_prints_what_a_local_run_prints() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let text = example();
+    let n = text.lines().filter(|l| !l.trim().is_empty()).count();
+    let queries = [
+        "SELECT tenant, count(*) AS n, min(timestamp) AS first FROM events GROUP BY tenant ORDER BY tenant",
+        "SELECT span_id, kind, attributes, confidence FROM events ORDER BY span_id",
+        "SELECT * FROM traces ORDER BY events.span_id",
+    ];
+    let run = |args: &[&str]| {
+        let out = bin().args(args).output().expect("sql");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8")
+    };
+    let mut remote = Vec::new();
+    {
+        let server = common::start(&data);
+        let (status, body) = common::post(&format!("{}/v1/events", server.base), &text);
+        assert_eq!(status, 200, "{body}");
+        for q in queries {
+            for f in ["table", "csv", "json"] {
+                remote.push(run(&["sql", q, "--format", f, "--server", &server.base]));
+            }
+        }
+        // 6 rows of 2 MB each: 12 MB of JSON.
+        let big = run(&[
+            "sql",
+            "SELECT repeat('x', 2000000) AS s FROM generate_series(1, 6)",
+            "--format",
+            "json",
+            "--server",
+            &server.base,
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&big).expect("json");
+        let rows = v.as_array().expect("array");
+        assert_eq!(rows.len(), 6);
+        assert!(rows.iter().all(|r| r["s"].as_str().map(str::len) == Some(2_000_000)));
+    }
+    let data_arg = data.to_string_lossy().into_owned();
+    let mut local = Vec::new();
+    for q in queries {
+        for f in ["table", "csv", "json"] {
+            local.push(run(&["sql", q, "--format", f, "--data-dir", &data_arg]));
+        }
+    }
+    assert!(local[0].contains("| tenant") && local[0].contains("+--"), "{}", local[0]);
+    let counted: usize = local[1].lines().skip(1).filter_map(|l| l.split(',').nth(1)?.parse::<usize>().ok()).sum();
+    assert_eq!(counted, n, "{}", local[1]);
+    // CSV has no nested values: a map or struct is a column of JSON text, equal to the JSON
+    // output's value for that row.
+    let csv_rows = |text: &str| -> Vec<Vec<String>> {
+        let mut rows = Vec::new();
+        let mut reader = csv_records(text);
+        for r in reader.by_ref() {
+            if r != [""] {
+                rows.push(r);
+            }
+        }
+        rows
+    };
+    for q in [1, 2] {
+        let rows = csv_rows(&local[q * 3 + 1]);
+        let json: serde_json::Value = serde_json::from_str(&local[q * 3 + 2]).expect("json");
+        let col = if q == 1 { "attributes" } else { "events" };
+        let at = rows[0].iter().position(|h| h == col).expect("column in the header");
+        assert_eq!(rows.len() - 1, n, "{}", local[q * 3 + 1]);
+        for (row, obj) in rows[1..].iter().zip(json.as_array().expect("array")) {
+            let cell: serde_json::Value = serde_json::from_str(&row[at]).expect("a JSON cell");
+            assert_eq!(cell, obj[col]);
+        }
+    }
+    for (i, (l, r)) in local.iter().zip(&remote).enumerate() {
+        if i % 3 == 2 {
+            // JSON: the same values; the server's output is compact.
+            let l: serde_json::Value = serde_json::from_str(l).expect("local json");
+            let r: serde_json::Value = serde_json::from_str(r).expect("remote json");
+            assert_eq!(l, r, "query {}", i / 3);
+        } else {
+            assert_eq!(l, r, "query {}, format {}", i / 3, ["table", "csv"][i % 3]);
+        }
+    }
+
+    // About 20 MB of output, of which the reader takes 16 bytes and leaves.
+    let mut child = bin()
+        .args(["sql", "SELECT repeat('y', 100000) AS s FROM generate_series(1, 200)", "--format", "csv"])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut head = [0u8; 16];
+    child.stdout.take().expect("stdout").read_exact(&mut head).expect("read");
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{:?}: {err}", out.status);
+}
+
+/// Minimal RFC 4180 reader for the test: quoted fields with doubled quotes and line breaks.
+fn csv_records(text: &str) -> impl Iterator<Item = Vec<String>> + '_ {
+    let mut chars = text.chars().peekable();
+    std::iter::from_fn(move || {
+        chars.peek()?;
+        let (mut row, mut field, mut quoted) = (Vec::new(), String::new(), false);
+        while let Some(c) = chars.next() {
+            match (c, quoted) {
+                ('"', true) if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                ('"', _) => quoted = !quoted,
+                (',', false) => row.push(std::mem::take(&mut field)),
+                ('\n', false) => break,
+                (c, _) => field.push(c),
+            }
+        }
+        row.push(field);
+        Some(row)
+    })
 }
