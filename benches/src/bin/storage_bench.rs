@@ -45,6 +45,12 @@ struct Args {
     /// Timed runs per query in the query section (0 skips it).
     #[arg(long, default_value_t = 50)]
     query_runs: usize,
+    /// Engine flush threshold in MB of buffered events (the engine's default if unset).
+    #[arg(long)]
+    flush_mb: Option<usize>,
+    /// Engine buffer limit in MB before appends wait (the engine's default if unset).
+    #[arg(long)]
+    buffer_mb: Option<usize>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -363,7 +369,13 @@ fn main() -> anyhow::Result<()> {
     );
 
     // Baseline: one writer, no batching across writers (every append pays its own fsync).
-    let cfg = EngineConfig { compaction_trigger: args.compaction_trigger, ..EngineConfig::default() };
+    let mut cfg = EngineConfig { compaction_trigger: args.compaction_trigger, ..EngineConfig::default() };
+    if let Some(mb) = args.flush_mb {
+        cfg.flush_bytes = mb << 20;
+    }
+    if let Some(mb) = args.buffer_mb {
+        cfg.max_buffered_bytes = mb << 20;
+    }
     let base_dir = tempfile::tempdir_in(".")?;
     let (base, _) = Engine::open(base_dir.path(), cfg.clone())?;
     let base = Arc::new(base);
