@@ -84,5 +84,5 @@ pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>
     if let Some(result) = point::try_run(ctx, sql).await {
         return result;
     }
-    ctx.sql(sql).await?.collect().await
+    plans::with_schema(ctx.sql(sql).await?).await
 }

@@ -82,9 +82,20 @@ fn with_cut(state: &SessionState, plan: LogicalPlan, n: usize) -> Result<Logical
     Ok(plan)
 }
 
-/// The first `n` rows of `stream` (all of them if fewer); stops reading once they are in.
+/// A data frame's batches, or one empty batch with its schema when there are none.
+pub async fn with_schema(df: datafusion::dataframe::DataFrame) -> Result<Vec<RecordBatch>> {
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut batches = df.collect().await?;
+    if batches.is_empty() {
+        batches.push(RecordBatch::new_empty(schema));
+    }
+    Ok(batches)
+}
+
+/// The first `n` rows of `stream` (all of them if fewer); stops reading once they are in. At
+/// least one batch: an empty one with the schema when there are no rows.
 async fn first_rows(mut stream: SendableRecordBatchStream, n: usize) -> Result<Vec<RecordBatch>> {
-    let mut out = Vec::new();
+    let mut out = vec![RecordBatch::new_empty(stream.schema())];
     let mut rows = 0;
     while rows < n {
         let Some(batch) = stream.next().await else { break };
@@ -92,6 +103,10 @@ async fn first_rows(mut stream: SendableRecordBatchStream, n: usize) -> Result<V
         let take = batch.num_rows().min(n - rows);
         rows += take;
         out.push(if take < batch.num_rows() { batch.slice(0, take) } else { batch });
+    }
+    // The empty first batch carries the schema; it stays only when there are no rows.
+    if out.len() > 1 {
+        out.remove(0);
     }
     Ok(out)
 }
@@ -139,7 +154,7 @@ impl PlanCache {
                         | LogicalPlan::Copy(_)
                         | LogicalPlan::Statement(_)
                 ) {
-                    return ctx.execute_logical_plan(plan).await?.collect().await;
+                    return with_schema(ctx.execute_logical_plan(plan).await?).await;
                 }
                 let keep = replannable(&plan);
                 let plan = Arc::new(state.optimize(&with_cut(&state, plan, n)?)?);

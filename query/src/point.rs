@@ -390,7 +390,8 @@ impl PointQuery {
             arrow::compute::take_record_batch(&rows, &sorted)?
         };
         if rows.num_rows() == 0 {
-            return Ok(Vec::new());
+            // No rows, still the result's columns: clients print the header.
+            return Ok(vec![RecordBatch::new_empty(Arc::new(Schema::new(fields)))]);
         }
         let mut arrays = Vec::with_capacity(self.outputs.len());
         for (output, field) in self.outputs.iter().zip(&fields) {

@@ -182,7 +182,8 @@ fn walk_parquet(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// `sql --server` prints the same table, CSV and JSON as a local run over the same data, a
+/// `sql --server` prints the same table, CSV and JSON as a local run over the same data (with
+/// the columns of an empty result), a
 /// result larger than the HTTP client's default 10 MB body limit arrives whole, and a reader
 /// that closes the pipe early (`| head`) ends the command quietly, without a panic.
 #[test]
@@ -195,6 +196,9 @@ fn sql_over_the_server_prints_what_a_local_run_prints() {
         "SELECT tenant, count(*) AS n, min(timestamp) AS first FROM events GROUP BY tenant ORDER BY tenant",
         "SELECT span_id, kind, attributes, confidence FROM events ORDER BY span_id",
         "SELECT * FROM traces ORDER BY events.span_id",
+        // No rows: still the columns (the planner's path and the point-lookup path).
+        "SELECT tenant, kind FROM events WHERE tenant = 'nobody'",
+        "SELECT span_id, kind FROM events WHERE trace_id = '00000000000000000000000000000000' ORDER BY span_id",
     ];
     let run = |args: &[&str]| {
         let out = bin().args(args).output().expect("sql");
@@ -257,6 +261,11 @@ fn sql_over_the_server_prints_what_a_local_run_prints() {
             let cell: serde_json::Value = serde_json::from_str(&row[at]).expect("a JSON cell");
             assert_eq!(cell, obj[col]);
         }
+    }
+    for (q, header) in [(3, "tenant"), (4, "span_id")] {
+        assert!(local[q * 3].contains(&format!("| {header}")), "{}", local[q * 3]);
+        assert!(local[q * 3 + 1].starts_with(&format!("{header},")), "{}", local[q * 3 + 1]);
+        assert_eq!(local[q * 3 + 2].trim(), "[]");
     }
     for (i, (l, r)) in local.iter().zip(&remote).enumerate() {
         if i % 3 == 2 {

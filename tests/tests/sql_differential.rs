@@ -99,7 +99,7 @@ async fn render(ctx: &SessionContext, sql: &str) -> Result<Vec<String>, String> 
 /// As `render`, always through DataFusion's planner (never the point-lookup path).
 async fn render_planned(ctx: &SessionContext, sql: &str) -> Result<Vec<String>, String> {
     let batches = match ctx.sql(sql).await {
-        Ok(df) => df.collect().await,
+        Ok(df) => query::plans::with_schema(df).await,
         Err(e) => Err(e),
     };
     render_batches(batches, sql)
