@@ -120,6 +120,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
+/// Open a data directory that must already exist: reading a mistyped path gives an error, not
+/// an empty result and a new empty directory.
+fn open_existing(dir: &Path) -> anyhow::Result<Engine> {
+    if !dir.is_dir() {
+        bail!("data directory {} does not exist (`import` into it, or `start` a server on it, first)", dir.display());
+    }
+    open_engine(dir)
+}
+
 pub(crate) fn open_engine(dir: &Path) -> anyhow::Result<Engine> {
     let (engine, report) = Engine::open(dir, EngineConfig::default())
         .with_context(|| format!("opening data directory {}", dir.display()))?;
@@ -148,7 +157,7 @@ pub fn format_batches(batches: &[arrow::array::RecordBatch], format: OutputForma
 }
 
 fn sql_local(dir: &Path, sql: &str, format: OutputFormat, tenant: Option<String>) -> anyhow::Result<()> {
-    let engine = Arc::new(open_engine(dir)?);
+    let engine = Arc::new(open_existing(dir)?);
     let rt = runtime()?;
     let batches = rt.block_on(async {
         let ctx = query::session(engine.clone(), tenant).await?;
@@ -215,7 +224,7 @@ fn export(
     until: Option<String>,
     sql: Option<String>,
 ) -> anyhow::Result<()> {
-    let engine = Arc::new(open_engine(dir)?);
+    let engine = Arc::new(open_existing(dir)?);
     let mut conds = Vec::new();
     if let Some(s) = &since {
         conds.push(format!("timestamp >= {}", sql_time(s)?));
@@ -259,4 +268,42 @@ fn export(
     bar.finish_and_clear();
     eprintln!("exported {rows} rows to {} in {:.2} s", out.display(), start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// `Error: <error>` and, one per line, each cause that adds something: DataFusion and Arrow
+/// errors repeat their source's text in their own, and a reader needs it once.
+pub fn error_report(e: &anyhow::Error) -> String {
+    let mut out = format!("Error: {e}");
+    let mut shown = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !shown.contains(text.trim()) {
+            out.push_str("\n  caused by: ");
+            out.push_str(&text);
+            shown.push_str(&text);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::error_report;
+    use anyhow::Context;
+
+    #[test]
+    fn causes_are_shown_once_and_only_when_they_add_something() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = Err::<(), _>(io).context("reading events.jsonl").context("importing").unwrap_err();
+        assert_eq!(error_report(&e), "Error: importing\n  caused by: reading events.jsonl\n  caused by: no such file");
+        // A wrapper whose text already holds its source's text: the source is not repeated.
+        #[derive(Debug, thiserror::Error)]
+        #[error("Schema error: {0}")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("No field named nope")]
+        struct Inner;
+        let e = anyhow::Error::new(Outer(Inner));
+        assert_eq!(error_report(&e), "Error: Schema error: No field named nope");
+    }
 }

@@ -138,7 +138,7 @@ pub fn import(files: &[PathBuf], data_dir: &Path) -> anyhow::Result<()> {
     match parsed {
         Err(e) => {
             bar.abandon();
-            bail!("{e} ({stored} events before it were stored)")
+            bail!("{e:#} ({stored} events before it were stored)")
         }
         Ok(_) => bar.finish_and_clear(),
     }

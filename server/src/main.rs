@@ -1,9 +1,17 @@
 //! The `activemirror` binary: `start` (HTTP + gRPC server), `import`, `sql`, `export`, `bench`.
 //! Errors are `anyhow` here at the edge; library crates use typed errors.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = server::cli::Cli::parse();
-    server::cli::run(args)
+    match server::cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", server::cli::error_report(&e));
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -316,3 +316,32 @@ fn csv_records(text: &str) -> impl Iterator<Item = Vec<String>> + '_ {
         Some(row)
     })
 }
+
+/// Errors name what is wrong once, with the underlying reason, and no panic or backtrace.
+#[test]
+fn errors_name_the_problem_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let missing = dir.path().join("missing.jsonl");
+    let out = bin().arg("import").arg(&missing).arg("--data-dir").arg(dir.path().join("d")).output().expect("import");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("missing.jsonl") && err.contains("No such file"), "{err}");
+    let out = bin()
+        .args(["sql", "SELECT nope FROM events", "--data-dir"])
+        .arg(dir.path().join("d"))
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("sql");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.matches("No field named nope").count(), 1, "{err}");
+    assert!(!err.contains("backtrace") && !err.contains("panicked"), "{err}");
+    // A mistyped data directory is an error, and is not created.
+    let typo = dir.path().join("typo");
+    for args in [&["sql", "SELECT 1", "--data-dir"][..], &["export", "--out", "x", "--data-dir"][..]] {
+        let out = bin().args(args).arg(&typo).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("does not exist"), "{args:?}: {err}");
+        assert!(!typo.exists());
+    }
+}
