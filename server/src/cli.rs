@@ -294,7 +294,7 @@ mod report_tests {
     #[test]
     fn causes_are_shown_once_and_only_when_they_add_something() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        let e = Err::<(), _>(io).context("reading events.jsonl").context("importing").unwrap_err();
+        let e = Err::<(), _>(io).context("reading events.jsonl").context("importing").expect_err("an error");
         assert_eq!(error_report(&e), "Error: importing\n  caused by: reading events.jsonl\n  caused by: no such file");
         // A wrapper whose text already holds its source's text: the source is not repeated.
         #[derive(Debug, thiserror::Error)]
