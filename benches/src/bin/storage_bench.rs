@@ -51,6 +51,9 @@ struct Args {
     /// Engine buffer limit in MB before appends wait (the engine's default if unset).
     #[arg(long)]
     buffer_mb: Option<usize>,
+    /// Compressor of free text in hot (flushed) segments: `lz4` (the engine's default) or `none`.
+    #[arg(long, default_value = "lz4")]
+    hot_text_codec: String,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -376,6 +379,11 @@ fn main() -> anyhow::Result<()> {
     if let Some(mb) = args.buffer_mb {
         cfg.max_buffered_bytes = mb << 20;
     }
+    cfg.hot.text_codec = match args.hot_text_codec.as_str() {
+        "lz4" => Codec::Lz4,
+        "none" => Codec::None,
+        other => anyhow::bail!("--hot-text-codec {other}: expected lz4 or none"),
+    };
     let base_dir = tempfile::tempdir_in(".")?;
     let (base, _) = Engine::open(base_dir.path(), cfg.clone())?;
     let base = Arc::new(base);
