@@ -345,3 +345,103 @@ fn errors_name_the_problem_once() {
         assert!(!typo.exists());
     }
 }
+
+/// Values real traffic has and a tidy generator does not: every one is stored and read back
+/// exactly through `import` and `sql --format json`. The expected values are written down
+/// here, not computed by our code (timestamps by hand from the calendar).
+#[test]
+fn import_keeps_unusual_values_exactly() {
+    use serde_json::{json, Value};
+    let times: [(Value, i64); 7] = [
+        (json!("1969-12-31T23:59:59.5Z"), -500_000_000),
+        (json!("2024-02-29T23:30:00-01:00"), 1_709_253_000_000_000_000),
+        (json!("2191-12-31T23:59:59.123456789+05:30"), 7_005_637_799_123_456_789),
+        (json!("1970-01-01T00:00:00+00:00"), 0),
+        (json!("2025-06-03T10:00:00.000001Z"), 1_748_944_800_000_001_000),
+        (json!("1900-01-01T00:00:00Z"), -2_208_988_800_000_000_000),
+        (json!(1_700_000_000_123_456_789i64), 1_700_000_000_123_456_789),
+    ];
+    let texts = [
+        Some("NUL\u{0}inside, tab\there, new\nline, \"quotes\", back\\slash".to_owned()),
+        Some("日本語 café 😀 Ω straße".to_owned()),
+        Some(String::new()),
+        None,
+        Some("x".repeat(70_000) + " tail"),
+        Some("%_ like metacharacters _%".to_owned()),
+    ];
+    let tenants = [None, Some("ünïcode"), Some("with space"), Some("a/b=c%")];
+    let mut lines = Vec::new();
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..120usize {
+        let span = format!("{:016x}", 0x1000 + i);
+        let (ts, ns) = &times[i % times.len()];
+        let tenant = tenants[i % tenants.len()];
+        let text = texts[i % texts.len()].clone();
+        let attrs: serde_json::Map<String, Value> = match i % 3 {
+            0 => serde_json::Map::new(),
+            1 => [("".to_owned(), json!("empty key")), ("ключ".to_owned(), json!("значение"))].into_iter().collect(),
+            _ => [("k".to_owned(), json!("v".repeat(i)))].into_iter().collect(),
+        };
+        let tokens = [Some(0i64), Some(9_007_199_254_740_993), Some(-5), None][i % 4];
+        let confidence = [Some(0.0), Some(1.0), Some(0.123456789012345), None][i % 4];
+        let kind = ["thought", "Custom-Kind", "tool_call"][i % 3];
+        let mut e = json!({
+            "trace_id": format!("{:032x}", i % 7),
+            "span_id": span,
+            "agent_id": "agent Ω",
+            "kind": kind,
+            "content": text,
+            "input_tokens": tokens,
+            "confidence": confidence,
+            "attributes": attrs,
+        });
+        e[if ts.is_string() { "timestamp" } else { "timestamp_ns" }] = ts.clone();
+        if let Some(t) = tenant {
+            e["tenant"] = json!(t);
+        }
+        lines.push(e.to_string());
+        expected.insert(
+            span,
+            json!({
+                "tenant": tenant.unwrap_or("default"),
+                "ns": ns,
+                "content": texts[i % texts.len()],
+                "input_tokens": tokens,
+                "confidence": confidence,
+                "attributes": attrs,
+            }),
+        );
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = dir.path().join("unusual.jsonl");
+    std::fs::write(&src, lines.join("\n")).expect("write");
+    let data = dir.path().join("data");
+    let out = bin().arg("import").arg(&src).arg("--data-dir").arg(&data).output().expect("import");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = "SELECT span_id, tenant, CAST(timestamp AS BIGINT) AS ns, content, input_tokens, confidence, attributes \
+               FROM events ORDER BY span_id";
+    let check = |rows: &Value, path: &str| {
+        let rows = rows.as_array().expect("rows");
+        assert_eq!(rows.len(), expected.len(), "{path}");
+        for (row, (span, want)) in rows.iter().zip(&expected) {
+            assert_eq!(row["span_id"].as_str(), Some(span.as_str()), "{path}");
+            for field in ["tenant", "ns", "content", "input_tokens", "confidence", "attributes"] {
+                assert_eq!(row[field], want[field], "{path}: span {span}, {field}");
+            }
+        }
+    };
+    check(&sql_json(&data, all), "import");
+    // The same lines through the server's write path (WAL, memory, then a hot segment).
+    let server = common::start(&dir.path().join("served"));
+    let (status, body) = common::post(&format!("{}/v1/events", server.base), &lines.join("\n"));
+    assert_eq!(status, 200, "{body}");
+    let out = bin().args(["sql", all, "--format", "json", "--server", &server.base]).output().expect("sql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check(&serde_json::from_slice(&out.stdout).expect("json"), "HTTP");
+    // The rows are found by what they hold, too: a pre-1970 bound, and a LIKE whose `_` stands
+    // for the NUL (a command line cannot carry one).
+    let v = sql_json(&data, "SELECT count(*) AS n FROM events WHERE timestamp < '1970-01-01'");
+    assert_eq!(v[0]["n"].as_u64(), Some(expected.values().filter(|w| w["ns"].as_i64() < Some(0)).count() as u64));
+    let v = sql_json(&data, "SELECT count(*) AS n FROM events WHERE content LIKE '%NUL_inside%'");
+    assert_eq!(v[0]["n"].as_u64(), Some(20));
+}
