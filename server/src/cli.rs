@@ -266,8 +266,42 @@ fn export(
         Ok::<_, datafusion::error::DataFusionError>(count)
     })?;
     bar.finish_and_clear();
+    escape_equals_in_partitions(out)?;
     eprintln!("exported {rows} rows to {} in {:.2} s", out.display(), start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Hive readers split a folder name `key=value` at its first `=` and percent-decode the
+/// value; DataFusion's writer escapes `/`, `%` and the like in a value but leaves `=`, which
+/// DuckDB then reads as a second key. Rename `tenant=a=b` folders to `tenant=a%3Db` (a `%`
+/// in the value is already `%25`, so a raw `=` is always the tenant's own).
+fn escape_equals_in_partitions(out: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(out).with_context(|| format!("listing {}", out.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", out.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(value) = name.strip_prefix("tenant=") else { continue };
+        if value.contains('=') {
+            let target = out.join(format!("tenant={}", value.replace('=', "%3D")));
+            move_into(&entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Move `src` to `dst`, merging folders that already exist there (an export into a folder
+/// that holds an earlier one).
+fn move_into(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    if !dst.exists() {
+        return std::fs::rename(src, dst).with_context(|| format!("renaming {} to {}", src.display(), dst.display()));
+    }
+    if !src.is_dir() {
+        bail!("{} already exists; not replacing it with {}", dst.display(), src.display());
+    }
+    for entry in std::fs::read_dir(src).with_context(|| format!("listing {}", src.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", src.display()))?;
+        move_into(&entry.path(), &dst.join(entry.file_name()))?;
+    }
+    std::fs::remove_dir(src).with_context(|| format!("removing {}", src.display()))
 }
 
 /// `Error: <error>` and, one per line, each cause that adds something: DataFusion and Arrow
