@@ -203,9 +203,13 @@ fn store_error(e: StoreError) -> Response {
     }
 }
 
-async fn ingest(State(st): State<Shared>, body: Bytes) -> Response {
+async fn ingest(State(st): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let m = &st.ingest;
     m.received(Protocol::Http, body.len());
+    let body = match decoded_body(&st, &headers, body) {
+        Ok(b) => b,
+        Err(resp) => return *resp,
+    };
     let Ok(text) = std::str::from_utf8(&body) else {
         m.invalid();
         return error(StatusCode::BAD_REQUEST, "body is not UTF-8");
@@ -223,6 +227,39 @@ async fn ingest(State(st): State<Shared>, body: Bytes) -> Response {
     }
 }
 
+/// A request body as sent (`Content-Encoding` absent or `identity`) or gunzipped (`gzip`),
+/// the decompressed size held to the body limit (413 above it); any other encoding is 415.
+fn decoded_body(st: &AppState, headers: &HeaderMap, body: Bytes) -> Result<Bytes, Box<Response>> {
+    let m = &st.ingest;
+    match headers.get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or("") {
+        "" | "identity" => Ok(body),
+        "gzip" => {
+            use std::io::Read;
+            let mut out = Vec::new();
+            let limit = st.body_limit as u64 + 1;
+            if let Err(e) = flate2::read::GzDecoder::new(&body[..]).take(limit).read_to_end(&mut out) {
+                m.invalid();
+                return Err(Box::new(error(StatusCode::BAD_REQUEST, format!("gzip body does not decode: {e}"))));
+            }
+            if out.len() as u64 >= limit {
+                m.rejected_too_large.fetch_add(1, Ordering::Relaxed);
+                return Err(Box::new(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "decompressed body exceeds the configured limit",
+                )));
+            }
+            Ok(Bytes::from(out))
+        }
+        other => {
+            m.invalid();
+            Err(Box::new(error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("content-encoding `{other}` is not supported (gzip)"),
+            )))
+        }
+    }
+}
+
 /// OTLP/HTTP traces (`POST /v1/traces`): protobuf (`application/x-protobuf`, the default) or
 /// JSON (`application/json`), optionally gzip-encoded; answers in the request's encoding.
 async fn otlp_traces(State(st): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
@@ -232,29 +269,9 @@ async fn otlp_traces(State(st): State<Shared>, headers: HeaderMap, body: Bytes) 
     m.received(Protocol::OtlpHttp, body.len());
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     let json = header("content-type").starts_with("application/json");
-    let body = match header("content-encoding") {
-        "" | "identity" => body,
-        "gzip" => {
-            use std::io::Read;
-            let mut out = Vec::new();
-            let limit = st.body_limit as u64 + 1;
-            if let Err(e) = flate2::read::GzDecoder::new(&body[..]).take(limit).read_to_end(&mut out) {
-                m.invalid();
-                return error(StatusCode::BAD_REQUEST, format!("gzip body does not decode: {e}"));
-            }
-            if out.len() as u64 >= limit {
-                m.rejected_too_large.fetch_add(1, Ordering::Relaxed);
-                return error(StatusCode::PAYLOAD_TOO_LARGE, "decompressed body exceeds the configured limit");
-            }
-            Bytes::from(out)
-        }
-        other => {
-            m.invalid();
-            return error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("content-encoding `{other}` is not supported (gzip)"),
-            );
-        }
+    let body = match decoded_body(&st, &headers, body) {
+        Ok(b) => b,
+        Err(resp) => return *resp,
     };
     let req = if json {
         serde_json::from_slice::<ExportTraceServiceRequest>(&body).map_err(|e| format!("invalid OTLP JSON: {e}"))

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{count, post, start};
+use common::{count, post, start, start_with};
 
 fn event(i: usize) -> String {
     format!(
@@ -170,4 +170,47 @@ fn results_over_the_limit_are_cut_and_marked() {
     assert_eq!((rows, cut), (vec!["30".to_owned()], false));
     s.child.kill().expect("kill");
     let _ = s.child.wait();
+}
+
+/// `POST /v1/events` takes gzip bodies as `/v1/traces` does: stored when they decode, 413 when
+/// they decompress past the body limit (1 MB here), 400 when they do not decode and 415 for
+/// other encodings; only the good one is stored.
+#[test]
+fn gzip_bodies_are_decoded_and_held_to_the_limit() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("am.yaml");
+    std::fs::write(&config, "server:\n  max_body_mb: 1\n").expect("config");
+    let s = start_with(&dir.path().join("data"), &["--config", config.to_str().expect("utf8")]);
+    let gzip = |bytes: &[u8]| {
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(bytes).expect("gzip");
+        z.finish().expect("gzip")
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let send = |encoding: &str, body: Vec<u8>| {
+        let mut r = agent
+            .post(&format!("{}/v1/events", s.base))
+            .header("content-encoding", encoding)
+            .send(&body[..])
+            .expect("request");
+        (r.status().as_u16(), r.body_mut().read_to_string().expect("body"))
+    };
+    let ndjson: Vec<String> = (0..50).map(event).collect();
+    let (status, body) = send("gzip", gzip(ndjson.join("\n").as_bytes()));
+    assert_eq!((status, body.as_str()), (200, r#"{"accepted":50}"#));
+    // 2 MB of JSON that gzips to a few KB: refused by its decompressed size.
+    let big = format!("[{}]", vec![event(0); 2 << 20 >> 8].join(","));
+    let packed = gzip(big.as_bytes());
+    assert!(packed.len() < 1 << 20 && big.len() > 1 << 20);
+    let (status, body) = send("gzip", packed);
+    assert_eq!(status, 413, "{body}");
+    let mut torn = gzip(ndjson.join("\n").as_bytes());
+    torn.truncate(torn.len() / 2);
+    let (status, body) = send("gzip", torn);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("gzip"), "{body}");
+    let (status, body) = send("br", ndjson.join("\n").into_bytes());
+    assert_eq!(status, 415, "{body}");
+    assert_eq!(count(&s.base, None), 50);
 }
