@@ -291,6 +291,8 @@ pub fn event_from_value(v: &Value, index: usize) -> Result<Event, ValidationErro
 /// Parse a request body: a JSON array of events, or NDJSON (one object per line).
 /// All or nothing: the first bad event rejects the batch.
 pub fn parse_body(body: &str) -> Result<Vec<Event>, ValidationError> {
+    // A byte order mark (some Windows tools write one) is not part of the first event.
+    let body = body.strip_prefix('\u{feff}').unwrap_or(body);
     let trimmed = body.trim_start();
     if trimmed.starts_with('[') {
         let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(trimmed).map_err(|e| ValidationError {
@@ -321,6 +323,18 @@ mod tests {
     use proptest::prelude::*;
 
     const GOOD: &str = r#"{"tenant":"initech","trace_id":"c957679e1e101bb25665c518beadc325","span_id":"fc8444dccc8cb7a2","parent_span_id":null,"agent_id":"support-agent-090","session_id":"sess_b57c995651c765fa","timestamp":"2025-06-03T00:32:22.997035Z","timestamp_ns":1748910742997035000,"kind":"thought","name":"classify_intent","content":"hi","intent":"order_status","confidence":0.913,"duration_ms":5.14,"status":"ok","error_message":null,"model":"gpt-4o-mini","input_tokens":null,"output_tokens":null,"cost_usd":null,"attributes":{"channel":"api"}}"#;
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_event() {
+        for body in [format!("\u{feff}{GOOD}\n{GOOD}"), format!("\u{feff}[{GOOD},{GOOD}]")] {
+            let events = parse_body(&body).expect("parses");
+            assert_eq!(events.len(), 2);
+            assert_eq!(events[0], events[1]);
+        }
+        // Anywhere else it is still bad input.
+        let err = parse_body(&format!("{GOOD}\n\u{feff}{GOOD}")).expect_err("a mark on line 2");
+        assert_eq!(err.index, 1);
+    }
 
     fn with(field: &str, value: &str) -> String {
         let mut v: Value = serde_json::from_str(GOOD).expect("good");

@@ -152,6 +152,8 @@ pub fn import(files: &[PathBuf], data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Reads and validates every line, sending batches of [`IMPORT_SEGMENT_ROWS`] to `tx`. Stops at
 /// the first bad line (after sending the good events before it) with its file, line and field.
 fn parse_files(
@@ -172,8 +174,15 @@ fn parse_files(
         let mut next_line = 1usize;
         let read_error = |next_line: usize| format!("{}: reading after line {next_line}", file.display());
         let mut block = blocks.next_block(BLOCK_BYTES).with_context(|| read_error(next_line))?;
+        let mut first_block = true;
         while let Some(current) = block {
-            let lines = numbered_lines(&current, next_line);
+            // A UTF-8 byte order mark (Windows tools write one) is not part of the first line.
+            let text = match current.strip_prefix(UTF8_BOM) {
+                Some(rest) if first_block => rest,
+                _ => &current[..],
+            };
+            first_block = false;
+            let lines = numbered_lines(text, next_line);
             next_line += lines.len();
             // The next block is read while this one is parsed.
             let (parsed, next): (Vec<Option<Result<segments::Event, LineError>>>, _) = rayon::join(
