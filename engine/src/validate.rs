@@ -201,6 +201,12 @@ fn raw_from_value(v: &Value) -> Result<EventInput<'_>, FieldError> {
                 (None, Some(x)) if x.fract() == 0.0 && x.abs() < 9.2e18 => Ok(Some(x as i64)),
                 _ => Err((f, format!("expected an integer, got {n}"))),
             },
+            // Integers past 2^53 do not survive JavaScript's numbers, so SDKs and protobuf's JSON
+            // mapping send int64 as decimal strings.
+            Some(Value::String(t)) => match t.parse::<i64>() {
+                Ok(i) => Ok(Some(i)),
+                Err(_) => Err((f, format!("expected an integer, got the string `{t}`"))),
+            },
             Some(o) => Err((f, format!("expected an integer, got {}", type_name(o)))),
         }
     };
@@ -212,13 +218,9 @@ fn raw_from_value(v: &Value) -> Result<EventInput<'_>, FieldError> {
                 let v = match v {
                     Value::String(s) => s.clone(),
                     Value::Null => continue,
-                    Value::Bool(_) | Value::Number(_) => v.to_string(),
-                    other => {
-                        return Err((
-                            "attributes",
-                            format!("value of `{k}` must be a string, got {}", type_name(other)),
-                        ))
-                    }
+                    // Numbers, booleans and nested values are kept as their JSON text, as OTLP's
+                    // arrays and key-value lists are.
+                    other => other.to_string(),
                 };
                 out.insert(k.clone(), v);
             }
@@ -323,6 +325,46 @@ mod tests {
     use proptest::prelude::*;
 
     const GOOD: &str = r#"{"tenant":"initech","trace_id":"c957679e1e101bb25665c518beadc325","span_id":"fc8444dccc8cb7a2","parent_span_id":null,"agent_id":"support-agent-090","session_id":"sess_b57c995651c765fa","timestamp":"2025-06-03T00:32:22.997035Z","timestamp_ns":1748910742997035000,"kind":"thought","name":"classify_intent","content":"hi","intent":"order_status","confidence":0.913,"duration_ms":5.14,"status":"ok","error_message":null,"model":"gpt-4o-mini","input_tokens":null,"output_tokens":null,"cost_usd":null,"attributes":{"channel":"api"}}"#;
+
+    /// `GOOD` with `fields` (JSON text of `"key":value` pairs) in place of its own.
+    fn good_with(fields: &str) -> String {
+        let mut v: serde_json::Map<String, Value> = serde_json::from_str(GOOD).expect("good");
+        let extra: serde_json::Map<String, Value> = serde_json::from_str(&format!("{{{fields}}}")).expect("fields");
+        v.extend(extra);
+        Value::Object(v).to_string()
+    }
+
+    #[test]
+    fn integers_may_come_as_decimal_strings() {
+        let e = parse_event(
+            &good_with(r#""timestamp":null,"timestamp_ns":"1748910742997035001","input_tokens":"9007199254740993""#),
+            0,
+        )
+        .expect("strings of digits");
+        assert_eq!(e.timestamp_ns, 1_748_910_742_997_035_001);
+        assert_eq!(e.input_tokens, Some(9_007_199_254_740_993));
+        let err = parse_event(&good_with(r#""output_tokens":"12x""#), 4).expect_err("not an integer");
+        assert_eq!((err.index, err.field.as_str()), (4, "output_tokens"));
+        assert!(err.message.contains("`12x`"), "{}", err.message);
+        // Floats stay numbers only.
+        let err = parse_event(&good_with(r#""confidence":"0.5""#), 0).expect_err("a string");
+        assert_eq!(err.field, "confidence");
+    }
+
+    #[test]
+    fn attribute_values_that_are_not_strings_keep_their_json_text() {
+        let e = parse_event(
+            &good_with(r#""attributes":{"n":5,"b":true,"o":{"a":[1,"x"]},"l":[1.5,null],"z":null,"s":"t"}"#),
+            0,
+        )
+        .expect("any JSON values");
+        let want: Vec<(String, String)> =
+            [("b", "true"), ("l", "[1.5,null]"), ("n", "5"), ("o", r#"{"a":[1,"x"]}"#), ("s", "t")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        assert_eq!(e.attributes, want, "a null value is no attribute");
+    }
 
     #[test]
     fn a_byte_order_mark_is_not_part_of_the_first_event() {
