@@ -103,11 +103,13 @@ impl GrpcState {
         ingest::store(&self.engine, &self.metrics, protocol, events).await.map_err(store_status)
     }
 
-    async fn write_batch(&self, batch: EventBatch) -> Result<usize, Status> {
-        let events = validate_batch(batch).map_err(|e| {
-            self.metrics.invalid();
-            Status::invalid_argument(e.to_string())
-        })?;
+    async fn write_batch(&self, batch: EventBatch, tenant: Option<&str>) -> Result<usize, Status> {
+        let events = validate_batch(batch)
+            .and_then(|mut events| ingest::scope_to_tenant(&mut events, tenant).map(|()| events))
+            .map_err(|e| {
+                self.metrics.invalid();
+                Status::invalid_argument(e.to_string())
+            })?;
         self.store(Protocol::Grpc, events).await
     }
 }
@@ -115,13 +117,15 @@ impl GrpcState {
 #[tonic::async_trait]
 impl Ingest for GrpcState {
     async fn write(&self, request: Request<EventBatch>) -> Result<Response<WriteAck>, Status> {
+        let tenant = tenant_of(request.metadata().get("x-tenant").and_then(|v| v.to_str().ok())).map(str::to_owned);
         let batch = request.into_inner();
         self.metrics.received(Protocol::Grpc, prost::Message::encoded_len(&batch));
-        let n = self.write_batch(batch).await?;
+        let n = self.write_batch(batch, tenant.as_deref()).await?;
         Ok(Response::new(WriteAck { accepted: n as u64, batches: 1 }))
     }
 
     async fn write_stream(&self, request: Request<Streaming<EventBatch>>) -> Result<Response<WriteAck>, Status> {
+        let tenant = tenant_of(request.metadata().get("x-tenant").and_then(|v| v.to_str().ok())).map(str::to_owned);
         let mut stream = request.into_inner();
         let (mut accepted, mut batches) = (0u64, 0u64);
         loop {
@@ -139,7 +143,7 @@ impl Ingest for GrpcState {
                 }
             };
             self.metrics.received(Protocol::Grpc, prost::Message::encoded_len(&batch));
-            match self.write_batch(batch).await {
+            match self.write_batch(batch, tenant.as_deref()).await {
                 Ok(n) => {
                     accepted += n as u64;
                     batches += 1;

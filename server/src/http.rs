@@ -214,7 +214,10 @@ async fn ingest(State(st): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
         m.invalid();
         return error(StatusCode::BAD_REQUEST, "body is not UTF-8");
     };
-    let events = match engine::parse_body(text) {
+    let tenant = grpc::tenant_of(headers.get("x-tenant").and_then(|v| v.to_str().ok()));
+    let events = match engine::parse_body(text)
+        .and_then(|mut events| ingest::scope_to_tenant(&mut events, tenant).map(|()| events))
+    {
         Ok(e) => e,
         Err(e) => {
             m.invalid();

@@ -8,6 +8,26 @@ use std::sync::Arc;
 use engine::{Engine, EngineError};
 use segments::Event;
 
+/// Holds a batch to the tenant its request names (`x-tenant` header or gRPC metadata), as
+/// OTLP requests are held: an event without a tenant of its own (read as `default`) gets the
+/// request's, and an event naming another tenant rejects the batch, so a writer scoped to one
+/// tenant cannot write into another. Without a request tenant the events are left as they are.
+pub fn scope_to_tenant(events: &mut [Event], tenant: Option<&str>) -> Result<(), engine::ValidationError> {
+    let Some(tenant) = tenant else { return Ok(()) };
+    for (index, e) in events.iter_mut().enumerate() {
+        if e.tenant == "default" {
+            tenant.clone_into(&mut e.tenant);
+        } else if e.tenant != tenant {
+            return Err(engine::ValidationError {
+                index,
+                field: "tenant".into(),
+                message: format!("`{}` is not the request's tenant `{tenant}` (x-tenant)", e.tenant),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The ingest protocols, as the `protocol` label of the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -100,5 +120,28 @@ pub async fn store(
         }
         Ok(Err(e)) => Err(StoreError::Engine(e)),
         Err(e) => Err(StoreError::Task(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(tenant: &str) -> Event {
+        Event { tenant: tenant.to_owned(), ..Event::default() }
+    }
+
+    #[test]
+    fn a_request_tenant_fills_the_default_and_refuses_others() {
+        let mut events = vec![event("default"), event("acme")];
+        scope_to_tenant(&mut events, Some("acme")).expect("same tenant");
+        assert_eq!(events.iter().map(|e| e.tenant.as_str()).collect::<Vec<_>>(), ["acme", "acme"]);
+        let mut events = vec![event("acme"), event("default"), event("globex")];
+        let err = scope_to_tenant(&mut events, Some("acme")).expect_err("another tenant");
+        assert_eq!((err.index, err.field.as_str()), (2, "tenant"));
+        assert!(err.message.contains("globex") && err.message.contains("acme"), "{err}");
+        let mut events = vec![event("default"), event("globex")];
+        scope_to_tenant(&mut events, None).expect("no request tenant");
+        assert_eq!(events.iter().map(|e| e.tenant.as_str()).collect::<Vec<_>>(), ["default", "globex"]);
     }
 }

@@ -119,6 +119,27 @@ fn grpc_ingest_write_stream_and_rejections() {
     });
     assert_eq!(count(&s.base, None), 230, "only the stream's first batch was added");
 
+    // A writer scoped by `x-tenant` metadata: tenantless events become its tenant's, and a
+    // batch naming another tenant is refused whole.
+    rt.block_on(async {
+        let mut c = IngestClient::connect(s.grpc.clone()).await.expect("connect");
+        let scoped = |b: EventBatch| {
+            let mut r = tonic::Request::new(b);
+            r.metadata_mut().insert("x-tenant", tonic::metadata::MetadataValue::from_static("initech"));
+            r
+        };
+        let mut own = batch(5000..5010);
+        own.events.iter_mut().for_each(|e| e.tenant = String::new());
+        own.events[3].tenant = "initech".into();
+        let ack = c.write(scoped(own)).await.expect("scoped write").into_inner();
+        assert_eq!(ack.accepted, 10);
+        let err = c.write(scoped(batch(6000..6004))).await.expect_err("acme in an initech request");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("event 1") && err.message().contains("`tenant`"), "{}", err.message());
+    });
+    assert_eq!(count(&s.base, Some("initech")), 10);
+    assert_eq!(count(&s.base, None), 240);
+
     // A body that is not the protobuf it claims to be.
     rt.block_on(async {
         let ch = tonic::transport::Endpoint::from_shared(s.grpc.clone()).expect("url").connect().await.expect("c");
@@ -132,10 +153,10 @@ fn grpc_ingest_write_stream_and_rejections() {
         let err = r.expect_err("garbage");
         assert!(err.message().to_lowercase().contains("decode"), "{err}");
     });
-    assert_eq!(count(&s.base, None), 230);
+    assert_eq!(count(&s.base, None), 240);
     let m = metrics(&s.base);
-    assert!(m.contains("activemirror_events_ingested_total{protocol=\"grpc\"} 230"), "{m}");
-    assert!(m.contains("activemirror_batches_total{protocol=\"grpc\"} 5"), "{m}");
+    assert!(m.contains("activemirror_events_ingested_total{protocol=\"grpc\"} 240"), "{m}");
+    assert!(m.contains("activemirror_batches_total{protocol=\"grpc\"} 6"), "{m}");
     assert!(m.contains("activemirror_wal_fsync_seconds_bucket{le=\"+Inf\"}"), "{m}");
     assert!(m.contains("activemirror_wal_group_records_sum"), "{m}");
 
@@ -147,7 +168,7 @@ fn grpc_ingest_write_stream_and_rejections() {
     let status = s.child.wait().expect("wait");
     assert!(status.success(), "SIGTERM must end the server with exit 0, got {status}");
     let s = start(dir.path());
-    assert_eq!(count(&s.base, None), 230);
+    assert_eq!(count(&s.base, None), 240);
     assert!(
         !dir.path()
             .join("wal")

@@ -214,3 +214,27 @@ fn gzip_bodies_are_decoded_and_held_to_the_limit() {
     assert_eq!(status, 415, "{body}");
     assert_eq!(count(&s.base, None), 50);
 }
+
+/// `POST /v1/events` with an `x-tenant` header: events without a tenant are stored under it,
+/// and a batch naming another tenant is refused whole.
+#[test]
+fn a_tenant_header_scopes_what_a_writer_stores() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(dir.path());
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let send = |body: String| {
+        let mut r =
+            agent.post(&format!("{}/v1/events", s.base)).header("x-tenant", "initech").send(body).expect("request");
+        (r.status().as_u16(), r.body_mut().read_to_string().expect("body"))
+    };
+    // `event(i)` names tenant t0 or t1; without it the header's tenant applies.
+    let tenantless: Vec<String> = (0..6).map(|i| event(i).replace(&format!(r#""tenant":"t{}","#, i % 2), "")).collect();
+    assert!(tenantless.iter().all(|l| !l.contains("tenant")));
+    let (status, body) = send(tenantless.join("\n"));
+    assert_eq!((status, body.as_str()), (200, r#"{"accepted":6}"#));
+    let (status, body) = send(format!("{}\n{}", tenantless[0], event(7)));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("event 1") && body.contains("`tenant`") && body.contains("t1"), "{body}");
+    assert_eq!(count(&s.base, Some("initech")), 6);
+    assert_eq!(count(&s.base, None), 6);
+}
