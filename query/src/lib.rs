@@ -8,6 +8,7 @@ pub mod counts;
 pub mod floatcmp;
 pub mod functions;
 pub mod json;
+pub mod limits;
 pub mod plans;
 pub mod point;
 pub mod provider;
@@ -81,6 +82,7 @@ pub async fn session(engine: Arc<Engine>, tenant: Option<String>) -> Result<Sess
 /// Run one statement and collect its result (a point lookup without the planner, see
 /// [`point`]).
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    limits::check_statement(sql)?;
     if let Some(result) = point::try_run(ctx, sql).await {
         return result;
     }

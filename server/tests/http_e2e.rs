@@ -238,3 +238,30 @@ fn a_tenant_header_scopes_what_a_writer_stores() {
     assert_eq!(count(&s.base, Some("initech")), 6);
     assert_eq!(count(&s.base, None), 6);
 }
+
+/// Long operator chains nest as deep as they are long. Up to the limit they run; past it they
+/// are refused by name (a 5,000-term sum used to overflow a worker's stack and abort the
+/// server). Either way the server stays up.
+#[test]
+fn deep_statements_run_or_are_refused_without_harming_the_server() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(dir.path());
+    let url = format!("{}/v1/sql", s.base);
+    let (status, body) = post(&format!("{}/v1/events", s.base), &(0..20).map(event).collect::<Vec<_>>().join("\n"));
+    assert_eq!(status, 200, "{body}");
+    let max = query::limits::MAX_OPERATORS;
+    // `max / 2` comparisons joined by `max / 2 - 1` ORs, on the scan's filter path; one
+    // matches every row.
+    let terms: Vec<String> =
+        std::iter::once("kind = 'action'".to_owned()).chain((1..max / 2).map(|i| format!("kind = 'k{i}'"))).collect();
+    let ors = format!("SELECT count(*) AS n FROM events WHERE {}", terms.join(" OR "));
+    let (status, body) = post(&url, &serde_json::json!({ "sql": ors }).to_string());
+    assert_eq!((status, body.as_str()), (200, r#"[{"n":20}]"#));
+    for op in ["+", " OR "] {
+        let over = format!("SELECT {} AS n", vec!["1"; max + 2].join(op));
+        let (status, body) = post(&url, &serde_json::json!({ "sql": over }).to_string());
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains(&format!("{} operators", max + 1)), "{body}");
+    }
+    assert_eq!(count(&s.base, None), 20, "the server is still up");
+}
