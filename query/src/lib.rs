@@ -65,9 +65,27 @@ pub const TRACES_VIEW: &str = "CREATE VIEW traces AS SELECT tenant, trace_id, ag
 
 /// A SQL session over `engine`, optionally restricted to one tenant's rows.
 pub async fn session(engine: Arc<Engine>, tenant: Option<String>) -> Result<SessionContext> {
+    session_with_runtime(engine, tenant, Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default())).await
+}
+
+/// A runtime whose queries together may hold at most `bytes` of memory in operators that
+/// account for it (joins, sorts, aggregations); past it they spill to disk where they can, or
+/// fail with "Resources exhausted", instead of growing the process without bound.
+pub fn bounded_runtime(bytes: usize) -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+    datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_limit(bytes, 1.0).build_arc()
+}
+
+/// [`session`] on `runtime` (its memory pool, disk manager and caches), so sessions of every
+/// tenant scope can share one memory budget.
+pub async fn session_with_runtime(
+    engine: Arc<Engine>,
+    tenant: Option<String>,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+) -> Result<SessionContext> {
     let config = SessionConfig::new().with_information_schema(true);
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
+        .with_runtime_env(runtime)
         .with_default_features()
         .with_physical_optimizer_rule(Arc::new(counts::IndexCountRule))
         .with_physical_optimizer_rule(Arc::new(codes::GroupCodesRule))

@@ -46,6 +46,10 @@ pub struct StartArgs {
     /// (0 turns it off) [default: a quarter of the block cache's].
     #[arg(long, env = "ACTIVEMIRROR_QUERY_TEXT_CACHE_MB")]
     pub query_text_cache_mb: Option<u64>,
+    /// Memory all running queries together may hold in joins, sorts and aggregations, in MiB;
+    /// past it they spill or fail with "Resources exhausted" [default: 2048].
+    #[arg(long, env = "ACTIVEMIRROR_QUERY_MEMORY_MB")]
+    pub query_memory_mb: Option<u64>,
 }
 
 /// `30s`, `500ms`, `2h`, `7d`, `1h 30m` (humantime), or a bare number of seconds.
@@ -114,6 +118,8 @@ pub struct QueryFileConfig {
     pub cache_mb: Option<u64>,
     /// Memory for decompressed text pages kept between queries, in MiB (0: none).
     pub text_cache_mb: Option<u64>,
+    /// Memory running queries may hold together, in MiB.
+    pub memory_mb: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +150,8 @@ pub struct ServerConfig {
 pub struct QueryLimits {
     pub max_results: usize,
     pub timeout: Duration,
+    /// Memory all running queries may hold together (DataFusion's memory pool).
+    pub memory_bytes: usize,
 }
 
 /// Everything `start` needs, resolved.
@@ -204,6 +212,9 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
     }
     let cache_mb = args.query_cache_mb.or(file.query.cache_mb).unwrap_or(query::cache::DEFAULT_BLOCK_CACHE_BYTES >> 20);
     anyhow::ensure!(cache_mb <= 1 << 30, "key `query.cache_mb`: {cache_mb} MiB is more than any machine has");
+    let memory_mb = args.query_memory_mb.or(file.query.memory_mb).unwrap_or(2048);
+    anyhow::ensure!(memory_mb > 0, "key `query.memory_mb`: must be at least 1");
+    anyhow::ensure!(memory_mb <= 1 << 30, "key `query.memory_mb`: {memory_mb} MiB is more than any machine has");
     let text_cache_mb = args.query_text_cache_mb.or(file.query.text_cache_mb).unwrap_or(cache_mb / 4);
     anyhow::ensure!(
         text_cache_mb <= 1 << 30,
@@ -222,7 +233,7 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         http_addr: args.http_addr.or(file.server.http_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         grpc_addr: args.grpc_addr.or(file.server.grpc_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4317))),
         max_body_bytes: max_body_mb << 20,
-        query: QueryLimits { max_results, timeout },
+        query: QueryLimits { max_results, timeout, memory_bytes: (memory_mb << 20) as usize },
         metrics_enabled: file.monitoring.metrics_enabled,
         metrics_port: args.metrics_port.or(file.monitoring.port),
         retention,
@@ -244,7 +255,10 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("./activemirror-data"));
         assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.grpc_addr.to_string(), "127.0.0.1:4317");
-        assert_eq!(s.query, QueryLimits { max_results: 100_000, timeout: Duration::from_secs(30) });
+        assert_eq!(
+            s.query,
+            QueryLimits { max_results: 100_000, timeout: Duration::from_secs(30), memory_bytes: 2048 << 20 }
+        );
         assert!(s.metrics_enabled);
         assert_eq!(s.retention, None);
         assert_eq!(s.query_cache_bytes, 256 << 20);
@@ -271,7 +285,7 @@ mod tests {
         assert_eq!(s.max_buffered_bytes, 128 << 20);
         assert_eq!(s.flush_interval, Duration::from_millis(500));
         assert_eq!(s.retention, Some(Duration::from_secs(30 * 86_400)));
-        assert_eq!(s.query, QueryLimits { max_results: 7, timeout: Duration::from_secs(2) });
+        assert_eq!(s.query, QueryLimits { max_results: 7, timeout: Duration::from_secs(2), memory_bytes: 2048 << 20 });
         assert_eq!(s.metrics_port, Some(9100));
         assert!(!s.metrics_enabled);
         assert_eq!(s.http_addr.to_string(), "127.0.0.1:1", "the flag wins over the file");
@@ -291,6 +305,14 @@ mod tests {
     fn unknown_keys_and_bad_values_name_the_key() {
         let e = parse_file("query:\n  max_result: 5\n").expect_err("typo");
         assert!(e.to_string().contains("query") && e.to_string().contains("max_result"), "{e}");
+        let text = parse_file("query:\n  memory_mb: 64\n").expect("parses");
+        assert_eq!(resolve(&StartArgs::default(), text).expect("ok").query.memory_bytes, 64 << 20);
+        let text = parse_file("query:\n  memory_mb: 64\n").expect("parses");
+        let args = StartArgs { query_memory_mb: Some(3), ..Default::default() };
+        assert_eq!(resolve(&args, text).expect("ok").query.memory_bytes, 3 << 20, "the flag wins");
+        let zero = StartArgs { query_memory_mb: Some(0), ..Default::default() };
+        let e = resolve(&zero, parse_file("").expect("empty")).expect_err("zero");
+        assert!(e.to_string().contains("query.memory_mb"), "{e}");
         let e = parse_file("query:\n  cache_mb: -1\n").expect_err("negative size");
         assert!(e.to_string().contains("query.cache_mb"), "{e}");
         let e = parse_file("query:\n  timeout: soon\n").expect_err("bad duration");

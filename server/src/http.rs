@@ -44,6 +44,8 @@ struct AppState {
     sessions: parking_lot::Mutex<std::collections::HashMap<Option<String>, datafusion::prelude::SessionContext>>,
     /// The plans of repeated statements, by tenant scope.
     plans: query::plans::PlanCache,
+    /// One memory budget (`query.memory_mb`) shared by the sessions of every tenant scope.
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
 }
 
 /// Most tenant scopes kept prepared; beyond it the cache starts over.
@@ -54,7 +56,7 @@ impl AppState {
         if let Some(ctx) = self.sessions.lock().get(&tenant) {
             return Ok(ctx.clone());
         }
-        let ctx = query::session(self.engine.clone(), tenant.clone()).await?;
+        let ctx = query::session_with_runtime(self.engine.clone(), tenant.clone(), self.runtime.clone()).await?;
         let mut cache = self.sessions.lock();
         if cache.len() >= SESSION_CACHE_MAX {
             cache.clear();
@@ -108,6 +110,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         body_limit,
         sessions: Default::default(),
         plans: query::plans::PlanCache::new(query::plans::DEFAULT_PLAN_CACHE_ENTRIES),
+        runtime: query::bounded_runtime(settings.query.memory_bytes)?,
     });
     let grpc_routes = grpc::router(GrpcState { engine: engine.clone(), metrics: ingest_metrics }, body_limit);
     let app = Router::new()

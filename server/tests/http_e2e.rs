@@ -265,3 +265,19 @@ fn deep_statements_run_or_are_refused_without_harming_the_server() {
     }
     assert_eq!(count(&s.base, None), 20, "the server is still up");
 }
+
+/// `query.memory_mb` bounds what running queries hold: a hash join past it fails by name,
+/// and the server goes on answering.
+#[test]
+fn queries_are_held_to_the_memory_budget() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start_with(dir.path(), &["--query-memory-mb", "1"]);
+    let url = format!("{}/v1/sql", s.base);
+    let join =
+        "SELECT count(*) AS n FROM generate_series(1, 300000) a(v) JOIN generate_series(1, 300000) b(w) ON a.v = b.w";
+    let (status, body) = post(&url, &serde_json::json!({ "sql": join }).to_string());
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Resources exhausted"), "{body}");
+    let (status, body) = post(&url, r#"{"sql": "SELECT count(*) AS n FROM generate_series(1, 1000) t(v)"}"#);
+    assert_eq!((status, body.as_str()), (200, r#"[{"n":1000}]"#));
+}
