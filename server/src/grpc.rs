@@ -117,7 +117,7 @@ impl GrpcState {
 #[tonic::async_trait]
 impl Ingest for GrpcState {
     async fn write(&self, request: Request<EventBatch>) -> Result<Response<WriteAck>, Status> {
-        let tenant = tenant_of(request.metadata().get("x-tenant").and_then(|v| v.to_str().ok())).map(str::to_owned);
+        let tenant = metadata_tenant(request.metadata());
         let batch = request.into_inner();
         self.metrics.received(Protocol::Grpc, prost::Message::encoded_len(&batch));
         let n = self.write_batch(batch, tenant.as_deref()).await?;
@@ -125,7 +125,7 @@ impl Ingest for GrpcState {
     }
 
     async fn write_stream(&self, request: Request<Streaming<EventBatch>>) -> Result<Response<WriteAck>, Status> {
-        let tenant = tenant_of(request.metadata().get("x-tenant").and_then(|v| v.to_str().ok())).map(str::to_owned);
+        let tenant = metadata_tenant(request.metadata());
         let mut stream = request.into_inner();
         let (mut accepted, mut batches) = (0u64, 0u64);
         loop {
@@ -163,6 +163,11 @@ impl Ingest for GrpcState {
     }
 }
 
+/// The tenant a gRPC request names in its `x-tenant` metadata, if any.
+fn metadata_tenant(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    tenant_of(metadata.get("x-tenant").and_then(|v| v.to_str().ok())).map(str::to_owned)
+}
+
 /// The tenant a request names in its `x-tenant` header / metadata, if any.
 pub fn tenant_of(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|t| !t.is_empty())
@@ -174,7 +179,7 @@ impl TraceService for GrpcState {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let tenant = tenant_of(request.metadata().get("x-tenant").and_then(|v| v.to_str().ok())).map(str::to_owned);
+        let tenant = metadata_tenant(request.metadata());
         let req = request.into_inner();
         self.metrics.received(Protocol::OtlpGrpc, prost::Message::encoded_len(&req));
         let events = otlp::events_from_request(req, tenant.as_deref()).map_err(|e| {
