@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use segments::{Codec, ColumnData, ColumnId, Event};
+use segments::{Codec, ColumnData, ColumnId, Event, SegmentWriter, WriterOptions};
 
 #[derive(Parser, Debug)]
 #[command(about = "ActiveMirrorOS storage benchmark")]
@@ -54,6 +54,59 @@ struct Args {
     /// Compressor of free text in hot (flushed) segments: `lz4` (the engine's default) or `none`.
     #[arg(long, default_value = "lz4")]
     hot_text_codec: String,
+    /// Only measure encoding segments in memory (what a flush and a compaction cost per
+    /// event), this many runs each of the hot and the compacted layout.
+    #[arg(long)]
+    encode_only: Option<usize>,
+    /// With `--encode-only`: `hot`, `compacted` or `both`.
+    #[arg(long, default_value = "both")]
+    encode_layout: String,
+}
+
+/// CPU seconds (user + system) this process has used so far, from `/proc/self/stat` (clock
+/// ticks of 10 ms; 0 where it cannot be read).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: f64 = after.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
+/// Encodes the events as a hot (flushed, time-ordered) and as a compacted segment in memory,
+/// `runs` times each, and prints the median wall and CPU time per event.
+fn encode_only(events: &[Event], runs: usize, layout: &str) {
+    let mut by_time: Vec<&Event> = events.iter().collect();
+    by_time.sort_by_key(|e| e.timestamp_ns);
+    let mut compacted: Vec<Event> = events.to_vec();
+    engine::sort_for_compaction(&mut compacted);
+    let layouts: [(&str, WriterOptions, Vec<&Event>); 2] =
+        [("hot", WriterOptions::hot(), by_time), ("compacted", WriterOptions::cold(), compacted.iter().collect())];
+    for (name, opts, rows) in layouts {
+        if layout != "both" && layout != name {
+            continue;
+        }
+        let mut wall = Vec::new();
+        let mut cpu = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..runs.max(1) {
+            let (t, c) = (Instant::now(), cpu_seconds());
+            bytes = SegmentWriter::new(opts).encode(&rows).len();
+            wall.push(t.elapsed().as_secs_f64());
+            cpu.push(cpu_seconds() - c);
+        }
+        wall.sort_by(f64::total_cmp);
+        cpu.sort_by(f64::total_cmp);
+        let per = |v: &[f64]| percentile(v, 0.5) * 1e6 / events.len() as f64;
+        println!(
+            "encode {name:9} {} events: wall {:.3} us/event, cpu {:.3} us/event (medians of {}), {:.1} B/event",
+            events.len(),
+            per(&wall),
+            per(&cpu),
+            wall.len(),
+            bytes as f64 / events.len() as f64
+        );
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -352,6 +405,10 @@ fn main() -> anyhow::Result<()> {
     if args.tune_text {
         tune_text_dictionary(&events);
         tune_text(&events);
+        return Ok(());
+    }
+    if let Some(runs) = args.encode_only {
+        encode_only(&events, runs, &args.encode_layout);
         return Ok(());
     }
     if let Some(path) = &args.write_jsonl {
