@@ -1,0 +1,147 @@
+//! SQL while writers append and the background flushes and compacts: every query sees one
+//! consistent state. No row twice (a batch in memory and in the segment it was flushed to, or
+//! in hot segments and the compacted one that replaced them), none lost, counts that only
+//! grow, and every acknowledged row visible to a query that starts after the acknowledgement.
+//! Both scan paths are covered: decoding rows (`count(DISTINCT span_id)`) and the index-only
+//! counts (`count(*) ... GROUP BY kind`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use benches::Generator;
+use engine::{Engine, EngineConfig};
+use segments::Event;
+
+const WRITERS: usize = 2;
+const BATCHES: usize = 60;
+const BATCH: usize = 200;
+
+fn int_column(batches: &[arrow::array::RecordBatch], column: usize) -> Vec<i64> {
+    let mut out = Vec::new();
+    for b in batches {
+        let a = b.column(column).as_primitive::<Int64Type>();
+        out.extend((0..a.len()).map(|i| a.value(i)));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_see_one_consistent_state_while_the_engine_flushes_and_compacts() {
+    let events: Vec<Event> = Generator::new(31).take(WRITERS * BATCHES * BATCH).collect();
+    let mut spans: Vec<[u8; 8]> = events.iter().map(|e| e.span_id).collect();
+    spans.sort_unstable();
+    spans.dedup();
+    assert_eq!(spans.len(), events.len(), "the generator repeated a span id");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    // Flushes and compactions are driven by a thread of the test, so that they surely happen
+    // while the queries run (the background thread's timing depends on the machine).
+    let cfg = EngineConfig {
+        background: false,
+        hot: segments::WriterOptions { block_rows: 256, ..segments::WriterOptions::hot() },
+        cold: segments::WriterOptions { block_rows: 512, ..segments::WriterOptions::cold() },
+        ..Default::default()
+    };
+    let (eng, _) = Engine::open(dir.path(), cfg).expect("open");
+    let eng = Arc::new(eng);
+    let ctx = query::session(eng.clone(), None).await.expect("session");
+
+    let acked = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = events
+        .chunks(BATCHES * BATCH)
+        .map(|mine| {
+            let (eng, acked, mine) = (eng.clone(), acked.clone(), mine.to_vec());
+            std::thread::spawn(move || {
+                for batch in mine.chunks(BATCH) {
+                    eng.append(batch.to_vec()).expect("append");
+                    acked.fetch_add(batch.len() as u64, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        })
+        .collect();
+    let maintenance = {
+        let eng = eng.clone();
+        let writers_done = Arc::new(AtomicU64::new(0));
+        let flag = writers_done.clone();
+        let handle = std::thread::spawn(move || {
+            let (mut flushes, mut compactions) = (0, 0);
+            let mut round = 0u64;
+            loop {
+                let last = flag.load(Ordering::SeqCst) == 1;
+                flushes += u64::from(eng.flush().expect("flush"));
+                if round % 3 == 2 || last {
+                    compactions += u64::from(eng.compact().expect("compact"));
+                }
+                round += 1;
+                if last {
+                    return (flushes, compactions);
+                }
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        });
+        (handle, writers_done)
+    };
+
+    let mut last_rows = 0;
+    let mut last_kinds: BTreeMap<String, i64> = BTreeMap::new();
+    let mut queries = 0;
+    loop {
+        let done = maintenance.0.is_finished();
+        if writers.iter().all(|w| w.is_finished()) {
+            maintenance.1.store(1, Ordering::SeqCst);
+        }
+        let floor = acked.load(Ordering::SeqCst) as i64;
+        let rows = query::run_sql(&ctx, "SELECT count(*), count(DISTINCT span_id) FROM events").await.expect("count");
+        let (n, distinct) = (int_column(&rows, 0)[0], int_column(&rows, 1)[0]);
+        assert_eq!(n, distinct, "a row is visible twice ({n} rows, {distinct} span ids)");
+        assert!(n >= floor, "{n} rows visible after {floor} were acknowledged");
+        assert!(n >= last_rows, "rows disappeared: {n} after {last_rows}");
+        last_rows = n;
+
+        let floor = acked.load(Ordering::SeqCst) as i64;
+        let kinds = query::run_sql(&ctx, "SELECT kind, count(*) FROM events GROUP BY kind").await.expect("kinds");
+        let mut by_kind = BTreeMap::new();
+        for b in &kinds {
+            let names = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).expect("cast");
+            let names = names.as_string::<i32>();
+            let counts = b.column(1).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                by_kind.insert(names.value(i).to_owned(), counts.value(i));
+            }
+        }
+        let total: i64 = by_kind.values().sum();
+        assert!(total >= floor, "index-only counts: {total} rows after {floor} were acknowledged");
+        for (kind, c) in &last_kinds {
+            let now = by_kind.get(kind).copied().unwrap_or(0);
+            assert!(now >= *c, "kind {kind}: {now} rows after {c}");
+        }
+        last_kinds = by_kind;
+        queries += 1;
+        if done {
+            break;
+        }
+    }
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let (flushes, compactions) = maintenance.0.join().expect("maintenance");
+    eprintln!("{queries} rounds of queries, {flushes} flushes, {compactions} compactions");
+    assert!(
+        flushes >= 2 && compactions >= 1,
+        "{flushes} flushes and {compactions} compactions: too few to test against"
+    );
+    assert!(queries > 5, "only {queries} rounds of queries ran");
+
+    // The final state, counted independently.
+    let mut want: BTreeMap<String, i64> = BTreeMap::new();
+    for e in &events {
+        *want.entry(e.kind.clone()).or_default() += 1;
+    }
+    assert_eq!(last_kinds, want);
+    assert_eq!(last_rows, events.len() as i64);
+}
