@@ -620,10 +620,11 @@ fn random_predicate(rng: &mut impl rand::Rng, events: &[Event], depth: u32) -> S
         3..=5 => {
             // Timestamps of real rows (block edges included: every 1,000th event).
             let pick = |rng: &mut dyn rand::RngCore| {
-                let i = if rng.next_u32() % 2 == 0 {
-                    (rng.next_u32() as usize % 30) * 1_000 + [0usize, 999][(rng.next_u32() % 2) as usize]
+                use rand::Rng;
+                let i = if rng.random_bool(0.5) {
+                    rng.random_range(0..30usize) * 1_000 + if rng.random_bool(0.5) { 0 } else { 999 }
                 } else {
-                    rng.next_u32() as usize % events.len()
+                    rng.random_range(0..events.len())
                 };
                 events[i.min(events.len() - 1)].timestamp_ns
             };
