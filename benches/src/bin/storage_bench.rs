@@ -58,9 +58,19 @@ struct Args {
     /// event), this many runs each of the hot and the compacted layout.
     #[arg(long)]
     encode_only: Option<usize>,
-    /// With `--encode-only`: `hot`, `compacted` or `both`.
-    #[arg(long, default_value = "both")]
-    encode_layout: String,
+    /// With `--encode-only`: which segment layouts to encode.
+    #[arg(long, value_enum, default_value_t = EncodeLayout::Both)]
+    encode_layout: EncodeLayout,
+}
+
+/// The segment layouts `--encode-only` measures.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum EncodeLayout {
+    /// A flushed segment: time-ordered rows, lz4.
+    Hot,
+    /// A compacted segment: rows ordered for compaction, zstd, text dictionary, token index.
+    Compacted,
+    Both,
 }
 
 /// CPU seconds (user + system) this process has used so far, from `/proc/self/stat` (clock
@@ -75,15 +85,17 @@ fn cpu_seconds() -> f64 {
 
 /// Encodes the events as a hot (flushed, time-ordered) and as a compacted segment in memory,
 /// `runs` times each, and prints the median wall and CPU time per event.
-fn encode_only(events: &[Event], runs: usize, layout: &str) {
+fn encode_only(events: &[Event], runs: usize, layout: EncodeLayout) {
     let mut by_time: Vec<&Event> = events.iter().collect();
     by_time.sort_by_key(|e| e.timestamp_ns);
     let mut compacted: Vec<Event> = events.to_vec();
     engine::sort_for_compaction(&mut compacted);
-    let layouts: [(&str, WriterOptions, Vec<&Event>); 2] =
-        [("hot", WriterOptions::hot(), by_time), ("compacted", WriterOptions::cold(), compacted.iter().collect())];
-    for (name, opts, rows) in layouts {
-        if layout != "both" && layout != name {
+    let layouts: [(EncodeLayout, &str, WriterOptions, Vec<&Event>); 2] = [
+        (EncodeLayout::Hot, "hot", WriterOptions::hot(), by_time),
+        (EncodeLayout::Compacted, "compacted", WriterOptions::cold(), compacted.iter().collect()),
+    ];
+    for (which, name, opts, rows) in layouts {
+        if layout != EncodeLayout::Both && layout != which {
             continue;
         }
         let mut wall = Vec::new();
@@ -408,7 +420,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(runs) = args.encode_only {
-        encode_only(&events, runs, &args.encode_layout);
+        encode_only(&events, runs, args.encode_layout);
         return Ok(());
     }
     if let Some(path) = &args.write_jsonl {
