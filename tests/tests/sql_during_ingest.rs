@@ -51,12 +51,22 @@ async fn queries_see_one_consistent_state_while_the_engine_flushes_and_compacts(
     let ctx = query::session(eng.clone(), None).await.expect("session");
 
     let acked = Arc::new(AtomicU64::new(0));
+    // Segments the maintenance thread has flushed; writers wait for the first halfway, so
+    // that rows land both before and after a flush whatever the machine's speed.
+    let flushed = Arc::new(AtomicU64::new(0));
     let writers: Vec<_> = events
         .chunks(BATCHES * BATCH)
         .map(|mine| {
-            let (eng, acked, mine) = (eng.clone(), acked.clone(), mine.to_vec());
+            let (eng, acked, flushed, mine) = (eng.clone(), acked.clone(), flushed.clone(), mine.to_vec());
             std::thread::spawn(move || {
-                for batch in mine.chunks(BATCH) {
+                for (i, batch) in mine.chunks(BATCH).enumerate() {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                    while i == BATCHES / 2
+                        && flushed.load(Ordering::SeqCst) == 0
+                        && std::time::Instant::now() < deadline
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                     eng.append(batch.to_vec()).expect("append");
                     acked.fetch_add(batch.len() as u64, Ordering::SeqCst);
                     std::thread::sleep(Duration::from_millis(1));
@@ -64,36 +74,35 @@ async fn queries_see_one_consistent_state_while_the_engine_flushes_and_compacts(
             })
         })
         .collect();
+    let writers_done = Arc::new(AtomicU64::new(0));
     let maintenance = {
-        let eng = eng.clone();
-        let writers_done = Arc::new(AtomicU64::new(0));
-        let flag = writers_done.clone();
-        let handle = std::thread::spawn(move || {
-            let (mut flushes, mut compactions) = (0, 0);
-            let mut round = 0u64;
-            loop {
-                let last = flag.load(Ordering::SeqCst) == 1;
-                flushes += u64::from(eng.flush().expect("flush"));
+        let (eng, flushed, writers_done) = (eng.clone(), flushed.clone(), writers_done.clone());
+        std::thread::spawn(move || {
+            let mut compactions = 0;
+            for round in 0u64.. {
+                let last = writers_done.load(Ordering::SeqCst) == 1;
+                if eng.flush().expect("flush") {
+                    flushed.fetch_add(1, Ordering::SeqCst);
+                }
                 if round % 3 == 2 || last {
                     compactions += u64::from(eng.compact().expect("compact"));
                 }
-                round += 1;
                 if last {
-                    return (flushes, compactions);
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(3));
             }
-        });
-        (handle, writers_done)
+            compactions
+        })
     };
 
     let mut last_rows = 0;
     let mut last_kinds: BTreeMap<String, i64> = BTreeMap::new();
     let mut queries = 0;
     loop {
-        let done = maintenance.0.is_finished();
+        let done = maintenance.is_finished();
         if writers.iter().all(|w| w.is_finished()) {
-            maintenance.1.store(1, Ordering::SeqCst);
+            writers_done.store(1, Ordering::SeqCst);
         }
         let floor = acked.load(Ordering::SeqCst) as i64;
         let rows = query::run_sql(&ctx, "SELECT count(*), count(DISTINCT span_id) FROM events").await.expect("count");
@@ -129,7 +138,8 @@ async fn queries_see_one_consistent_state_while_the_engine_flushes_and_compacts(
     for w in writers {
         w.join().expect("writer");
     }
-    let (flushes, compactions) = maintenance.0.join().expect("maintenance");
+    let compactions = maintenance.join().expect("maintenance");
+    let flushes = flushed.load(Ordering::SeqCst);
     eprintln!("{queries} rounds of queries, {flushes} flushes, {compactions} compactions");
     assert!(
         flushes >= 2 && compactions >= 1,
