@@ -4,7 +4,8 @@
 //! ids per distinct value of each indexed column ([`ValueIndex`]), a sorted trace-id directory
 //! that finds the rows of one trace without scanning ([`TraceIndex`]), their byte encoding, and
 //! the evaluation of a conjunction of equality / IN / IS NULL terms into a bitmap ([`Conjunction`]),
-//! and a per-block token index of free text for `LIKE` ([`TextIndex`]).
+//! a per-block token index of free text for `LIKE` ([`TextIndex`]), and a bitmap as flat bit
+//! words for masking dense selections ([`flat_words`]).
 //! Pure data structures; no I/O.
 
 mod codec;
@@ -12,6 +13,7 @@ mod conjunction;
 pub mod text;
 mod trace;
 mod value;
+mod words;
 
 pub use codec::IndexDecodeError;
 pub use conjunction::{Conjunction, Term};
@@ -19,6 +21,7 @@ pub use roaring::RoaringBitmap;
 pub use text::TextIndex;
 pub use trace::TraceIndex;
 pub use value::ValueIndex;
+pub use words::flat_words;
 
 /// The columns that carry a per-value bitmap index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -14,18 +14,24 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray, RecordBatch, StringViewBuilder};
-use arrow::datatypes::{DataType, Schema, UInt32Type};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit, UInt32Type};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::ScalarValue;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use segments::{ColumnEncoding, ColumnId};
+
+use crate::packed::{Buckets, Half, PackKey, UnpackKey};
+use crate::provider::EventsScanExec;
 
 /// The strings of one column numbered for one query: code `k` names `values[k]`.
 #[derive(Debug, Default)]
@@ -271,9 +277,14 @@ fn coded_partial(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executi
         && group_cols.len() == agg.group_expr().expr().len()
         && (0..scan_schema.fields().len()).all(|i| group_cols.contains(&i));
     let Some(new_scan) = scan.with_coded_columns(&forms, distinct_runs)? else { return Ok(None) };
+    let packed = packed_key(agg, scan, &forms)?;
+    let group_by = match &packed {
+        Some(p) => PhysicalGroupBy::new_single(vec![(p.key.clone(), PACKED_KEY.to_owned())]),
+        None => agg.group_expr().clone(),
+    };
     let partial = AggregateExec::try_new(
         AggregateMode::Partial,
-        agg.group_expr().clone(),
+        group_by,
         agg.aggr_expr().to_vec(),
         agg.filter_expr().to_vec(),
         Arc::new(new_scan),
@@ -285,6 +296,10 @@ fn coded_partial(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executi
     let want = agg.schema();
     let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(want.fields().len());
     for (i, field) in want.fields().iter().enumerate() {
+        if let Some(p) = &packed {
+            exprs.push((p.unpacked(i, field), field.name().clone()));
+            continue;
+        }
         let col: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), i));
         let key = agg.group_expr().expr().get(i).and_then(|(e, _)| e.downcast_ref::<Column>().map(Column::index));
         let expr = match key.and_then(|k| forms.iter().find(|(c, _)| *c == k)) {
@@ -299,6 +314,88 @@ fn coded_partial(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executi
         return Ok(None);
     }
     Ok(Some(Arc::new(projection)))
+}
+
+/// The name of the packed group key column.
+const PACKED_KEY: &str = "packed_key";
+
+/// A partial aggregate's two group keys packed into one ([`crate::packed`]).
+struct Packed {
+    key: Arc<dyn PhysicalExpr>,
+    /// The half each original group key is, in their order.
+    halves: [Half; 2],
+    /// The code column's form (its book).
+    form: KeyForm,
+}
+
+impl Packed {
+    /// The expression for field `i` of the original partial aggregate's output over the
+    /// packed one: a group key unpacked (codes back to strings), or an accumulator's state,
+    /// one position nearer the front.
+    fn unpacked(&self, i: usize, field: &Field) -> Arc<dyn PhysicalExpr> {
+        let key: Arc<dyn PhysicalExpr> = Arc::new(Column::new(PACKED_KEY, 0));
+        match self.halves.get(i) {
+            Some(half @ Half::Code) => Arc::new(DecodeCodes {
+                input: Arc::new(UnpackKey::new(key, half.clone(), true)),
+                form: self.form.clone(),
+                nullable: field.is_nullable(),
+            }),
+            Some(half) => Arc::new(UnpackKey::new(key, half.clone(), field.is_nullable())),
+            None => Arc::new(Column::new(field.name(), i + 1 - self.halves.len())),
+        }
+    }
+}
+
+/// The packed key for `agg`'s group keys when they are exactly a column coded by `forms` and
+/// a UTC `date_trunc` of `timestamp` (either order), and the scan's time bounds leave fewer
+/// than `u32::MAX` buckets.
+fn packed_key(agg: &AggregateExec, scan: &EventsScanExec, forms: &[(usize, KeyForm)]) -> Result<Option<Packed>> {
+    let groups = agg.group_expr().expr();
+    let [(first, _), (second, _)] = groups else { return Ok(None) };
+    let schema = agg.input().schema();
+    let code_of = |e: &Arc<dyn PhysicalExpr>| {
+        let c = e.downcast_ref::<Column>()?;
+        forms.iter().find(|(i, f)| *i == c.index() && matches!(f, KeyForm::Codes(_))).map(|(_, f)| (e.clone(), f))
+    };
+    let trunc_of = |e: &Arc<dyn PhysicalExpr>| {
+        let f = e.downcast_ref::<ScalarFunctionExpr>()?;
+        let [granularity, ts] = f.args() else { return None };
+        let granularity = match granularity.downcast_ref::<Literal>()?.value() {
+            ScalarValue::Utf8(Some(g)) | ScalarValue::Utf8View(Some(g)) | ScalarValue::LargeUtf8(Some(g)) => {
+                g.to_lowercase()
+            }
+            _ => return None,
+        };
+        let unit = crate::functions::unit_ns(&granularity)?;
+        let field = schema.fields().get(ts.downcast_ref::<Column>()?.index())?;
+        let out = e.data_type(&schema).ok()?;
+        match field.data_type() {
+            DataType::Timestamp(TimeUnit::Nanosecond, Some(tz))
+                if f.name() == "date_trunc"
+                    && field.name() == ColumnId::Timestamp.name()
+                    && crate::functions::is_utc(tz)
+                    && out == *field.data_type() =>
+            {
+                Some((ts.clone(), unit, tz.clone()))
+            }
+            _ => None,
+        }
+    };
+    let (code_first, (code, form), (ts, unit, tz)) = match (code_of(first), trunc_of(second)) {
+        (Some(c), Some(t)) => (true, c, t),
+        _ => match (trunc_of(first), code_of(second)) {
+            (Some(t), Some(c)) => (false, c, t),
+            _ => return Ok(None),
+        },
+    };
+    let Some((lo, hi)) = scan.time_bounds() else { return Ok(None) };
+    let Some(buckets) = Buckets::spanning(crate::functions::trunc_ns(lo, unit), hi, unit) else { return Ok(None) };
+    let time = Half::Time { buckets, tz };
+    Ok(Some(Packed {
+        key: Arc::new(PackKey::new(code, ts, buckets)),
+        halves: if code_first { [Half::Code, time] } else { [time, Half::Code] },
+        form: form.clone(),
+    }))
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ pub fn count_groups(units: &[ScanUnit], cols: &[IndexedColumn]) -> Option<HashMa
                     }
                 };
                 match rows {
-                    Some(rows) => rows.to_indices().values().iter().for_each(|r| one(*r as usize)),
+                    Some(rows) => rows.to_indices().ok()?.values().iter().for_each(|r| one(*r as usize)),
                     None => (0..events.len()).for_each(one),
                 }
             }

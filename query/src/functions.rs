@@ -21,7 +21,7 @@ const NANOS_PER_DAY: i64 = 86_400_000_000_000;
 
 /// Nanoseconds in one unit of `granularity`, for the granularities that are plain arithmetic
 /// in UTC; weeks are handled by [`trunc_ns`].
-fn unit_ns(granularity: &str) -> Option<i64> {
+pub(crate) fn unit_ns(granularity: &str) -> Option<i64> {
     Some(match granularity {
         "microsecond" => 1_000,
         "millisecond" => 1_000_000,
@@ -36,7 +36,7 @@ fn unit_ns(granularity: &str) -> Option<i64> {
 
 /// Truncate `ns` (UTC nanoseconds) to a multiple of `unit`; weeks start on Monday
 /// (1970-01-01 was a Thursday, so Monday 1969-12-29 is 3 days before the epoch).
-fn trunc_ns(ns: i64, unit: i64) -> i64 {
+pub(crate) fn trunc_ns(ns: i64, unit: i64) -> i64 {
     if unit == 7 * NANOS_PER_DAY {
         let shifted = ns + 3 * NANOS_PER_DAY;
         return shifted - shifted.rem_euclid(unit) - 3 * NANOS_PER_DAY;
@@ -44,7 +44,7 @@ fn trunc_ns(ns: i64, unit: i64) -> i64 {
     ns - ns.rem_euclid(unit)
 }
 
-fn is_utc(tz: &str) -> bool {
+pub(crate) fn is_utc(tz: &str) -> bool {
     matches!(tz, "UTC" | "utc" | "Z" | "+00:00" | "Etc/UTC")
 }
 

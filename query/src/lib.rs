@@ -9,6 +9,7 @@ pub mod floatcmp;
 pub mod functions;
 pub mod json;
 pub mod limits;
+pub mod packed;
 pub mod plans;
 pub mod point;
 pub mod provider;

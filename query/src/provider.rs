@@ -45,8 +45,10 @@ pub enum RowSet {
     Listed(Vec<u32>),
     /// The rows of `bitmap` in `start..start + len` (segment row ids), `count` of them,
     /// numbered from `start`. Kept as the bitmap so that listing the rows happens in the scan's
-    /// partitions, not on the planning thread.
-    Indexed { bitmap: Arc<RoaringBitmap>, start: u32, len: u32, count: usize },
+    /// partitions, not on the planning thread. `flat`, when set, holds the same bitmap as bits
+    /// of the whole segment (see [`index::flat_words`]), for selections dense enough that
+    /// slicing bits beats listing rows.
+    Indexed { bitmap: Arc<RoaringBitmap>, start: u32, len: u32, count: usize, flat: Option<Buffer> },
 }
 
 impl RowSet {
@@ -62,10 +64,15 @@ impl RowSet {
     }
 
     /// The row numbers within the unit, ascending.
-    pub fn to_indices(&self) -> UInt32Array {
+    pub fn to_indices(&self) -> Result<UInt32Array> {
         match self {
-            RowSet::Listed(rows) => UInt32Array::from(rows.clone()),
-            RowSet::Indexed { bitmap, start, len, count } => {
+            RowSet::Listed(rows) => Ok(UInt32Array::from(rows.clone())),
+            RowSet::Indexed { flat: Some(bits), start, len, count, .. } => {
+                let mut out = Vec::with_capacity(*count);
+                out.extend(flat_slice(bits, *start, *len)?.set_indices().map(|i| i as u32));
+                Ok(UInt32Array::from(out))
+            }
+            RowSet::Indexed { bitmap, start, len, count, flat: None } => {
                 // Whole containers at a time (`next_many`), not a value per iterator step.
                 let mut out = vec![0u32; *count];
                 let got = bitmap.range(*start..start + len).next_many(&mut out).len();
@@ -73,7 +80,7 @@ impl RowSet {
                 for r in out.iter_mut() {
                     *r -= start;
                 }
-                UInt32Array::from(out)
+                Ok(UInt32Array::from(out))
             }
         }
     }
@@ -82,19 +89,37 @@ impl RowSet {
     /// error.
     pub fn to_mask(&self, len: usize) -> Result<BooleanBuffer> {
         let mut words = vec![0u64; len.div_ceil(64)];
-        let mut set = |r: u32| {
-            let r = r as usize;
-            match words.get_mut(r >> 6) {
-                Some(w) if r < len => {
-                    *w |= 1 << (r & 63);
-                    Ok(())
-                }
-                _ => Err(DataFusionError::Internal(format!("row {r} outside a unit of {len} rows"))),
+        let outside = |r: u32| DataFusionError::Internal(format!("row {r} outside a unit of {len} rows"));
+        // Rows come ascending: once the last of a run is inside, all of them are, and the
+        // loop that sets them has no error path.
+        let mut set_all = |rows: &[u32], start: u32| -> Result<()> {
+            let Some(&last) = rows.last() else { return Ok(()) };
+            if (last - start) as usize >= len {
+                return Err(outside(last - start));
             }
+            for r in rows {
+                let r = (r - start) as usize;
+                words[r >> 6] |= 1 << (r & 63);
+            }
+            Ok(())
         };
         match self {
-            RowSet::Listed(rows) => rows.iter().try_for_each(|r| set(*r))?,
-            RowSet::Indexed { bitmap, start, len: n, .. } => {
+            RowSet::Listed(rows) => {
+                if rows.is_sorted() {
+                    set_all(rows, 0)?;
+                } else if let Some(r) = rows.iter().find(|r| **r as usize >= len) {
+                    return Err(outside(*r));
+                } else {
+                    rows.iter().try_for_each(|r| set_all(std::slice::from_ref(r), 0))?;
+                }
+            }
+            RowSet::Indexed { flat: Some(bits), start, len: n, .. } => {
+                if *n as usize != len {
+                    return Err(DataFusionError::Internal(format!("a selection of {n} rows for a unit of {len}")));
+                }
+                return flat_slice(bits, *start, *n);
+            }
+            RowSet::Indexed { bitmap, start, len: n, flat: None, .. } => {
                 let mut it = bitmap.range(*start..start + n);
                 let mut buf = [0u32; 1024];
                 loop {
@@ -102,12 +127,24 @@ impl RowSet {
                     if got.is_empty() {
                         break;
                     }
-                    got.iter().try_for_each(|r| set(*r - start))?;
+                    set_all(got, *start)?;
                 }
             }
         }
         Ok(BooleanBuffer::new(Buffer::from_vec(words), 0, len))
     }
+}
+
+/// Bits `start..start + len` of a segment's flat selection (no copy: an offset into it).
+fn flat_slice(bits: &Buffer, start: u32, len: u32) -> Result<BooleanBuffer> {
+    let end = start as usize + len as usize;
+    if end > bits.len() * 8 {
+        return Err(DataFusionError::Internal(format!(
+            "rows up to {end} outside a selection of {} bits",
+            bits.len() * 8
+        )));
+    }
+    Ok(BooleanBuffer::new(bits.clone(), start as usize, len as usize))
 }
 
 /// One unit of scan work: a block of a segment, or an in-memory batch, with the rows to keep
@@ -171,6 +208,9 @@ fn term_matches(e: &Event, t: &Term) -> bool {
     }
 }
 
+/// A segment's selection with at least one row in this many is dense: see [`RowSet::Indexed`].
+const DENSE_SELECTION: u64 = 16;
+
 /// Plan a scan of `snap` under predicate `p`.
 pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
     let mut plan = ScanPlan::default();
@@ -195,6 +235,14 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
             Some(t) if !p.text_pieces.is_empty() => Some(t.candidate_blocks(&p.text_pieces)),
             _ => None,
         };
+        // A selection of one row in 16 or more is kept as flat bits too: a block's mask is
+        // then a slice of them, and its count a popcount, instead of a walk over its rows.
+        let rows_u32 = u32::try_from(seg.rows()).unwrap_or(u32::MAX);
+        let flat = bitmap
+            .as_ref()
+            .filter(|bm| bm.len() * DENSE_SELECTION >= seg.rows())
+            .and_then(|bm| index::flat_words(bm, rows_u32))
+            .map(Buffer::from_vec);
         let mut kept_any = false;
         for (b, meta) in seg.blocks().iter().enumerate() {
             if !time_ok(meta.min_ts, meta.max_ts)
@@ -207,11 +255,21 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
                 Some(bm) => {
                     let start = meta.first_row as u32;
                     let end = start + meta.rows;
-                    match bm.range_cardinality(start..end) {
+                    let count = match &flat {
+                        Some(bits) => flat_slice(bits, start, meta.rows).map(|b| b.count_set_bits() as u64).ok(),
+                        None => None,
+                    };
+                    match count.unwrap_or_else(|| bm.range_cardinality(start..end)) {
                         0 => continue,
                         // Every row of the block: no selection to apply.
                         n if n == u64::from(meta.rows) => None,
-                        n => Some(RowSet::Indexed { bitmap: bm.clone(), start, len: meta.rows, count: n as usize }),
+                        n => Some(RowSet::Indexed {
+                            bitmap: bm.clone(),
+                            start,
+                            len: meta.rows,
+                            count: n as usize,
+                            flat: flat.clone(),
+                        }),
                     }
                 }
             };
@@ -362,14 +420,14 @@ fn column_statistics(units: &[ScanUnit], columns: &[ColumnId], filtered: bool) -
                             Some(v) => see(v),
                             None => nulls += 1,
                         };
-                        match rows {
-                            Some(rows) => rows
-                                .to_indices()
-                                .values()
-                                .iter()
-                                .filter_map(|r| events.get(*r as usize))
-                                .for_each(&mut one),
+                        match rows.as_ref().map(RowSet::to_indices) {
+                            Some(Ok(rows)) => {
+                                rows.values().iter().filter_map(|r| events.get(*r as usize)).for_each(&mut one)
+                            }
                             None => events.iter().for_each(&mut one),
+                            // Rows that cannot be listed give no statistics (the scan reports
+                            // the error).
+                            Some(Err(_)) => return ColumnStatistics::new_unknown(),
                         }
                     }
                 }
@@ -629,7 +687,7 @@ pub fn read_unit(
         let (dense, (passing, filter_arrays)) = match dense {
             Some(result) => (true, result),
             None => {
-                selection = rowset.map(RowSet::to_indices);
+                selection = rowset.map(RowSet::to_indices).transpose()?;
                 (false, evaluate_filter(unit, f, selection.as_ref(), n, None)?)
             }
         };
@@ -652,7 +710,7 @@ pub fn read_unit(
         }
     }
     if filter.is_none() {
-        selection = rowset.map(RowSet::to_indices);
+        selection = rowset.map(RowSet::to_indices).transpose()?;
     }
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
     for (i, col) in columns.iter().enumerate() {
@@ -883,6 +941,26 @@ impl EventsScanExec {
         &self.stats
     }
 
+    /// The least and greatest timestamp of any row the scan can emit (block bounds, and the
+    /// selected in-memory events); `None` when it has no units.
+    pub fn time_bounds(&self) -> Option<(i64, i64)> {
+        let mut bounds: Option<(i64, i64)> = None;
+        let mut see = |lo: i64, hi: i64| {
+            bounds = Some(bounds.map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))));
+        };
+        for u in self.parts.iter().flat_map(|p| p.units.iter()) {
+            match u {
+                ScanUnit::Block { segment, block, .. } => {
+                    let meta = segment.blocks().get(*block)?;
+                    see(meta.min_ts, meta.max_ts);
+                }
+                // Every event of the batch bounds the selected ones.
+                ScanUnit::Memory { events, .. } => events.iter().for_each(|e| see(e.timestamp_ns, e.timestamp_ns)),
+            }
+        }
+        bounds
+    }
+
     /// The same scan with the output columns at the given positions emitted in another form
     /// ([`crate::codes`]): dictionary columns as codes, id columns as raw bytes. `None` if a
     /// form does not fit its column. With `distinct_runs` (for a consumer that needs each
@@ -1038,11 +1116,28 @@ mod tests {
         ) {
             let bitmap: RoaringBitmap = values.iter().copied().collect();
             let count = bitmap.range_cardinality(start..start + len) as usize;
-            let indexed = RowSet::Indexed { bitmap: Arc::new(bitmap), start, len, count };
+            let flat = index::flat_words(&bitmap, start + len).map(Buffer::from_vec);
+            prop_assert!(flat.is_some());
+            let bitmap = Arc::new(bitmap);
             let want: Vec<u32> = values.range(start..start + len).map(|v| v - start).collect();
-            prop_assert_eq!(indexed.to_indices().values().to_vec(), want.clone());
-            let mask = indexed.to_mask(len as usize).expect("mask");
-            prop_assert_eq!(mask.set_indices().map(|i| i as u32).collect::<Vec<_>>(), want.clone());
+            // As the bitmap's rows, and as a slice of its flat bits.
+            for flat in [None, flat] {
+                let indexed = RowSet::Indexed { bitmap: bitmap.clone(), start, len, count, flat };
+                prop_assert_eq!(indexed.to_indices().expect("rows").values().to_vec(), want.clone());
+                let mask = indexed.to_mask(len as usize).expect("mask");
+                prop_assert_eq!(mask.set_indices().map(|i| i as u32).collect::<Vec<_>>(), want.clone());
+                prop_assert_eq!(mask.count_set_bits(), count);
+            }
+            // Flat bits that end before the unit are an error, not a panic.
+            let short = RowSet::Indexed {
+                bitmap: bitmap.clone(),
+                start,
+                len,
+                count,
+                flat: Some(Buffer::from_vec(vec![0u64; (start + len - 1) as usize / 64])),
+            };
+            prop_assert!(short.to_mask(len as usize).is_err());
+            prop_assert!(short.to_indices().is_err());
             let listed = RowSet::Listed(want.clone());
             let mask = listed.to_mask(len as usize).expect("mask");
             prop_assert_eq!(mask.set_indices().map(|i| i as u32).collect::<Vec<_>>(), want);

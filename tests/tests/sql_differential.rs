@@ -186,6 +186,16 @@ const QUERIES: &[&str] = &[
     "SELECT span_id, timestamp FROM events WHERE timestamp BETWEEN '2025-06-01T00:00:40Z' AND '2025-06-01T00:02:50Z' AND duration_ms > 500 ORDER BY timestamp, span_id",
     "SELECT count(*) FROM events WHERE timestamp < '2025-06-01T00:03:00Z' AND timestamp > '2025-06-01T00:00:20Z' AND tenant = 'acme'",
     "SELECT count(*), min(timestamp), max(timestamp) FROM events WHERE timestamp >= '2025-06-01T00:01:00Z' AND timestamp <= '2025-06-01T00:03:20Z'",
+    // A dictionary column and a UTC date_trunc as group keys, packed into one key: either
+    // order, nullable columns, every granularity with an arithmetic path, filters and time
+    // bounds that cut blocks, and one that is not packed (the calendar month).
+    "SELECT agent_id, date_trunc('minute', timestamp) AS h, avg(CASE WHEN status = 'error' THEN 1.0 ELSE 0.0 END) AS e, count(*) FROM events WHERE tenant = 'acme' GROUP BY 1, 2",
+    "SELECT date_trunc('second', timestamp) AS s, model, sum(input_tokens), count(cost_usd) FROM events GROUP BY 1, 2",
+    "SELECT intent, date_trunc('week', timestamp) AS w, count(*), min(span_id) FROM events GROUP BY intent, w",
+    "SELECT kind, date_trunc('day', timestamp), count(*) FROM events WHERE confidence < 0.6 AND timestamp > '2025-06-01T00:01:30Z' GROUP BY 1, 2",
+    "SELECT date_trunc('millisecond', timestamp) AS ms, status, count(*) AS n FROM events GROUP BY 1, 2 ORDER BY n DESC, ms, status LIMIT 9",
+    "SELECT date_trunc('hour', timestamp) AS h, intent FROM events WHERE intent IS NULL OR intent = 'refund' GROUP BY 1, 2",
+    "SELECT model, date_trunc('month', timestamp) AS m, count(*) FROM events GROUP BY 1, 2",
 ];
 
 /// The events of the suite in an engine: three flushed and compacted segments, two hot
@@ -548,6 +558,12 @@ async fn random_predicates_match_datafusion_memtable() {
                 "SELECT count(*), count(intent), sum(input_tokens), min(timestamp), max(timestamp), round(sum(confidence), 6) FROM events WHERE {predicate}"
             ),
             1 => format!("SELECT span_id, timestamp, kind, content FROM events WHERE {predicate} ORDER BY timestamp, span_id LIMIT 7"),
+            // Every other one groups by a packed key (or, where the data's time span has too
+            // many buckets for one, not).
+            2 if n % 8 == 6 => format!(
+                "SELECT intent, date_trunc('{}', timestamp) AS t, count(*), sum(input_tokens) FROM events WHERE {predicate} GROUP BY 1, 2",
+                ["second", "hour", "day", "week"][(n / 8 % 4) as usize]
+            ),
             2 => format!("SELECT kind, status, count(*) FROM events WHERE {predicate} GROUP BY kind, status"),
             _ => format!(
                 "SELECT count(*) FROM traces WHERE {}",

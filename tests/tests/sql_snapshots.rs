@@ -302,6 +302,12 @@ async fn dense_selections_evaluate_filters_only_where_they_can() {
     }
 }
 
+/// The text of `EXPLAIN sql`.
+async fn explain(ctx: &datafusion::prelude::SessionContext, sql: &str) -> String {
+    let plan = ctx.sql(&format!("EXPLAIN {sql}")).await.expect("plan").collect().await.expect("explain");
+    arrow::util::pretty::pretty_format_batches(&plan).expect("fmt").to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_keys_of_dictionary_columns_are_grouped_as_codes() {
     // Half the rows in a segment, half in memory: both kinds of unit give codes of one book.
@@ -316,8 +322,7 @@ async fn group_keys_of_dictionary_columns_are_grouped_as_codes() {
     }
     let sql = "SELECT coalesce(intent, 'NULL') AS i, kind, count(*) AS n, sum(coalesce(duration_ms, 0)) AS d \
                FROM events GROUP BY intent, kind";
-    let plan = ctx.sql(&format!("EXPLAIN {sql}")).await.expect("plan").collect().await.expect("explain");
-    let plan = arrow::util::pretty::pretty_format_batches(&plan).expect("fmt").to_string();
+    let plan = explain(&ctx, sql).await;
     assert!(plan.contains("decode_codes(intent") && plan.contains("decode_codes(kind"), "{plan}");
     let batches = ctx.sql(sql).await.expect("sql").collect().await.expect("run");
     let mut got: std::collections::BTreeMap<(String, String), (i64, f64)> = Default::default();
@@ -339,8 +344,7 @@ async fn group_keys_of_dictionary_columns_are_grouped_as_codes() {
     }
     // Trace ids group as their raw bytes and come back as the same hex strings.
     let sql = "SELECT tenant, trace_id, count(*) AS n FROM events GROUP BY tenant, trace_id";
-    let plan = ctx.sql(&format!("EXPLAIN {sql}")).await.expect("plan").collect().await.expect("explain");
-    let plan = arrow::util::pretty::pretty_format_batches(&plan).expect("fmt").to_string();
+    let plan = explain(&ctx, sql).await;
     assert!(plan.contains("decode_codes(trace_id"), "{plan}");
     let mut want: std::collections::BTreeMap<(String, String), i64> = Default::default();
     for r in &rows {
@@ -359,15 +363,45 @@ async fn group_keys_of_dictionary_columns_are_grouped_as_codes() {
     }
     assert_eq!(got, want);
     // A key that an aggregate also reads keeps its strings.
-    let plan = ctx
-        .sql("EXPLAIN SELECT agent_id, max(agent_id) FROM events GROUP BY agent_id")
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("explain");
-    let plan = arrow::util::pretty::pretty_format_batches(&plan).expect("fmt").to_string();
+    let plan = explain(&ctx, "SELECT agent_id, max(agent_id) FROM events GROUP BY agent_id").await;
     assert!(!plan.contains("decode_codes"), "{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dictionary_key_and_an_hour_group_as_one_packed_key() {
+    // Half the rows in a segment, half in memory: the time bounds come from both.
+    let (_dir, ctx, rows) = example_session(true).await;
+    // Independent answer: rows per (agent, hour), the hour cut from the RFC 3339 text.
+    let mut want: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for r in &rows {
+        let hour = format!("{}:00:00Z", &r["timestamp"].as_str().expect("timestamp")[..13]);
+        *want.entry((r["agent_id"].as_str().expect("agent").to_owned(), hour)).or_default() += 1;
+    }
+    for sql in [
+        "SELECT agent_id, to_char(date_trunc('hour', timestamp), '%Y-%m-%dT%H:%M:%SZ') AS h, count(*) AS n \
+         FROM events GROUP BY agent_id, date_trunc('hour', timestamp)",
+        "SELECT agent_id, to_char(h, '%Y-%m-%dT%H:%M:%SZ') AS h, n FROM \
+         (SELECT date_trunc('hour', timestamp) AS h, agent_id, count(*) AS n FROM events GROUP BY 1, 2)",
+    ] {
+        let plan = explain(&ctx, sql).await;
+        assert!(plan.contains("pack_key(agent_id@") && plan.contains("unpack_time(packed_key"), "{plan}");
+        let mut got: std::collections::BTreeMap<(String, String), i64> = Default::default();
+        for b in ctx.sql(sql).await.expect("sql").collect().await.expect("run") {
+            let b = query::schema::plain_batch(&b).expect("plain");
+            let s =
+                |i: usize| b.column(i).as_any().downcast_ref::<arrow::array::StringArray>().expect("strings").clone();
+            let (agents, hours) = (s(0), s(1));
+            let n = b.column(2).as_any().downcast_ref::<arrow::array::Int64Array>().expect("n");
+            for i in 0..b.num_rows() {
+                got.insert((agents.value(i).to_owned(), hours.value(i).to_owned()), n.value(i));
+            }
+        }
+        assert_eq!(got, want, "{sql}");
+    }
+    // A granularity of the calendar (months) is not packed.
+    let plan =
+        explain(&ctx, "SELECT agent_id, date_trunc('month', timestamp), count(*) FROM events GROUP BY 1, 2").await;
+    assert!(!plan.contains("pack_key") && plan.contains("decode_codes(agent_id"), "{plan}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
