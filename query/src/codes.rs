@@ -388,7 +388,9 @@ fn packed_key(agg: &AggregateExec, scan: &EventsScanExec, forms: &[(usize, KeyFo
             _ => return Ok(None),
         },
     };
-    let Some((lo, hi)) = scan.time_bounds() else { return Ok(None) };
+    let Some((lo, hi)) = scan.time_bounds().filter(|(lo, hi)| crate::functions::arithmetic_ok(*lo, *hi)) else {
+        return Ok(None);
+    };
     let Some(buckets) = Buckets::spanning(crate::functions::trunc_ns(lo, unit), hi, unit) else { return Ok(None) };
     let time = Half::Time { buckets, tz };
     Ok(Some(Packed {

@@ -34,7 +34,17 @@ pub(crate) fn unit_ns(granularity: &str) -> Option<i64> {
     })
 }
 
-/// Truncate `ns` (UTC nanoseconds) to a multiple of `unit`; weeks start on Monday
+/// Timestamps within this of either end of `i64` could overflow [`trunc_ns`] (the step back
+/// to a unit's start, a week's 3-day shift); arrays holding one go to the built-in function.
+const EDGE_NS: i64 = 8 * NANOS_PER_DAY;
+
+/// Whether [`trunc_ns`] is exact (no overflow) for every timestamp in `lo..=hi`.
+pub(crate) fn arithmetic_ok(lo: i64, hi: i64) -> bool {
+    lo > i64::MIN + EDGE_NS && hi < i64::MAX - EDGE_NS
+}
+
+/// Truncate `ns` (UTC nanoseconds) to a multiple of `unit` (`ns` inside [`arithmetic_ok`]'s
+/// range); weeks start on Monday
 /// (1970-01-01 was a Thursday, so Monday 1969-12-29 is 3 days before the epoch).
 pub(crate) fn trunc_ns(ns: i64, unit: i64) -> i64 {
     if unit == 7 * NANOS_PER_DAY {
@@ -82,6 +92,12 @@ impl UtcDateTrunc {
             return None;
         }
         let ts = array.as_any().downcast_ref::<TimestampNanosecondArray>()?;
+        // Every slot, null ones too: `unary` computes them all.
+        let values = ts.values();
+        let (lo, hi) = (values.iter().copied().min(), values.iter().copied().max());
+        if lo.zip(hi).is_some_and(|(lo, hi)| !arithmetic_ok(lo, hi)) {
+            return None;
+        }
         let out: TimestampNanosecondArray = ts.unary(|v| trunc_ns(v, unit));
         Some(Arc::new(out.with_timezone(tz.clone())))
     }
@@ -186,6 +202,32 @@ mod tests {
         assert_eq!(trunc_ns(-1, NANOS_PER_DAY), -NANOS_PER_DAY);
         // 1969-12-31 is a Wednesday: its week began on Monday 1969-12-29.
         assert_eq!(trunc_ns(-1, 7 * NANOS_PER_DAY), -3 * NANOS_PER_DAY);
+    }
+
+    #[tokio::test]
+    async fn timestamps_at_the_ends_of_i64_go_to_the_builtin() {
+        let ctx = SessionContext::new();
+        ctx.register_udf(UtcDateTrunc::udf());
+        for g in ["hour", "week"] {
+            for ns in [i64::MIN, i64::MIN + 1, i64::MAX, i64::MAX - NANOS_PER_DAY] {
+                let sql = format!("SELECT date_trunc('{g}', arrow_cast({ns}, 'Timestamp(Nanosecond, Some(\"UTC\"))'))");
+                let ours = match ctx.sql(&sql).await {
+                    Ok(df) => df.collect().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let stock = match SessionContext::new().sql(&sql).await {
+                    Ok(df) => df.collect().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let text = |r: Result<Vec<arrow::array::RecordBatch>, String>| {
+                    r.and_then(|b| {
+                        arrow::util::pretty::pretty_format_batches(&b).map(|t| t.to_string()).map_err(|e| e.to_string())
+                    })
+                };
+                assert_eq!(text(ours), text(stock), "{g} of {ns}");
+            }
+        }
+        assert!(arithmetic_ok(0, 0) && !arithmetic_ok(i64::MIN, 0) && !arithmetic_ok(0, i64::MAX));
     }
 
     #[tokio::test]
