@@ -43,9 +43,9 @@ pub(crate) fn arithmetic_ok(lo: i64, hi: i64) -> bool {
     lo > i64::MIN + EDGE_NS && hi < i64::MAX - EDGE_NS
 }
 
-/// Truncate `ns` (UTC nanoseconds) to a multiple of `unit` (`ns` inside [`arithmetic_ok`]'s
-/// range); weeks start on Monday
-/// (1970-01-01 was a Thursday, so Monday 1969-12-29 is 3 days before the epoch).
+/// Truncate `ns` (UTC nanoseconds, inside [`arithmetic_ok`]'s range) to a multiple of `unit`;
+/// weeks start on Monday (1970-01-01 was a Thursday, so Monday 1969-12-29 is 3 days before the
+/// epoch).
 pub(crate) fn trunc_ns(ns: i64, unit: i64) -> i64 {
     if unit == 7 * NANOS_PER_DAY {
         let shifted = ns + 3 * NANOS_PER_DAY;
@@ -93,9 +93,9 @@ impl UtcDateTrunc {
         }
         let ts = array.as_any().downcast_ref::<TimestampNanosecondArray>()?;
         // Every slot, null ones too: `unary` computes them all.
-        let values = ts.values();
-        let (lo, hi) = (values.iter().copied().min(), values.iter().copied().max());
-        if lo.zip(hi).is_some_and(|(lo, hi)| !arithmetic_ok(lo, hi)) {
+        // Every slot, null ones too: `unary` computes them all.
+        let (lo, hi) = ts.values().iter().fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        if !ts.is_empty() && !arithmetic_ok(lo, hi) {
             return None;
         }
         let out: TimestampNanosecondArray = ts.unary(|v| trunc_ns(v, unit));

@@ -237,11 +237,23 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
         };
         // A selection of one row in 16 or more is kept as flat bits too: a block's mask is
         // then a slice of them, and its count a popcount, instead of a walk over its rows.
+        // Making them costs a pass over the whole segment's bitmap, so only when the blocks
+        // the time bounds keep span a 16th of the segment or more, and the selection is
+        // dense there (a narrow time window walks its few blocks' rows instead).
         let rows_u32 = u32::try_from(seg.rows()).unwrap_or(u32::MAX);
+        let span = seg.blocks().iter().filter(|m| time_ok(m.min_ts, m.max_ts)).fold(None, |acc, m| {
+            let (lo, hi) = (m.first_row, m.first_row + u64::from(m.rows));
+            Some(acc.map_or((lo, hi), |(l, h): (u64, u64)| (l.min(lo), h.max(hi))))
+        });
         let flat = bitmap
             .as_ref()
-            .filter(|bm| bm.len() * DENSE_SELECTION >= seg.rows())
-            .and_then(|bm| index::flat_words(bm, rows_u32))
+            .zip(span)
+            .filter(|(bm, (lo, hi))| {
+                let width = hi - lo;
+                width * DENSE_SELECTION >= seg.rows()
+                    && bm.range_cardinality(*lo as u32..*hi as u32) * DENSE_SELECTION >= width
+            })
+            .and_then(|(bm, _)| index::flat_words(bm, rows_u32))
             .map(Buffer::from_vec);
         let mut kept_any = false;
         for (b, meta) in seg.blocks().iter().enumerate() {
