@@ -352,6 +352,13 @@ mod tests {
     }
 
     #[test]
+    fn a_float_one_ulp_below_one_is_not_rounded_to_one() {
+        let below_one = 1.0 - f64::EPSILON / 2.0;
+        let e = parse_event(&good_with(r#""confidence":0.9999999999999999"#), 0).expect("valid");
+        assert_eq!(e.confidence, Some(below_one));
+    }
+
+    #[test]
     fn attribute_values_that_are_not_strings_keep_their_json_text() {
         let e = parse_event(
             &good_with(r#""attributes":{"n":5,"b":true,"o":{"a":[1,"x"]},"l":[1.5,null],"z":null,"s":"t"}"#),
@@ -485,6 +492,18 @@ mod tests {
         #[test]
         fn hex_roundtrip(id in any::<[u8; 16]>()) {
             prop_assert_eq!(hex_id::<16>("trace_id", &hex(&id)).expect("hex"), id);
+        }
+
+        /// Every float keeps its exact value: the shortest text that names it (what JSON writers
+        /// such as Python's, JavaScript's and ours produce) parses back to the same bits. Without
+        /// serde_json's `float_roundtrip`, `0.9999999999999999` was read as `1.0`.
+        #[test]
+        fn floats_keep_their_exact_value(c in 0.0f64..=1.0, d in any::<f64>().prop_filter("finite", |x| x.is_finite())) {
+            let e = parse_event(&good_with(&format!(r#""confidence":{c:?},"duration_ms":{d:?},"cost_usd":{d:e}"#)), 0)
+                .expect("valid");
+            prop_assert_eq!(e.confidence.map(f64::to_bits), Some(c.to_bits()));
+            prop_assert_eq!(e.duration_ms.map(f64::to_bits), Some(d.to_bits()));
+            prop_assert_eq!(e.cost_usd.map(f64::to_bits), Some(d.to_bits()));
         }
 
         #[test]
