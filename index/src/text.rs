@@ -270,9 +270,8 @@ impl TextIndex {
             (false, false) => a.cmp(b),
         };
         let same_token = |a: &(u64, &str, u32), b: &(u64, &str, u32)| a.0 == b.0 && rest(a.1, b.1).is_eq();
-        let order = |a: &(u64, &str, u32), b: &(u64, &str, u32)| {
-            a.0.cmp(&b.0).then_with(|| rest(a.1, b.1)).then(a.2.cmp(&b.2))
-        };
+        let order =
+            |a: &(u64, &str, u32), b: &(u64, &str, u32)| a.0.cmp(&b.0).then_with(|| rest(a.1, b.1)).then(a.2.cmp(&b.2));
         // A compacted segment holds millions of pairs: sort on every core.
         rayon::slice::ParallelSliceMut::par_sort_unstable_by(&mut pairs[..], order);
         let mut idx = TextIndex { n_blocks, token_offsets: vec![0], block_offsets: vec![0], ..Default::default() };
