@@ -371,7 +371,9 @@ fn read_strings(c: &mut Cursor<'_>, lens: &[u64]) -> Result<(Vec<i32>, Vec<u8>),
         return Err(c.corrupt("strings larger than 2 GiB"));
     }
     let data = c.take(total as usize)?;
-    let Ok(text) = std::str::from_utf8(data) else {
+    // simdutf8: the same check as `std::str::from_utf8`, several times faster on text that is
+    // not all ASCII (it was half a content scan's CPU on Japanese and emoji text).
+    let Ok(text) = simdutf8::basic::from_utf8(data) else {
         return Err(c.corrupt("string data is not UTF-8"));
     };
     let mut offsets = Vec::with_capacity(lens.len() + 1);
