@@ -8,7 +8,6 @@
 //! turns the (few) group codes back into the strings, so the rest of the plan sees exactly the
 //! schema it was planned with.
 
-use std::collections::HashMap;
 use std::fmt::{Display, Formatter};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -39,10 +38,13 @@ pub struct CodeBook {
     inner: Mutex<BookInner>,
 }
 
+/// Each value is allocated once and shared by the map and the list; foldhash, not SipHash
+/// (a high-cardinality key such as 15,000 agents spent 11% of its query hashing with SipHash
+/// and 20% in malloc and free).
 #[derive(Debug, Default)]
 struct BookInner {
-    codes: HashMap<String, u32>,
-    values: Vec<String>,
+    codes: foldhash::HashMap<Arc<str>, u32>,
+    values: Vec<Arc<str>>,
 }
 
 impl CodeBook {
@@ -60,8 +62,9 @@ impl CodeBook {
                 None => {
                     let c = u32::try_from(book.values.len())
                         .map_err(|_| DataFusionError::Internal("more than 2^32 distinct group values".into()))?;
-                    book.codes.insert(s.to_owned(), c);
-                    book.values.push(s.to_owned());
+                    let value: Arc<str> = Arc::from(s);
+                    book.codes.insert(value.clone(), c);
+                    book.values.push(value);
                     Ok(c)
                 }
             })
