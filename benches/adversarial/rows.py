@@ -2,16 +2,9 @@
 the source lines (floats to the bit, -0.0 included; timestamps to the nanosecond).
 
 Usage: rows.py BIN DATA_DIR EVENTS.jsonl. Exits 1 if any row differs."""
-import json, subprocess, sys, re, calendar, math
+import json, subprocess, sys, math
+from timestamps import event_ns
 BIN = sys.argv[1]; DATA = sys.argv[2]; SRC = sys.argv[3]
-rx = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|([+-])(\d\d):(\d\d))$")
-def parse(s):
-    m = rx.match(s); y,mo,d,h,mi,se = map(int, m.groups()[:6])
-    ns = calendar.timegm((y,mo,d,h,mi,se)) * 10**9 + int((m.group(7) or "").ljust(9, "0"))
-    if m.group(8) != "Z":
-        off = (int(m.group(10))*60 + int(m.group(11))) * 60 * 10**9
-        ns -= off if m.group(9) == "+" else -off
-    return ns
 src = {}
 for line in open(SRC, encoding="utf-8"):
     e = json.loads(line)
@@ -25,7 +18,7 @@ for r in out:
     e = src[r["span_id"]]
     want = dict(e)
     want.setdefault("tenant", "default"); want.setdefault("status", "ok")
-    ns = e["timestamp_ns"] if "timestamp_ns" in e else parse(e["timestamp"])
+    ns = event_ns(e)
     for k in ["parent_span_id","session_id","name","content","intent","confidence","duration_ms","error_message","model","input_tokens","output_tokens","cost_usd"]:
         want.setdefault(k, None)
     wattr = e.get("attributes") or {}

@@ -62,7 +62,7 @@ pub(crate) fn strings(s: StrColumn) -> Result<StringArray, ArrowError> {
     if offsets.is_empty() {
         offsets.push(0);
     }
-    let rows = offsets.len().checked_sub(1).ok_or_else(|| bad("no offsets"))?;
+    let rows = offsets.len() - 1;
     if validity.as_ref().is_some_and(|v| v.len() != rows) {
         return Err(bad("validity length differs from the row count"));
     }
