@@ -2,7 +2,7 @@
 """ActiveMirrorOS side-by-side benchmark: ours vs DuckDB vs chDB (ClickHouse) on the same data,
 in the same run. Run through `benches/run`, which builds the binaries and the Python venv.
 
-Measures offline import, size at rest (plus Parquet-zstd), nine queries (warm-up, then
+Measures offline import, size at rest (plus Parquet-zstd), eleven queries (warm-up, then
 interleaved repetitions; median, p99 and spread; answers cross-checked between engines), peak
 RSS, and our server's gRPC ingest. Writes a Markdown report with PNG charts.
 """
@@ -266,7 +266,7 @@ def fmt_ts(ns):
 
 
 def queries(p):
-    """The nine queries, one SQL text per engine, over parameters drawn from the data."""
+    """The eleven queries, one SQL text per engine, over parameters drawn from the data."""
     agent, tenant, trace, word, since, last_day = (
         p["agent"], p["tenant"], p["trace"], p["word"], p["since"], p["last_day"],
     )
@@ -342,6 +342,27 @@ def queries(p):
         f"SELECT count(*) AS n FROM events WHERE content LIKE '%{word}%'",
         f"SELECT count(*) AS n FROM events WHERE content LIKE '%{word}%'",
         f"SELECT count() AS n FROM bench.events WHERE content LIKE '%{word}%'",
+    )
+    add(
+        "latest 20 events",
+        "SELECT span_id, timestamp, agent_id, kind, name, content FROM events ORDER BY timestamp DESC, span_id LIMIT 20",
+        "SELECT span_id, timestamp, agent_id, kind, name, content FROM events ORDER BY timestamp DESC, span_id LIMIT 20",
+        "SELECT span_id, timestamp, agent_id, kind, name, content FROM bench.events "
+        "ORDER BY timestamp DESC, span_id LIMIT 20",
+        ordered=True,
+    )
+    add(
+        "trace of an agent's latest error (subquery)",
+        "SELECT span_id, timestamp, kind, name FROM events WHERE trace_id = (SELECT trace_id FROM events "
+        f"WHERE agent_id = '{agent}' AND status = 'error' ORDER BY timestamp DESC, span_id LIMIT 1) "
+        "ORDER BY timestamp, span_id",
+        "SELECT span_id, timestamp, kind, name FROM events WHERE trace_id = (SELECT trace_id FROM events "
+        f"WHERE agent_id = '{agent}' AND status = 'error' ORDER BY timestamp DESC, span_id LIMIT 1) "
+        "ORDER BY timestamp, span_id",
+        "SELECT span_id, timestamp, kind, name FROM bench.events WHERE trace_id = (SELECT trace_id FROM bench.events "
+        f"WHERE agent_id = '{agent}' AND status = 'error' ORDER BY timestamp DESC, span_id LIMIT 1) "
+        "ORDER BY timestamp, span_id",
+        ordered=True,
     )
     add(
         "distinct traces per tenant",

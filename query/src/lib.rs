@@ -14,7 +14,9 @@ pub mod plans;
 pub mod point;
 pub mod provider;
 pub mod pushdown;
+pub mod runtime;
 pub mod schema;
+pub mod strset;
 
 use std::sync::Arc;
 

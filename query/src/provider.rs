@@ -14,6 +14,7 @@ use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer};
 use arrow::datatypes::{Field, Schema, SchemaRef, UInt32Type};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{ColumnStatistics, DFSchema, DataFusionError, Result, ScalarValue, Statistics};
@@ -23,10 +24,14 @@ use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::PhysicalSortExpr;
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
+};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SortOrderPushdownResult};
 use engine::{Engine, Snapshot};
 use futures::StreamExt;
 use index::{IndexedColumn, Term};
@@ -184,7 +189,7 @@ pub struct ScanPlan {
     pub stats: PruningStats,
 }
 
-fn event_matches(e: &Event, p: &ScanPredicate) -> bool {
+pub(crate) fn event_matches(e: &Event, p: &ScanPredicate) -> bool {
     if p.min_ts.is_some_and(|m| e.timestamp_ns < m) || p.max_ts.is_some_and(|m| e.timestamp_ns > m) {
         return false;
     }
@@ -317,7 +322,7 @@ fn ext<E: std::error::Error + Send + Sync + 'static>(e: E) -> DataFusionError {
 
 /// A planned filter expression and the columns it reads.
 #[derive(Debug, Clone)]
-struct FilterExpr {
+pub struct FilterExpr {
     columns: Vec<ColumnId>,
     schema: SchemaRef,
     expr: Arc<dyn PhysicalExpr>,
@@ -340,6 +345,39 @@ impl FilterExpr {
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let expr = state.create_physical_expr(expr, &df_schema)?;
         let expr = crate::floatcmp::with_float_compares(expr, &schema)?;
+        let expr = crate::strset::with_string_sets(expr, &schema)?;
+        Ok(Some(FilterExpr { columns, schema, expr }))
+    }
+
+    /// The conjunction of physical predicates `exprs` over `events` columns (matched by
+    /// name, whatever their positions), planned for the batch of the columns it reads;
+    /// `None` when there are none or one reads a column `events` does not have.
+    pub fn from_physical(exprs: &[Arc<dyn PhysicalExpr>]) -> Result<Option<FilterExpr>> {
+        use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+        use datafusion::physical_expr::expressions::Column;
+        let Some(expr) = datafusion::physical_expr::conjunction_opt(exprs.iter().cloned()) else { return Ok(None) };
+        let mut columns = Vec::new();
+        for c in datafusion::physical_expr::utils::collect_columns(&expr) {
+            match ColumnId::from_name(c.name()) {
+                Some(id) => columns.push(id),
+                None => return Ok(None),
+            }
+        }
+        columns.sort();
+        columns.dedup();
+        let indices: Vec<usize> = columns.iter().map(|c| c.index()).collect();
+        let schema = Arc::new(events_schema().project(&indices)?);
+        let expr = expr
+            .transform(|e| match e.downcast_ref::<Column>() {
+                Some(c) => {
+                    let moved: Arc<dyn PhysicalExpr> = Arc::new(Column::new(c.name(), schema.index_of(c.name())?));
+                    Ok(Transformed::yes(moved))
+                }
+                None => Ok(Transformed::no(e)),
+            })
+            .data()?;
+        let expr = crate::floatcmp::with_float_compares(expr, &schema)?;
+        let expr = crate::strset::with_string_sets(expr, &schema)?;
         Ok(Some(FilterExpr { columns, schema, expr }))
     }
 }
@@ -510,15 +548,24 @@ fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<
 
 /// Evaluate filter `f` on the unit's `rows` (all rows: `None`), `n` of them: the positions
 /// that pass (among `rows`), and the filter's columns as decoded. With `and_mask`, only
-/// positions also set there pass.
+/// positions also set there pass. Columns in `have` (already decoded for the same rows) are
+/// not decoded again.
 fn evaluate_filter(
     unit: &ScanUnit,
     f: &FilterExpr,
     rows: Option<&UInt32Array>,
     n: usize,
     and_mask: Option<&BooleanBuffer>,
+    have: &[(ColumnId, ArrayRef)],
 ) -> Result<(UInt32Array, Vec<ArrayRef>)> {
-    let arrays = f.columns.iter().map(|col| decode(unit, *col, rows)).collect::<Result<Vec<_>>>()?;
+    let arrays = f
+        .columns
+        .iter()
+        .map(|col| match have.iter().find(|(c, _)| c == col) {
+            Some((_, a)) => Ok(a.clone()),
+            None => decode(unit, *col, rows),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let batch = RecordBatch::try_new_with_options(
         f.schema.clone(),
         arrays.clone(),
@@ -646,13 +693,14 @@ fn select(array: &ArrayRef, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
 }
 
 /// Decode one unit into a record batch of the projected columns: first the row filter's
-/// columns for the unit's rows, then, for the rows that pass, the rest. `None` when no row
-/// passes.
+/// columns for the unit's rows, then the runtime filter's (see [`crate::runtime`]) for the
+/// rows that passed, then, for the rows that pass both, the rest. `None` when no row passes.
 pub fn read_unit(
     unit: &ScanUnit,
     columns: &[ColumnId],
     schema: &SchemaRef,
     filter: Option<&RowFilter>,
+    runtime: Option<&FilterExpr>,
     coded: &[Option<KeyForm>],
 ) -> Result<Option<RecordBatch>> {
     let rowset = match unit {
@@ -692,7 +740,7 @@ pub fn read_unit(
         let dense = match (dense_rows, rowset) {
             (Some(total), Some(rs)) => {
                 let mask = rs.to_mask(total)?;
-                evaluate_filter(unit, f, None, total, Some(&mask)).ok()
+                evaluate_filter(unit, f, None, total, Some(&mask), &[]).ok()
             }
             _ => None,
         };
@@ -700,7 +748,7 @@ pub fn read_unit(
             Some(result) => (true, result),
             None => {
                 selection = rowset.map(RowSet::to_indices).transpose()?;
-                (false, evaluate_filter(unit, f, selection.as_ref(), n, None)?)
+                (false, evaluate_filter(unit, f, selection.as_ref(), n, None, &[])?)
             }
         };
         if passing.is_empty() {
@@ -723,6 +771,28 @@ pub fn read_unit(
     }
     if filter.is_none() {
         selection = rowset.map(RowSet::to_indices).transpose()?;
+    }
+    if let Some(f) = runtime {
+        // `decoded` holds columns for exactly the `selection` rows here.
+        let (passing, arrays) = evaluate_filter(unit, f, selection.as_ref(), n, None, &decoded)?;
+        if passing.is_empty() {
+            return Ok(None);
+        }
+        for (c, a) in f.columns.iter().zip(arrays) {
+            if columns.contains(c) && !decoded.iter().any(|(d, _)| d == c) {
+                decoded.push((*c, a));
+            }
+        }
+        if passing.len() < n {
+            for (_, a) in decoded.iter_mut() {
+                *a = select(a, Some(&passing))?;
+            }
+            selection = Some(match selection {
+                Some(rows) => passing.values().iter().map(|p| rows.value(*p as usize)).collect(),
+                None => passing,
+            });
+            n = selection.as_ref().map_or(n, |s| s.len());
+        }
     }
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
     for (i, col) in columns.iter().enumerate() {
@@ -752,6 +822,9 @@ struct UnitStream {
     /// The consumer only needs each distinct row (a GROUP BY without aggregates over every
     /// column): a run of equal consecutive rows leaves the scan as its first row.
     distinct_runs: bool,
+    /// Filters operators above the scan pushed into it once the plan was built (over
+    /// `schema`'s columns; see [`crate::runtime`]).
+    runtime: Vec<Arc<dyn PhysicalExpr>>,
 }
 
 impl PartitionStream for UnitStream {
@@ -767,19 +840,21 @@ impl PartitionStream for UnitStream {
         let limit = self.limit;
         let coded = self.coded.clone();
         let distinct_runs = self.distinct_runs;
+        let runtime = crate::runtime::RuntimeFilter::new(self.runtime.clone(), self.schema.clone());
         // Stop once `limit` rows were produced (counting rows that passed the filter).
         let stream = futures::stream::iter(units)
-            .scan(0usize, move |produced, u| {
+            .scan((0usize, runtime), move |(produced, runtime), u| {
                 if limit.is_some_and(|l| *produced >= l) {
                     return futures::future::ready(None);
                 }
-                let batch = read_unit(&u, &columns, &schema, filter.as_ref(), &coded).and_then(|b| {
-                    if distinct_runs {
-                        b.map(first_of_runs).transpose()
-                    } else {
-                        Ok(b)
-                    }
-                });
+                let batch = match runtime.as_mut() {
+                    None => read_unit(&u, &columns, &schema, filter.as_ref(), None, &coded),
+                    Some(r) => r.apply(u).and_then(|kept| match kept {
+                        None => Ok(None),
+                        Some((unit, rf)) => read_unit(&unit, &columns, &schema, filter.as_ref(), rf.as_ref(), &coded),
+                    }),
+                };
+                let batch = batch.and_then(|b| if distinct_runs { b.map(first_of_runs).transpose() } else { Ok(b) });
                 if let Ok(Some(b)) = &batch {
                     *produced += b.num_rows();
                 }
@@ -907,6 +982,7 @@ impl TableProvider for EventsTable {
                 limit,
                 coded: vec![None; columns.len()],
                 distinct_runs: false,
+                runtime: Vec::new(),
             })
             .collect();
         let inner = streaming_exec(projected, &parts, limit)?;
@@ -1040,6 +1116,56 @@ impl EventsScanExec {
     pub fn index_decided_units(&self) -> Option<&[ScanUnit]> {
         self.index_units.as_deref()
     }
+
+    /// The filters operators above pushed into the scan at run time (see [`crate::runtime`]).
+    pub fn runtime_filters(&self) -> &[Arc<dyn PhysicalExpr>] {
+        self.parts.first().map_or(&[], |p| p.runtime.as_slice())
+    }
+
+    /// The same scan streaming `parts`. With `filtered`, its rows may be fewer than planned:
+    /// row counts and column bounds become estimates, and the indexes no longer decide the
+    /// rows alone.
+    fn with_parts(&self, parts: Vec<UnitStream>, filtered: bool) -> Result<EventsScanExec> {
+        let inner = streaming_exec(self.inner.schema(), &parts, self.limit)?;
+        let (statistics, partition_rows, index_units) = if filtered {
+            (
+                Arc::new(self.statistics.as_ref().clone().to_inexact()),
+                self.partition_rows.iter().map(|r| r.clone().to_inexact()).collect(),
+                None,
+            )
+        } else {
+            (self.statistics.clone(), self.partition_rows.clone(), self.index_units.clone())
+        };
+        Ok(EventsScanExec {
+            inner,
+            parts,
+            limit: self.limit,
+            stats: self.stats.clone(),
+            statistics,
+            partition_rows,
+            metrics: ExecutionPlanMetricsSet::new(),
+            index_units,
+        })
+    }
+}
+
+/// Where a unit goes when the scan reads the newest (`descending`) or oldest rows first: the
+/// greatest (least) timestamp it can hold. The in-memory buffer holds the newest events.
+fn time_order_key(unit: &ScanUnit, descending: bool) -> i64 {
+    let (lo, hi) = match unit {
+        ScanUnit::Block { segment, block, .. } => {
+            segment.blocks().get(*block).map_or((i64::MIN, i64::MAX), |m| (m.min_ts, m.max_ts))
+        }
+        ScanUnit::Memory { events, .. } => {
+            events.iter().fold((i64::MAX, i64::MIN), |(lo, hi), e| (lo.min(e.timestamp_ns), hi.max(e.timestamp_ns)))
+        }
+    };
+    if descending {
+        // Greatest first: sort ascending on the negation.
+        hi.checked_neg().unwrap_or(i64::MAX)
+    } else {
+        lo
+    }
 }
 
 impl DisplayAs for EventsScanExec {
@@ -1055,7 +1181,13 @@ impl DisplayAs for EventsScanExec {
             s.rows_kept,
             s.rows_total,
             self.inner.partitions().len()
-        )
+        )?;
+        let runtime = self.runtime_filters();
+        if !runtime.is_empty() {
+            let shown: Vec<String> = runtime.iter().map(|e| e.to_string()).collect();
+            write!(f, ", runtime_filters=[{}]", shown.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -1074,9 +1206,57 @@ impl ExecutionPlan for EventsScanExec {
 
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
+        // A hash join computes its dynamic filter only if it finds it below it, here.
+        for e in self.runtime_filters() {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
         Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn handle_child_pushdown_result(
+        &self,
+        _phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        // Every filter is taken, and reported as not pushed: its operator still applies it,
+        // the scan only uses it to skip blocks and rows (see `crate::runtime`).
+        let filters: Vec<Arc<dyn PhysicalExpr>> =
+            child_pushdown_result.parent_filters.into_iter().map(|f| f.filter).collect();
+        let result = FilterPushdownPropagation::with_parent_pushdown_result(vec![PushedDown::No; filters.len()]);
+        if filters.is_empty() {
+            return Ok(result);
+        }
+        let mut parts = self.parts.clone();
+        for p in parts.iter_mut() {
+            p.runtime.extend(filters.iter().cloned());
+        }
+        Ok(result.with_updated_node(Arc::new(self.with_parts(parts, true)?)))
+    }
+
+    fn try_pushdown_sort(&self, order: &[PhysicalSortExpr]) -> Result<SortOrderPushdownResult<Arc<dyn ExecutionPlan>>> {
+        // Sorted by time (a TopK, usually: the latest events): each partition reads its
+        // newest (oldest) blocks first, so a TopK's dynamic filter excludes the rest early.
+        // The sort stays. A scan with a row limit keeps its order (it picks which rows).
+        let by_time = order.first().filter(|o| {
+            o.expr
+                .downcast_ref::<datafusion::physical_expr::expressions::Column>()
+                .is_some_and(|c| c.name() == "timestamp")
+        });
+        let Some(first) = by_time else { return Ok(SortOrderPushdownResult::Unsupported) };
+        if self.limit.is_some() {
+            return Ok(SortOrderPushdownResult::Unsupported);
+        }
+        let descending = first.options.descending;
+        let mut parts = self.parts.clone();
+        for p in parts.iter_mut() {
+            p.units.sort_by_cached_key(|u| time_order_key(u, descending));
+        }
+        Ok(SortOrderPushdownResult::Inexact { inner: Arc::new(self.with_parts(parts, false)?) })
     }
 
     fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {

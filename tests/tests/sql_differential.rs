@@ -196,6 +196,23 @@ const QUERIES: &[&str] = &[
     "SELECT date_trunc('millisecond', timestamp) AS ms, status, count(*) AS n FROM events GROUP BY 1, 2 ORDER BY n DESC, ms, status LIMIT 9",
     "SELECT date_trunc('hour', timestamp) AS h, intent FROM events WHERE intent IS NULL OR intent = 'refund' GROUP BY 1, 2",
     "SELECT model, date_trunc('month', timestamp) AS m, count(*) FROM events GROUP BY 1, 2",
+    // Runtime filters (`query::runtime`): a scalar subquery's value, a hash join's key list
+    // (short, and long enough for a hash lookup), TopK and min/max thresholds, on data in
+    // segments and in memory.
+    "SELECT span_id, kind FROM events WHERE trace_id = (SELECT max(trace_id) FROM events WHERE status = 'error') ORDER BY span_id",
+    "SELECT count(*) FROM events WHERE trace_id = (SELECT max(trace_id) FROM events WHERE tenant = 'nobody')",
+    "SELECT span_id FROM events WHERE timestamp = (SELECT max(timestamp) FROM events) ORDER BY span_id",
+    "SELECT count(*) FROM events WHERE timestamp > (SELECT max(timestamp) FROM events) - INTERVAL '20 seconds' AND kind = 'thought'",
+    "SELECT span_id, name FROM events WHERE agent_id = (SELECT min(agent_id) FROM events) AND name = (SELECT max(name) FROM events WHERE kind = 'tool_call') ORDER BY span_id",
+    "SELECT e.span_id, e.name FROM events e JOIN (SELECT trace_id FROM events WHERE status = 'error' ORDER BY timestamp, span_id LIMIT 3) t ON e.trace_id = t.trace_id ORDER BY e.span_id",
+    "SELECT count(*), min(span_id) FROM events WHERE trace_id IN (SELECT trace_id FROM events WHERE intent = 'refund' AND confidence < 0.3)",
+    "SELECT count(*) FROM events e JOIN (SELECT DISTINCT name FROM events WHERE kind = 'tool_call' ORDER BY name LIMIT 2) n ON e.name = n.name",
+    "SELECT c.span_id, p.name FROM events c JOIN events p ON c.parent_span_id = p.span_id WHERE c.agent_id = 'support-agent-000' AND c.status = 'error' ORDER BY c.span_id",
+    "SELECT span_id, timestamp, content FROM events ORDER BY timestamp DESC, span_id LIMIT 5",
+    "SELECT span_id, timestamp FROM events ORDER BY timestamp, span_id LIMIT 6",
+    "SELECT span_id, duration_ms FROM events WHERE tenant = 'acme' ORDER BY duration_ms DESC NULLS LAST, span_id LIMIT 8",
+    "SELECT span_id, intent FROM events ORDER BY intent NULLS FIRST, span_id DESC LIMIT 4",
+    "SELECT max(timestamp), min(duration_ms), max(input_tokens) FROM events",
 ];
 
 /// The events of the suite in an engine: three flushed and compacted segments, two hot
@@ -334,6 +351,51 @@ async fn point_lookups_match_the_planner() {
         }
     }
     assert!(failures.is_empty(), "{} lookups differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The `output_rows` of each `events` scan in `sql`'s EXPLAIN ANALYZE, top to bottom, with
+/// whether it shows runtime filters.
+async fn scans_output(ctx: &SessionContext, sql: &str) -> Vec<(u64, bool)> {
+    let batches = query::run_sql(ctx, &format!("EXPLAIN ANALYZE {sql}")).await.expect("explain");
+    let text = arrow::util::pretty::pretty_format_batches(&batches).expect("text").to_string();
+    text.lines()
+        .filter(|l| l.contains("EventsScanExec"))
+        .map(|l| {
+            let rows = l
+                .split("output_rows=")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no output_rows in {l}"));
+            (rows, l.contains("runtime_filters="))
+        })
+        .collect()
+}
+
+/// Filters known only at run time skip rows inside the scan: the scan under a subquery's
+/// value, a join's key list and a TopK emits about the rows the query needs, not all 30,000
+/// (the answers themselves are checked in `provider_matches_datafusion_memtable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_filters_skip_rows_in_the_scan() {
+    let Fixture { events, ours, .. } = fixture().await;
+    let last = events.iter().map(|e| e.trace_id).max().expect("events");
+    let in_trace = events.iter().filter(|e| e.trace_id == last).count() as u64;
+    // The main scan is listed first, the subquery's after it.
+    let scans =
+        scans_output(&ours, "SELECT span_id FROM events WHERE trace_id = (SELECT max(trace_id) FROM events)").await;
+    assert_eq!(scans.first(), Some(&(in_trace, true)), "{scans:?}");
+    // A join: the probe side (listed last) keeps the rows of the three build-side traces.
+    let q = "SELECT e.span_id FROM events e JOIN (SELECT trace_id FROM events WHERE status = 'error' ORDER BY timestamp, span_id LIMIT 3) t ON e.trace_id = t.trace_id";
+    let mut errors: Vec<&Event> = events.iter().filter(|e| e.status == "error").collect();
+    errors.sort_by_key(|e| (e.timestamp_ns, hex(&e.span_id)));
+    let traces: Vec<[u8; 16]> = errors.iter().take(3).map(|e| e.trace_id).collect();
+    let want = events.iter().filter(|e| traces.contains(&e.trace_id)).count() as u64;
+    let scans = scans_output(&ours, q).await;
+    assert_eq!(scans.last(), Some(&(want, true)), "{scans:?}");
+    // The newest five events: each partition reads its newest blocks first and stops
+    // emitting rows once the threshold passes them (the buffer, 5,000 events, comes first).
+    let scans = scans_output(&ours, "SELECT span_id FROM events ORDER BY timestamp DESC LIMIT 5").await;
+    assert!(matches!(scans.as_slice(), [(rows, true)] if *rows < 6_000), "{scans:?}");
 }
 
 /// Text pages of compacted segments that a query decompressed are read from the text page
