@@ -1130,7 +1130,7 @@ impl EventsScanExec {
         let (statistics, partition_rows, index_units) = if filtered {
             (
                 Arc::new(self.statistics.as_ref().clone().to_inexact()),
-                self.partition_rows.iter().map(|r| r.clone().to_inexact()).collect(),
+                self.partition_rows.iter().map(|r| r.to_inexact()).collect(),
                 None,
             )
         } else {
