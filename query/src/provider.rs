@@ -323,9 +323,9 @@ fn ext<E: std::error::Error + Send + Sync + 'static>(e: E) -> DataFusionError {
 /// A planned filter expression and the columns it reads.
 #[derive(Debug, Clone)]
 pub struct FilterExpr {
-    columns: Vec<ColumnId>,
+    pub(crate) columns: Vec<ColumnId>,
     schema: SchemaRef,
-    expr: Arc<dyn PhysicalExpr>,
+    pub(crate) expr: Arc<dyn PhysicalExpr>,
 }
 
 impl FilterExpr {
@@ -840,7 +840,7 @@ impl PartitionStream for UnitStream {
         let limit = self.limit;
         let coded = self.coded.clone();
         let distinct_runs = self.distinct_runs;
-        let runtime = crate::runtime::RuntimeFilter::new(self.runtime.clone(), self.schema.clone());
+        let runtime = crate::runtime::RuntimeFilter::new(self.runtime.clone(), self.schema.clone(), columns.clone());
         // Stop once `limit` rows were produced (counting rows that passed the filter).
         let stream = futures::stream::iter(units)
             .scan((0usize, runtime), move |(produced, runtime), u| {
@@ -851,7 +851,12 @@ impl PartitionStream for UnitStream {
                     None => read_unit(&u, &columns, &schema, filter.as_ref(), None, &coded),
                     Some(r) => r.apply(u).and_then(|kept| match kept {
                         None => Ok(None),
-                        Some((unit, rf)) => read_unit(&unit, &columns, &schema, filter.as_ref(), rf.as_ref(), &coded),
+                        Some((unit, None)) => read_unit(&unit, &columns, &schema, filter.as_ref(), None, &coded),
+                        Some((unit, Some(rf))) => {
+                            let b = read_unit(&unit, &columns, &schema, filter.as_ref(), Some(&rf), &coded)?;
+                            r.record(unit.rows(), b.as_ref().map_or(0, RecordBatch::num_rows));
+                            Ok(b)
+                        }
                     }),
                 };
                 let batch = batch.and_then(|b| if distinct_runs { b.map(first_of_runs).transpose() } else { Ok(b) });

@@ -29,6 +29,8 @@ use datafusion::physical_expr::{split_conjunction, PhysicalExpr};
 use datafusion::physical_expr_common::physical_expr::{snapshot_generation, snapshot_physical_expr};
 use roaring::RoaringBitmap;
 
+use segments::ColumnId;
+
 use crate::provider::{FilterExpr, RowSet, ScanUnit};
 use crate::pushdown::ScanPredicate;
 
@@ -45,6 +47,9 @@ pub fn to_logical(e: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Option<Expr> {
     }
     if let Some(l) = e.downcast_ref::<Literal>() {
         return Some(Expr::Literal(l.value().clone(), None));
+    }
+    if collect_columns(e).is_empty() {
+        return constant(e).map(|v| Expr::Literal(v, None));
     }
     if let Some(b) = e.downcast_ref::<BinaryExpr>() {
         let (l, r) = (to_logical(b.left(), schema)?, to_logical(b.right(), schema)?);
@@ -80,9 +85,6 @@ pub fn to_logical(e: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Option<Expr> {
         }
         return Some(Expr::IsNotNull(Box::new(to_logical(n.arg(), schema)?)));
     }
-    if collect_columns(e).is_empty() {
-        return constant(e).map(|v| Expr::Literal(v, None));
-    }
     None
 }
 
@@ -109,6 +111,28 @@ pub fn time_hull(e: &Expr) -> (Option<i64>, Option<i64>) {
             (p.min_ts, p.max_ts)
         }
     }
+}
+
+/// Whether `e` is built only from columns, literals, comparisons, boolean operators, IN lists
+/// and null tests: per row a few compares or one set lookup, nothing hashed twice or cast.
+pub fn is_cheap(e: &Arc<dyn PhysicalExpr>) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::physical_expr::expressions::NotExpr;
+    let mut cheap = true;
+    let _ = e.apply(|n| {
+        let ok = n.downcast_ref::<Column>().is_some()
+            || n.downcast_ref::<Literal>().is_some()
+            || n.downcast_ref::<BinaryExpr>().is_some()
+            || n.downcast_ref::<InListExpr>().is_some()
+            || n.downcast_ref::<IsNullExpr>().is_some()
+            || n.downcast_ref::<IsNotNullExpr>().is_some()
+            || n.downcast_ref::<NotExpr>().is_some()
+            || n.downcast_ref::<crate::strset::StringInList>().is_some()
+            || n.downcast_ref::<crate::floatcmp::FloatCompare>().is_some();
+        cheap &= ok;
+        Ok(if ok { TreeNodeRecursion::Continue } else { TreeNodeRecursion::Stop })
+    });
+    cheap
 }
 
 fn is_false(e: &Expr) -> bool {
@@ -171,7 +195,35 @@ struct Current {
     predicate: ScanPredicate,
     /// The predicate's index bitmap per segment (by uid), computed when first needed.
     bitmaps: HashMap<u64, Arc<RoaringBitmap>>,
+    /// The filter is made of comparisons, IN lists and null tests only (see [`is_cheap`]).
+    cheap: bool,
+    /// Units and rows the row filter was evaluated on, and the rows that passed.
+    units_evaluated: usize,
+    rows_evaluated: usize,
+    rows_passed: usize,
 }
+
+impl Current {
+    /// Whether evaluating the filter on rows still pays: it reads columns the scan would not
+    /// decode otherwise only for passing rows, and it has not let most rows pass so far.
+    /// (The operator that pushed the filter evaluates it again; when it lets most rows
+    /// through, a hash join's key lookup would be done twice.)
+    fn worth_evaluating(&self, projected: &[ColumnId]) -> bool {
+        let Some(f) = &self.filter else { return false };
+        let others: Vec<ColumnId> = projected.iter().copied().filter(|c| !f.columns.contains(c)).collect();
+        // A filter with hashing in it (a hash join's lookup for a large build side) costs
+        // about what the join's own probe does: it pays only by sparing free text.
+        let saves_decoding =
+            if self.cheap { !others.is_empty() } else { others.iter().any(|c| !crate::cache::BlockCache::caches(*c)) };
+        let unselective = self.units_evaluated >= 2
+            && self.rows_evaluated >= UNSELECTIVE_AFTER_ROWS
+            && self.rows_passed * 2 > self.rows_evaluated;
+        saves_decoding && !unselective
+    }
+}
+
+/// Rows a filter is evaluated on before it is judged by how many of them pass.
+const UNSELECTIVE_AFTER_ROWS: usize = 8192;
 
 /// One partition's view of the runtime filters while it streams its units.
 #[derive(Debug)]
@@ -179,67 +231,41 @@ pub struct RuntimeFilter {
     exprs: Vec<Arc<dyn PhysicalExpr>>,
     /// The scan's output schema, the one `exprs` are written against.
     schema: SchemaRef,
+    /// The columns the scan decodes.
+    projected: Vec<ColumnId>,
     current: Option<Current>,
-    /// Units skipped whole, and rows the indexes removed from the units kept.
-    pub units_skipped: usize,
 }
 
 impl RuntimeFilter {
-    pub fn new(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> Option<RuntimeFilter> {
-        (!exprs.is_empty()).then_some(RuntimeFilter { exprs, schema, current: None, units_skipped: 0 })
+    pub fn new(
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+        projected: Vec<ColumnId>,
+    ) -> Option<RuntimeFilter> {
+        (!exprs.is_empty()).then_some(RuntimeFilter { exprs, schema, projected, current: None })
     }
 
-    /// Re-read the filters if any dynamic part changed since the last unit.
-    fn refresh(&mut self) -> Result<&mut Current> {
-        let generation = self.exprs.iter().fold(0u64, |g, e| g.wrapping_add(snapshot_generation(e)));
-        let stale = self.current.as_ref().is_none_or(|c| c.generation != generation);
-        if stale {
-            let mut conjuncts: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
-            for e in &self.exprs {
-                let snap = snapshot_physical_expr(Arc::clone(e))?;
-                for part in split_conjunction(&snap) {
-                    let always = part
-                        .downcast_ref::<Literal>()
-                        .is_some_and(|l| matches!(l.value(), ScalarValue::Boolean(Some(true))));
-                    if !always {
-                        conjuncts.push(Arc::clone(part));
-                    }
-                }
-            }
-            let logical: Vec<Expr> = conjuncts.iter().filter_map(|c| to_logical(c, &self.schema)).collect();
-            let conjuncts = without_implied_ranges(conjuncts);
-            let mut predicate = ScanPredicate::from_filters(&logical);
-            for e in &logical {
-                let (lo, hi) = time_hull(e);
-                predicate.min_ts = predicate.min_ts.max(lo);
-                predicate.max_ts = match (predicate.max_ts, hi) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-            let current = Current {
-                generation,
-                filter: FilterExpr::from_physical(&conjuncts)?,
-                predicate,
-                bitmaps: HashMap::new(),
-            };
-            self.current = Some(current);
-        }
-        match self.current.as_mut() {
-            Some(c) => Ok(c),
-            None => Err(datafusion::error::DataFusionError::Internal("runtime filter not read".into())),
+    /// What evaluating the filter returned by the last [`RuntimeFilter::apply`] did: `passed`
+    /// of `evaluated` rows were kept.
+    pub fn record(&mut self, evaluated: usize, passed: usize) {
+        if let Some(c) = self.current.as_mut() {
+            c.units_evaluated += 1;
+            c.rows_evaluated += evaluated;
+            c.rows_passed += passed;
         }
     }
 
     /// `unit` narrowed by what the indexes and block bounds answer of the filters now, and
-    /// the predicate to evaluate on its rows; `None` when no row of it can pass.
+    /// the predicate to evaluate on its rows if that pays (then report what it did with
+    /// [`RuntimeFilter::record`]); `None` when no row of it can pass.
     pub fn apply(&mut self, unit: ScanUnit) -> Result<Option<(ScanUnit, Option<FilterExpr>)>> {
-        let current = self.refresh()?;
+        let current = refresh(&mut self.current, &self.exprs, &self.schema)?;
+        let row_filter = if current.worth_evaluating(&self.projected) { current.filter.clone() } else { None };
         let p = &current.predicate;
         let narrowed = match unit {
             ScanUnit::Block { segment, block, rows } => {
                 let Some(meta) = segment.blocks().get(block) else {
-                    return Ok(Some((ScanUnit::Block { segment, block, rows }, current.filter.clone())));
+                    return Ok(Some((ScanUnit::Block { segment, block, rows }, row_filter)));
                 };
                 let outside = p.min_ts.is_some_and(|m| meta.max_ts < m) || p.max_ts.is_some_and(|m| meta.min_ts > m);
                 if outside {
@@ -273,14 +299,55 @@ impl RuntimeFilter {
                 }
             }
         };
-        match narrowed {
-            Some(u) => Ok(Some((u, current.filter.clone()))),
-            None => {
-                self.units_skipped += 1;
-                Ok(None)
+        Ok(narrowed.map(|u| (u, row_filter)))
+    }
+}
+
+/// Re-read the filters if any dynamic part changed since the last unit.
+fn refresh<'a>(
+    slot: &'a mut Option<Current>,
+    exprs: &[Arc<dyn PhysicalExpr>],
+    schema: &Schema,
+) -> Result<&'a mut Current> {
+    let generation = exprs.iter().fold(0u64, |g, e| g.wrapping_add(snapshot_generation(e)));
+    if slot.as_ref().is_some_and(|c| c.generation == generation) {
+        return slot
+            .as_mut()
+            .ok_or_else(|| datafusion::error::DataFusionError::Internal("runtime filter not read".into()));
+    }
+    let mut conjuncts: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+    for e in exprs {
+        let snap = snapshot_physical_expr(Arc::clone(e))?;
+        for part in split_conjunction(&snap) {
+            let always =
+                part.downcast_ref::<Literal>().is_some_and(|l| matches!(l.value(), ScalarValue::Boolean(Some(true))));
+            if !always {
+                conjuncts.push(Arc::clone(part));
             }
         }
     }
+    let logical: Vec<Expr> = conjuncts.iter().filter_map(|c| to_logical(c, schema)).collect();
+    let conjuncts = without_implied_ranges(conjuncts);
+    let mut predicate = ScanPredicate::from_filters(&logical);
+    for e in &logical {
+        let (lo, hi) = time_hull(e);
+        predicate.min_ts = predicate.min_ts.max(lo);
+        predicate.max_ts = match (predicate.max_ts, hi) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let filter = FilterExpr::from_physical(&conjuncts)?;
+    Ok(slot.insert(Current {
+        generation,
+        cheap: filter.as_ref().is_some_and(|f| is_cheap(&f.expr)),
+        filter,
+        predicate,
+        bitmaps: HashMap::new(),
+        units_evaluated: 0,
+        rows_evaluated: 0,
+        rows_passed: 0,
+    }))
 }
 
 /// The rows of a block (`rows`, `None`: all `len` of them, numbered from segment row `start`)
@@ -403,6 +470,27 @@ mod tests {
         assert!(kept.iter().any(|k| k.downcast_ref::<InListExpr>().is_some()));
         // Without a list nothing is dropped.
         assert_eq!(without_implied_ranges(vec![bound(Operator::GtEq), other]).len(), 2);
+    }
+
+    #[test]
+    fn hashing_and_casts_are_not_cheap() {
+        let s = schema();
+        let list: Arc<dyn PhysicalExpr> =
+            Arc::new(InListExpr::try_new(column("trace_id"), vec![pe::lit("a")], false, &s).expect("list"));
+        let both: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+            list.clone(),
+            Operator::And,
+            pe::is_not_null(column("agent_id")).expect("not null"),
+        ));
+        assert!(is_cheap(&both));
+        let cast: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+            pe::cast(column("timestamp"), &s, DataType::Utf8).expect("cast"),
+            Operator::Eq,
+            pe::lit("x"),
+        ));
+        assert!(!is_cheap(&cast));
+        let mixed: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(list, Operator::And, cast));
+        assert!(!is_cheap(&mixed));
     }
 
     #[test]

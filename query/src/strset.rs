@@ -212,7 +212,11 @@ mod tests {
             };
             let schema = Schema::new(vec![Field::new("x", dt, true)]);
             let batch = RecordBatch::try_new(Arc::new(schema.clone()), vec![array]).expect("batch");
-            let literals = list.iter().map(|v| lit(ScalarValue::Utf8(v.clone()))).collect();
+            // The literals have the column's type, as the planner casts them.
+            let literals = list
+                .iter()
+                .map(|v| lit(if view { ScalarValue::Utf8View(v.clone()) } else { ScalarValue::Utf8(v.clone()) }))
+                .collect();
             let stock: Arc<dyn PhysicalExpr> = Arc::new(
                 InListExpr::try_new(Arc::new(Column::new("x", 0)), literals, negated, &schema).expect("list"),
             );
