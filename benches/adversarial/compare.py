@@ -1,4 +1,4 @@
-"""65 queries over the adversarial events, ours (`activemirror sql --format json`) against
+"""71 queries over the adversarial events, ours (`activemirror sql --format json`) against
 DuckDB on the same events loaded independently by duckload.py.
 
 Usage: compare.py BIN DATA_DIR DUCKDB_FILE. Exits 1 on any mismatch."""
@@ -63,12 +63,24 @@ Q = [
  ("span", "SELECT count(*) FROM events WHERE span_id LIKE 'ab%'", None),
  ("parent null", "SELECT count(*), count(parent_span_id) FROM events", None),
  ("join parent", "SELECT count(*) FROM events c JOIN events p ON c.parent_span_id = p.span_id AND c.trace_id = p.trace_id", None),
+ ("join parent content", "SELECT count(*), sum(length(p.content)) FROM events c JOIN events p ON c.parent_span_id = p.span_id AND c.trace_id = p.trace_id WHERE c.status = 'error'", None),
+ ("join key list", "SELECT e.span_id, e.name FROM events e JOIN (SELECT trace_id FROM events WHERE status = 'error' ORDER BY timestamp DESC, span_id LIMIT 5) t ON e.trace_id = t.trace_id ORDER BY e.span_id", None),
+ ("in subquery", "SELECT count(*), min(span_id) FROM events WHERE trace_id IN (SELECT trace_id FROM events WHERE kind = 'handoff')", None),
+ ("name subquery", "SELECT count(*) FROM events WHERE name = (SELECT max(name) FROM events WHERE kind = 'tool_call')", None),
+ ("latest", "SELECT span_id, {E}(timestamp) AS ts FROM events ORDER BY timestamp DESC, span_id LIMIT 15", None),
+ ("topk duration", "SELECT span_id, duration_ms FROM events ORDER BY duration_ms DESC NULLS LAST, span_id LIMIT 10", None),
  ("session", "SELECT count(*) FROM events WHERE session_id = 's123'", None),
  ("or", "SELECT count(*) FROM events WHERE (kind = 'handoff' OR status = 'error') AND NOT (tenant = 't1')", None),
  ("not in", "SELECT count(*) FROM events WHERE kind NOT IN ('thought','action')", None),
  ("kind emoji", "SELECT count(*) FROM events WHERE kind = '😀' OR kind = 'Custom Kind'", None),
  ("window", "SELECT tenant, n, rank() OVER (ORDER BY n DESC, tenant) FROM (SELECT tenant, count(*) n FROM events GROUP BY 1) ORDER BY 3 LIMIT 10", None),
- ("percentile", "SELECT agent_id, {P} FROM events WHERE agent_id IN ('a','b','c') GROUP BY 1", None),
+ # DuckDB's quantile_cont interpolates as lo*(1-d) + hi*d, which rounds a median of two equal
+ # subnormals (5e-324) to 0: the exact median is computed from the sorted values instead.
+ ("percentile", "SELECT agent_id, {P} FROM events WHERE agent_id IN ('a','b','c') GROUP BY 1",
+  "SELECT agent_id, CASE WHEN len(v) % 2 = 1 THEN v[len(v) // 2 + 1] WHEN v[len(v) // 2] = v[len(v) // 2 + 1] "
+  "THEN v[len(v) // 2] ELSE v[len(v) // 2] + (v[len(v) // 2 + 1] - v[len(v) // 2]) / 2 END FROM "
+  "(SELECT agent_id, list_sort(list(duration_ms)) AS v FROM events WHERE agent_id IN ('a','b','c') "
+  "AND duration_ms IS NOT NULL GROUP BY 1)"),
  ("upper", "SELECT count(*) FROM events WHERE upper(tenant) = 'T1'", None),
  ("traces table", "SELECT count(*) FROM traces WHERE agent_id = 'a' AND timestamp > '2023-11-20' AND events.semantics.intent = 'refund' AND events.semantics.confidence < 0.7", "SELECT count(*) FROM events WHERE agent_id = 'a' AND timestamp > '2023-11-20' AND intent = 'refund' AND confidence < 0.7"),
 ]
