@@ -17,6 +17,7 @@ pub mod pushdown;
 pub mod runtime;
 pub mod schema;
 pub mod strset;
+pub mod topk;
 
 use std::sync::Arc;
 
@@ -92,6 +93,7 @@ pub async fn session_with_runtime(
         .with_default_features()
         .with_physical_optimizer_rule(Arc::new(counts::IndexCountRule))
         .with_physical_optimizer_rule(Arc::new(codes::GroupCodesRule))
+        .with_physical_optimizer_rule(Arc::new(topk::TimeTopRule))
         .build();
     let ctx = SessionContext::new_with_state(state);
     ctx.register_udf(functions::UtcDateTrunc::udf());

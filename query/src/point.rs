@@ -363,7 +363,7 @@ impl PointQuery {
         let plan = table.plan(&self.filters);
         let mut batches = Vec::new();
         for unit in &plan.units {
-            if let Some(b) = read_unit(unit, &read, &read_schema, None, None, &[])? {
+            if let Some(b) = read_unit(unit, &read, &read_schema, None, None, None, &[])? {
                 batches.push(b);
             }
         }

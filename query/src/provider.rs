@@ -694,13 +694,15 @@ fn select(array: &ArrayRef, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
 
 /// Decode one unit into a record batch of the projected columns: first the row filter's
 /// columns for the unit's rows, then the runtime filter's (see [`crate::runtime`]) for the
-/// rows that passed, then, for the rows that pass both, the rest. `None` when no row passes.
+/// rows that passed, then, under a TopK by time (`top`), the unit's best rows among those
+/// (see [`crate::topk`]), then, for the rows kept, the rest. `None` when no row passes.
 pub fn read_unit(
     unit: &ScanUnit,
     columns: &[ColumnId],
     schema: &SchemaRef,
     filter: Option<&RowFilter>,
     runtime: Option<&FilterExpr>,
+    top: Option<crate::topk::TimeTop>,
     coded: &[Option<KeyForm>],
 ) -> Result<Option<RecordBatch>> {
     let rowset = match unit {
@@ -784,14 +786,23 @@ pub fn read_unit(
             }
         }
         if passing.len() < n {
-            for (_, a) in decoded.iter_mut() {
-                *a = select(a, Some(&passing))?;
-            }
-            selection = Some(match selection {
-                Some(rows) => passing.values().iter().map(|p| rows.value(*p as usize)).collect(),
-                None => passing,
-            });
-            n = selection.as_ref().map_or(n, |s| s.len());
+            narrow_to(&passing, &mut selection, &mut decoded, &mut n)?;
+        }
+    }
+    if let Some(top) = top.filter(|t| t.k < n) {
+        let ts = match decoded.iter().find(|(c, _)| *c == ColumnId::Timestamp) {
+            Some((_, a)) => a.clone(),
+            None => decode(unit, ColumnId::Timestamp, selection.as_ref())?,
+        };
+        let values = ts
+            .as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>()
+            .ok_or_else(|| DataFusionError::Internal("timestamp is not in nanoseconds".into()))?;
+        let passing = UInt32Array::from(crate::topk::best_positions(values.values(), top));
+        if columns.contains(&ColumnId::Timestamp) && !decoded.iter().any(|(c, _)| *c == ColumnId::Timestamp) {
+            decoded.push((ColumnId::Timestamp, ts));
+        }
+        if passing.len() < n {
+            narrow_to(&passing, &mut selection, &mut decoded, &mut n)?;
         }
     }
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
@@ -807,6 +818,25 @@ pub fn read_unit(
     RecordBatch::try_new_with_options(schema.clone(), arrays, &RecordBatchOptions::new().with_row_count(Some(n)))
         .map(Some)
         .map_err(ext)
+}
+
+/// Keep only positions `passing` (ascending, within the current `n` rows) of the unit's
+/// `selection` (`None`: all its rows) and of the columns `decoded` for it.
+fn narrow_to(
+    passing: &UInt32Array,
+    selection: &mut Option<UInt32Array>,
+    decoded: &mut [(ColumnId, ArrayRef)],
+    n: &mut usize,
+) -> Result<()> {
+    for (_, a) in decoded.iter_mut() {
+        *a = select(a, Some(passing))?;
+    }
+    *selection = Some(match selection.take() {
+        Some(rows) => passing.values().iter().map(|p| rows.value(*p as usize)).collect(),
+        None => passing.clone(),
+    });
+    *n = passing.len();
+    Ok(())
 }
 
 /// One partition's share of the units.
@@ -825,6 +855,8 @@ struct UnitStream {
     /// Filters operators above the scan pushed into it once the plan was built (over
     /// `schema`'s columns; see [`crate::runtime`]).
     runtime: Vec<Arc<dyn PhysicalExpr>>,
+    /// The TopK by time above the scan, if any (see [`crate::topk`]).
+    top: Option<crate::topk::TimeTop>,
 }
 
 impl PartitionStream for UnitStream {
@@ -841,6 +873,7 @@ impl PartitionStream for UnitStream {
         let coded = self.coded.clone();
         let distinct_runs = self.distinct_runs;
         let runtime = crate::runtime::RuntimeFilter::new(self.runtime.clone(), self.schema.clone(), columns.clone());
+        let top = self.top;
         // Stop once `limit` rows were produced (counting rows that passed the filter).
         let stream = futures::stream::iter(units)
             .scan((0usize, runtime), move |(produced, runtime), u| {
@@ -848,12 +881,12 @@ impl PartitionStream for UnitStream {
                     return futures::future::ready(None);
                 }
                 let batch = match runtime.as_mut() {
-                    None => read_unit(&u, &columns, &schema, filter.as_ref(), None, &coded),
+                    None => read_unit(&u, &columns, &schema, filter.as_ref(), None, top, &coded),
                     Some(r) => r.apply(u).and_then(|kept| match kept {
                         None => Ok(None),
-                        Some((unit, None)) => read_unit(&unit, &columns, &schema, filter.as_ref(), None, &coded),
+                        Some((unit, None)) => read_unit(&unit, &columns, &schema, filter.as_ref(), None, top, &coded),
                         Some((unit, Some(rf))) => {
-                            let b = read_unit(&unit, &columns, &schema, filter.as_ref(), Some(&rf), &coded)?;
+                            let b = read_unit(&unit, &columns, &schema, filter.as_ref(), Some(&rf), top, &coded)?;
                             r.record(unit.rows(), b.as_ref().map_or(0, RecordBatch::num_rows));
                             Ok(b)
                         }
@@ -988,6 +1021,7 @@ impl TableProvider for EventsTable {
                 coded: vec![None; columns.len()],
                 distinct_runs: false,
                 runtime: Vec::new(),
+                top: None,
             })
             .collect();
         let inner = streaming_exec(projected, &parts, limit)?;
@@ -1122,6 +1156,25 @@ impl EventsScanExec {
         self.index_units.as_deref()
     }
 
+    /// The same scan under a TopK by time that keeps `top.k` rows: each unit emits only its
+    /// best rows (see [`crate::topk`]). `None` when the scan has a row limit (it then picks
+    /// which rows to return, and must return that many).
+    pub fn with_time_top(&self, top: crate::topk::TimeTop) -> Result<Option<EventsScanExec>> {
+        if self.limit.is_some() {
+            return Ok(None);
+        }
+        let mut parts = self.parts.clone();
+        for p in parts.iter_mut() {
+            p.top = Some(top);
+        }
+        self.with_parts(parts, true).map(Some)
+    }
+
+    /// The TopK by time the scan serves, if any.
+    pub fn parts_top(&self) -> Option<crate::topk::TimeTop> {
+        self.parts.first().and_then(|p| p.top)
+    }
+
     /// The filters operators above pushed into the scan at run time (see [`crate::runtime`]).
     pub fn runtime_filters(&self) -> &[Arc<dyn PhysicalExpr>] {
         self.parts.first().map_or(&[], |p| p.runtime.as_slice())
@@ -1191,6 +1244,9 @@ impl DisplayAs for EventsScanExec {
         if !runtime.is_empty() {
             let shown: Vec<String> = runtime.iter().map(|e| e.to_string()).collect();
             write!(f, ", runtime_filters=[{}]", shown.join(", "))?;
+        }
+        if let Some(top) = self.parts_top() {
+            write!(f, ", best_per_unit={} by timestamp {}", top.k, if top.descending { "DESC" } else { "ASC" })?;
         }
         Ok(())
     }
