@@ -15,6 +15,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::Result;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 
@@ -44,8 +45,9 @@ pub fn best_positions(values: &[i64], top: TimeTop) -> Vec<u32> {
     values.iter().enumerate().filter(|(_, t)| keep(**t)).map(|(i, _)| i as u32).collect()
 }
 
-/// Marks an `events` scan directly under a TopK (a sort with a row limit) whose first key is
-/// `timestamp` with [`EventsScanExec::with_time_top`].
+/// Marks an `events` scan under a TopK (a sort with a row limit) whose first key is
+/// `timestamp` with [`EventsScanExec::with_time_top`]: directly under it, or under a
+/// projection that passes the column through.
 #[derive(Debug, Default)]
 pub struct TimeTopRule;
 
@@ -55,20 +57,31 @@ impl PhysicalOptimizerRule for TimeTopRule {
             let Some(sort) = node.downcast_ref::<SortExec>() else { return Ok(None) };
             let Some(k) = sort.fetch() else { return Ok(None) };
             let first = sort.expr().first();
-            let Some(scan) = sort.input().downcast_ref::<EventsScanExec>() else { return Ok(None) };
-            let by_time = first
-                .expr
-                .downcast_ref::<Column>()
-                .is_some_and(|c| scan.schema().fields().get(c.index()).is_some_and(|f| f.name() == "timestamp"));
+            let Some(c) = first.expr.downcast_ref::<Column>() else { return Ok(None) };
+            // The scan directly under the sort, or under a projection that passes `timestamp`
+            // through (the `traces` view's).
+            let (projection, scan, index) = match sort.input().downcast_ref::<ProjectionExec>() {
+                Some(p) => match p.expr().get(c.index()).and_then(|e| e.expr.downcast_ref::<Column>()) {
+                    Some(inner) => (Some(p), p.input(), inner.index()),
+                    None => return Ok(None),
+                },
+                None => (None, sort.input(), c.index()),
+            };
+            let Some(scan) = scan.downcast_ref::<EventsScanExec>() else { return Ok(None) };
+            let by_time = scan.schema().fields().get(index).is_some_and(|f| f.name() == "timestamp");
             if !by_time || scan.parts_top().is_some() {
                 return Ok(None);
             }
             let top = TimeTop { descending: first.options.descending, k };
             let Some(marked) = scan.with_time_top(top)? else { return Ok(None) };
-            // Same schema, partitions and (no) ordering: the sort keeps its properties, and
-            // its dynamic filter, which the scan holds.
-            let keep = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep);
-            Arc::clone(node).replace_children(vec![Arc::new(marked)], keep).map(Some)
+            // Same schema, partitions and (no) ordering: the nodes above keep their
+            // properties, and the sort its dynamic filter, which the scan holds.
+            let keep = || ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep);
+            let mut child: Arc<dyn ExecutionPlan> = Arc::new(marked);
+            if let Some(p) = projection {
+                child = Arc::new(p.clone()).replace_children(vec![child], keep())?;
+            }
+            Arc::clone(node).replace_children(vec![child], keep()).map(Some)
         })
     }
 

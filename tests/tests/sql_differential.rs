@@ -215,6 +215,7 @@ const QUERIES: &[&str] = &[
     "SELECT max(timestamp), min(duration_ms), max(input_tokens) FROM events",
     "SELECT span_id, timestamp, kind FROM events WHERE confidence < 0.5 ORDER BY timestamp DESC, span_id LIMIT 5 OFFSET 3",
     "SELECT kind, timestamp FROM events WHERE tenant = 'acme' ORDER BY timestamp, kind, span_id LIMIT 11",
+    "SELECT timestamp, events, agent_id FROM traces WHERE tenant = 'acme' ORDER BY timestamp DESC, events.span_id LIMIT 6",
 ];
 
 /// The events of the suite in an engine: three flushed and compacted segments, two hot
@@ -398,6 +399,9 @@ async fn runtime_filters_skip_rows_in_the_scan() {
     // emitting rows once the TopK's threshold passes them (the buffer comes first).
     // Of the units read before that, each emits only its own five newest rows (and ties).
     let scans = scans_output(&ours, "SELECT span_id FROM events ORDER BY timestamp DESC LIMIT 5").await;
+    assert!(matches!(scans.as_slice(), [(rows, true)] if *rows < 100), "{scans:?}");
+    // The same through the `traces` view's projection.
+    let scans = scans_output(&ours, "SELECT * FROM traces ORDER BY timestamp DESC LIMIT 5").await;
     assert!(matches!(scans.as_slice(), [(rows, true)] if *rows < 100), "{scans:?}");
 }
 
