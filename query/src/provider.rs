@@ -857,6 +857,8 @@ struct UnitStream {
     runtime: Vec<Arc<dyn PhysicalExpr>>,
     /// The TopK by time above the scan, if any (see [`crate::topk`]).
     top: Option<crate::topk::TimeTop>,
+    /// The scan's metrics and this part's partition.
+    metrics: Option<(ExecutionPlanMetricsSet, usize)>,
 }
 
 impl PartitionStream for UnitStream {
@@ -874,6 +876,13 @@ impl PartitionStream for UnitStream {
         let distinct_runs = self.distinct_runs;
         let runtime = crate::runtime::RuntimeFilter::new(self.runtime.clone(), self.schema.clone(), columns.clone());
         let top = self.top;
+        // Units the runtime filters skipped whole, and their rows.
+        let skipped = self.metrics.as_ref().map(|(m, i)| {
+            (
+                MetricBuilder::new(m).counter("runtime_skipped_units", *i),
+                MetricBuilder::new(m).counter("runtime_skipped_rows", *i),
+            )
+        });
         // Stop once `limit` rows were produced (counting rows that passed the filter).
         let stream = futures::stream::iter(units)
             .scan((0usize, runtime), move |(produced, runtime), u| {
@@ -882,15 +891,26 @@ impl PartitionStream for UnitStream {
                 }
                 let batch = match runtime.as_mut() {
                     None => read_unit(&u, &columns, &schema, filter.as_ref(), None, top, &coded),
-                    Some(r) => r.apply(u).and_then(|kept| match kept {
-                        None => Ok(None),
-                        Some((unit, None)) => read_unit(&unit, &columns, &schema, filter.as_ref(), None, top, &coded),
-                        Some((unit, Some(rf))) => {
-                            let b = read_unit(&unit, &columns, &schema, filter.as_ref(), Some(&rf), top, &coded)?;
-                            r.record(unit.rows(), b.as_ref().map_or(0, RecordBatch::num_rows));
-                            Ok(b)
-                        }
-                    }),
+                    Some(r) => {
+                        let rows = u.rows();
+                        r.apply(u).and_then(|kept| match kept {
+                            None => {
+                                if let Some((units, skipped_rows)) = &skipped {
+                                    units.add(1);
+                                    skipped_rows.add(rows);
+                                }
+                                Ok(None)
+                            }
+                            Some((unit, None)) => {
+                                read_unit(&unit, &columns, &schema, filter.as_ref(), None, top, &coded)
+                            }
+                            Some((unit, Some(rf))) => {
+                                let b = read_unit(&unit, &columns, &schema, filter.as_ref(), Some(&rf), top, &coded)?;
+                                r.record(unit.rows(), b.as_ref().map_or(0, RecordBatch::num_rows));
+                                Ok(b)
+                            }
+                        })
+                    }
                 };
                 let batch = batch.and_then(|b| if distinct_runs { b.map(first_of_runs).transpose() } else { Ok(b) });
                 if let Ok(Some(b)) = &batch {
@@ -1022,8 +1042,11 @@ impl TableProvider for EventsTable {
                 distinct_runs: false,
                 runtime: Vec::new(),
                 top: None,
+                metrics: None,
             })
             .collect();
+        let mut parts = parts;
+        let metrics = attach_metrics(&mut parts);
         let inner = streaming_exec(projected, &parts, limit)?;
         Ok(Arc::new(EventsScanExec {
             inner,
@@ -1032,7 +1055,7 @@ impl TableProvider for EventsTable {
             stats: plan.stats,
             statistics: Arc::new(total),
             partition_rows,
-            metrics: ExecutionPlanMetricsSet::new(),
+            metrics,
             index_units,
         }))
     }
@@ -1125,6 +1148,7 @@ impl EventsScanExec {
         for p in parts.iter_mut() {
             p.schema = coded_schema.clone();
         }
+        let metrics = attach_metrics(&mut parts);
         let inner = streaming_exec(coded_schema.clone(), &parts, self.limit)?;
         let mut statistics = self.statistics.as_ref().clone();
         for (i, _) in forms {
@@ -1145,7 +1169,7 @@ impl EventsScanExec {
             stats: self.stats.clone(),
             statistics: Arc::new(statistics),
             partition_rows,
-            metrics: ExecutionPlanMetricsSet::new(),
+            metrics,
             index_units: self.index_units.clone(),
         }))
     }
@@ -1183,7 +1207,8 @@ impl EventsScanExec {
     /// The same scan streaming `parts`. With `filtered`, its rows may be fewer than planned:
     /// row counts and column bounds become estimates, and the indexes no longer decide the
     /// rows alone.
-    fn with_parts(&self, parts: Vec<UnitStream>, filtered: bool) -> Result<EventsScanExec> {
+    fn with_parts(&self, mut parts: Vec<UnitStream>, filtered: bool) -> Result<EventsScanExec> {
+        let metrics = attach_metrics(&mut parts);
         let inner = streaming_exec(self.inner.schema(), &parts, self.limit)?;
         let (statistics, partition_rows, index_units) = if filtered {
             (
@@ -1201,10 +1226,20 @@ impl EventsScanExec {
             stats: self.stats.clone(),
             statistics,
             partition_rows,
-            metrics: ExecutionPlanMetricsSet::new(),
+            metrics,
             index_units,
         })
     }
+}
+
+/// A metrics set for a scan over `parts`, each part told its partition, so that what the
+/// parts skip at run time shows in `EXPLAIN ANALYZE`.
+fn attach_metrics(parts: &mut [UnitStream]) -> ExecutionPlanMetricsSet {
+    let metrics = ExecutionPlanMetricsSet::new();
+    for (i, p) in parts.iter_mut().enumerate() {
+        p.metrics = Some((metrics.clone(), i));
+    }
+    metrics
 }
 
 /// Where a unit goes when the scan reads the newest (`descending`) or oldest rows first: the

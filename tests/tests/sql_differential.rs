@@ -400,6 +400,18 @@ async fn runtime_filters_skip_rows_in_the_scan() {
     // Of the units read before that, each emits only its own five newest rows (and ties).
     let scans = scans_output(&ours, "SELECT span_id FROM events ORDER BY timestamp DESC LIMIT 5").await;
     assert!(matches!(scans.as_slice(), [(rows, true)] if *rows < 100), "{scans:?}");
+    // EXPLAIN ANALYZE counts the units skipped whole.
+    let batches = query::run_sql(&ours, "EXPLAIN ANALYZE SELECT span_id FROM events ORDER BY timestamp DESC LIMIT 5")
+        .await
+        .expect("explain");
+    let text = arrow::util::pretty::pretty_format_batches(&batches).expect("text").to_string();
+    let skipped: u64 = text
+        .split("runtime_skipped_units=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no runtime_skipped_units in {text}"));
+    assert!(skipped > 5, "{text}");
     // The same through the `traces` view's projection.
     let scans = scans_output(&ours, "SELECT * FROM traces ORDER BY timestamp DESC LIMIT 5").await;
     assert!(matches!(scans.as_slice(), [(rows, true)] if *rows < 100), "{scans:?}");
