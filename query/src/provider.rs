@@ -338,15 +338,11 @@ impl FilterExpr {
                 .ok_or_else(|| DataFusionError::Plan(format!("events has no column `{}`", c.name)))?;
             columns.push(id);
         }
-        columns.sort();
-        columns.dedup();
-        let indices: Vec<usize> = columns.iter().map(|c| c.index()).collect();
-        let schema = Arc::new(table.project(&indices)?);
-        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-        let expr = state.create_physical_expr(expr, &df_schema)?;
-        let expr = crate::floatcmp::with_float_compares(expr, &schema)?;
-        let expr = crate::strset::with_string_sets(expr, &schema)?;
-        Ok(Some(FilterExpr { columns, schema, expr }))
+        FilterExpr::planned(columns, table, |schema| {
+            let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+            state.create_physical_expr(expr, &df_schema)
+        })
+        .map(Some)
     }
 
     /// The conjunction of physical predicates `exprs` over `events` columns (matched by
@@ -363,22 +359,35 @@ impl FilterExpr {
                 None => return Ok(None),
             }
         }
-        columns.sort();
-        columns.dedup();
-        let indices: Vec<usize> = columns.iter().map(|c| c.index()).collect();
-        let schema = Arc::new(events_schema().project(&indices)?);
-        let expr = expr
-            .transform(|e| match e.downcast_ref::<Column>() {
+        FilterExpr::planned(columns, &events_schema(), |schema| {
+            expr.transform(|e| match e.downcast_ref::<Column>() {
                 Some(c) => {
                     let moved: Arc<dyn PhysicalExpr> = Arc::new(Column::new(c.name(), schema.index_of(c.name())?));
                     Ok(Transformed::yes(moved))
                 }
                 None => Ok(Transformed::no(e)),
             })
-            .data()?;
+            .data()
+        })
+        .map(Some)
+    }
+
+    /// The filter over `columns` of `table`: `build` makes the expression for the batch of
+    /// just those columns (in column order), which then gets the scan's own comparison and
+    /// IN-list kernels.
+    fn planned(
+        mut columns: Vec<ColumnId>,
+        table: &SchemaRef,
+        build: impl FnOnce(&SchemaRef) -> Result<Arc<dyn PhysicalExpr>>,
+    ) -> Result<FilterExpr> {
+        columns.sort();
+        columns.dedup();
+        let indices: Vec<usize> = columns.iter().map(|c| c.index()).collect();
+        let schema = Arc::new(table.project(&indices)?);
+        let expr = build(&schema)?;
         let expr = crate::floatcmp::with_float_compares(expr, &schema)?;
         let expr = crate::strset::with_string_sets(expr, &schema)?;
-        Ok(Some(FilterExpr { columns, schema, expr }))
+        Ok(FilterExpr { columns, schema, expr })
     }
 }
 

@@ -210,11 +210,11 @@ impl Current {
     /// through, a hash join's key lookup would be done twice.)
     fn worth_evaluating(&self, projected: &[ColumnId]) -> bool {
         let Some(f) = &self.filter else { return false };
-        let others: Vec<ColumnId> = projected.iter().copied().filter(|c| !f.columns.contains(c)).collect();
+        let mut others = projected.iter().filter(|c| !f.columns.contains(c));
         // A filter with hashing in it (a hash join's lookup for a large build side) costs
         // about what the join's own probe does: it pays only by sparing free text.
         let saves_decoding =
-            if self.cheap { !others.is_empty() } else { others.iter().any(|c| !crate::cache::BlockCache::caches(*c)) };
+            if self.cheap { others.next().is_some() } else { others.any(|c| !crate::cache::BlockCache::caches(*c)) };
         let unselective = self.units_evaluated >= 2
             && self.rows_evaluated >= UNSELECTIVE_AFTER_ROWS
             && self.rows_passed * 2 > self.rows_evaluated;
