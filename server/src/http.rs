@@ -131,6 +131,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     // Deep statements recurse in planning; 32 MB stacks (reserved, touched only as used) keep
     // the largest that `query::limits` lets through well inside them.
     let rt = tokio::runtime::Builder::new_multi_thread().thread_stack_size(32 << 20).enable_all().build()?;
+    let idle_engine = engine.clone();
     rt.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("binding {http_addr}"))?;
@@ -138,6 +139,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             tokio::net::TcpListener::bind(grpc_addr).await.with_context(|| format!("binding gRPC {grpc_addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "HTTP listening");
         tracing::info!(addr = %grpc_listener.local_addr()?, "gRPC listening");
+        tokio::spawn(crate::memory::release_when_idle(idle_engine));
         // One signal stops both servers: each stops accepting and finishes in-flight calls.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

@@ -9,4 +9,5 @@ pub mod grpc;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod memory;
 pub mod otlp;
