@@ -214,19 +214,19 @@ class OurServer:
         self.server_ms = sum(float(m) for m in re.findall(r";dur=([0-9.]+)", r.getheader("server-timing") or ""))
         return json.loads(data)
 
-    def peak_rss(self):
+    def status_bytes(self, key):
+        """A memory figure of the server's /proc status (`VmHWM`, `VmRSS`), in bytes."""
         with open(f"/proc/{self.p.pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
         return 0
 
+    def peak_rss(self):
+        return self.status_bytes("VmHWM")
+
     def rss(self):
-        with open(f"/proc/{self.p.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+        return self.status_bytes("VmRSS")
 
     def stop(self):
         self.p.terminate()
