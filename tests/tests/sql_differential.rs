@@ -619,10 +619,7 @@ fn unusual_events(seed: u64) -> Vec<Event> {
 async fn random_predicates_match_datafusion_memtable() {
     use rand::SeedableRng;
     // AM_RANDOM_QUERIES=N[,SEED] runs more (CI runs 400 with seed 7).
-    let setting = std::env::var("AM_RANDOM_QUERIES").unwrap_or_default();
-    let mut parts = setting.split(',').map(|p| p.trim().parse::<u64>().ok());
-    let runs = parts.next().flatten().unwrap_or(400);
-    let seed = parts.next().flatten().unwrap_or(7);
+    let (runs, seed) = random_setting(400);
     let Fixture { events, ours, theirs, .. } = fixture_with(unusual_events(23 + seed)).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut failures = Vec::new();
@@ -659,23 +656,42 @@ async fn random_predicates_match_datafusion_memtable() {
                     .replace("name", "events.name")
             ),
         };
-        let a = render(&ours, &q).await;
-        let b = render(&theirs, &q).await;
+        let a = compare(&ours, &theirs, &q, &mut failures).await;
         // The count query's one data line is its fourth (border, header, border, row).
         if n % 4 == 0 && a.as_ref().is_ok_and(|l| l.get(3).is_some_and(|row| !row.starts_with("| 0 "))) {
             nonzero += 1;
-        }
-        if a != b {
-            failures.push(format!("{q}\n ours:   {a:?}\n theirs: {b:?}"));
-        } else if let Err(e) = a {
-            // Every drawn statement is valid SQL: an error on both sides is a defect too.
-            failures.push(format!("{q}\n failed on both: {e}"));
         }
     }
     assert!(failures.is_empty(), "{} of {runs} queries differ:\n{}", failures.len(), failures.join("\n\n"));
     // The predicates are not all empty: many select some rows.
     eprintln!("{nonzero} of {} counts were not zero", runs / 4);
     assert!(nonzero > runs / 16, "only {nonzero} of {} counts were not zero", runs / 4);
+}
+
+/// `AM_RANDOM_QUERIES=N[,SEED]`: how many random queries to run (`default` when unset) and
+/// the seed (7).
+fn random_setting(default: u64) -> (u64, u64) {
+    let setting = std::env::var("AM_RANDOM_QUERIES").unwrap_or_default();
+    let mut parts = setting.split(',').map(|p| p.trim().parse::<u64>().ok());
+    (parts.next().flatten().unwrap_or(default), parts.next().flatten().unwrap_or(7))
+}
+
+/// Run `q` on both sessions; a difference, or an error on both sides (every drawn statement
+/// is valid SQL), goes to `failures`. Our result is returned.
+async fn compare(
+    ours: &SessionContext,
+    theirs: &SessionContext,
+    q: &str,
+    failures: &mut Vec<String>,
+) -> Result<Vec<String>, String> {
+    let a = render(ours, q).await;
+    let b = render(theirs, q).await;
+    if a != b {
+        failures.push(format!("{q}\n ours:   {a:?}\n theirs: {b:?}"));
+    } else if let Err(e) = &a {
+        failures.push(format!("{q}\n failed on both: {e}"));
+    }
+    a
 }
 
 /// Random predicates under operators that push filters into the scan at run time: scalar
@@ -685,10 +701,8 @@ async fn random_predicates_match_datafusion_memtable() {
 async fn random_runtime_filters_match_datafusion_memtable() {
     use rand::{Rng, SeedableRng};
     // AM_RANDOM_QUERIES=N[,SEED] runs more here too (120 by default).
-    let setting = std::env::var("AM_RANDOM_QUERIES").unwrap_or_default();
-    let mut parts = setting.split(',').map(|p| p.trim().parse::<u64>().ok());
-    let runs = parts.next().flatten().map_or(120, |n| n.max(12));
-    let seed = parts.next().flatten().unwrap_or(7);
+    let (runs, seed) = random_setting(120);
+    let runs = runs.max(12);
     let Fixture { events, ours, theirs, .. } = fixture_with(unusual_events(41 + seed)).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut failures = Vec::new();
@@ -717,16 +731,10 @@ async fn random_runtime_filters_match_datafusion_memtable() {
                 "SELECT count(*), min(span_id) FROM events WHERE timestamp >= (SELECT max(timestamp) FROM events WHERE {p}) - INTERVAL '3 seconds'"
             ),
         };
-        let a = render(&ours, &q).await;
-        let b = render(&theirs, &q).await;
+        let a = compare(&ours, &theirs, &q, &mut failures).await;
         // Rows beyond the table's borders and header (an empty result draws four lines).
         if n % 6 == 2 && a.as_ref().is_ok_and(|l| l.len() > 4) {
             rows_found += 1;
-        }
-        if a != b {
-            failures.push(format!("{q}\n ours:   {a:?}\n theirs: {b:?}"));
-        } else if let Err(e) = a {
-            failures.push(format!("{q}\n failed on both: {e}"));
         }
     }
     assert!(failures.is_empty(), "{} of {runs} queries differ:\n{}", failures.len(), failures.join("\n\n"));
