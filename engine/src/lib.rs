@@ -53,6 +53,10 @@ impl EngineError {
     }
 }
 
+/// Fewest hot rows that [`EngineConfig::idle_compaction`] compacts: a trickle of traffic
+/// with pauses would otherwise turn each pause's few rows into a small warm segment.
+pub const IDLE_COMPACTION_MIN_ROWS: u64 = 50_000;
+
 /// Tunables of an engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -69,6 +73,11 @@ pub struct EngineConfig {
     pub cold: WriterOptions,
     /// Compact once this many hot segments exist.
     pub compaction_trigger: usize,
+    /// Once no event has been appended for this long, compact the hot segments however few
+    /// (if they hold at least [`IDLE_COMPACTION_MIN_ROWS`] rows): after a burst, the last
+    /// flushes would otherwise stay hot (lz4, no token index) until more traffic comes.
+    /// `None` turns it off.
+    pub idle_compaction: Option<Duration>,
     /// Largest compacted segment, in rows.
     pub compaction_max_rows: u64,
     /// Most memory one compaction may hold, estimated as decoded column bytes plus the
@@ -94,6 +103,7 @@ impl Default for EngineConfig {
             hot: WriterOptions::hot(),
             cold: WriterOptions::cold(),
             compaction_trigger: 4,
+            idle_compaction: Some(Duration::from_secs(5)),
             compaction_max_rows: 4_000_000,
             compaction_max_bytes: 512 << 20,
             background: true,
@@ -471,6 +481,9 @@ impl Drop for Engine {
 }
 
 fn background_loop(inner: &Arc<Inner>) {
+    // Appends seen, and since when they have not changed.
+    let mut appended = inner.stats.events_appended.load(Ordering::Relaxed);
+    let mut quiet_since = std::time::Instant::now();
     while !inner.shutdown.load(Ordering::Acquire) {
         {
             let mut g = inner.wake_lock.lock();
@@ -488,7 +501,16 @@ fn background_loop(inner: &Arc<Inner>) {
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
-        if let Err(e) = compact_once(inner, inner.cfg.compaction_trigger) {
+        let now = inner.stats.events_appended.load(Ordering::Relaxed);
+        if now != appended {
+            appended = now;
+            quiet_since = std::time::Instant::now();
+        }
+        let trigger = match inner.cfg.idle_compaction {
+            Some(idle) if quiet_since.elapsed() >= idle && idle_hot_rows(inner) >= IDLE_COMPACTION_MIN_ROWS => 1,
+            _ => inner.cfg.compaction_trigger,
+        };
+        if let Err(e) = compact_once(inner, trigger) {
             tracing::error!(error = %e, "compaction failed; will retry");
         }
         if let Some(max_age) = inner.cfg.retention {
@@ -664,6 +686,15 @@ fn write_new_segment<E: std::borrow::Borrow<Event>>(
 /// Estimated memory of a segment's rows once decoded for compaction.
 fn compaction_bytes(seg: &Segment) -> u64 {
     seg.raw_bytes() + seg.rows() * std::mem::size_of::<Event>() as u64
+}
+
+/// Rows in hot segments, when nothing is buffered (else 0: the buffer's flush comes first).
+fn idle_hot_rows(inner: &Inner) -> u64 {
+    let st = inner.state.lock();
+    if st.active_bytes + st.frozen_bytes > 0 {
+        return 0;
+    }
+    st.segments.iter().filter(|s| s.entry.tier == Tier::Hot).map(|s| s.segment.rows()).sum()
 }
 
 fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {

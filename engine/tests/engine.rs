@@ -267,3 +267,40 @@ fn bulk_load_writes_one_warm_segment_that_survives_reopen_beside_appends() {
     assert_eq!(report.replayed_events, 20, "the bulk rows are not in the WAL, the appended ones are");
     assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..520).collect::<Vec<_>>());
 }
+
+/// After a burst, the hot segments left below the compaction trigger are compacted once
+/// appends stop for the idle period, and only when they hold enough rows.
+#[test]
+fn idle_engines_compact_their_last_hot_segments() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = EngineConfig {
+        flush_age: Duration::from_millis(20),
+        idle_compaction: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let (eng, _) = Engine::open(dir.path(), cfg).expect("open");
+    let tiers = |eng: &Engine| {
+        let snap = eng.snapshot();
+        let hot = snap.segments.iter().filter(|s| s.entry.tier == Tier::Hot).count();
+        (hot, snap.segments.len() - hot, snap.memory.iter().map(|m| m.len() as u64).sum::<u64>())
+    };
+    let wait_for = |eng: &Engine, want: (usize, usize, u64)| {
+        for _ in 0..500 {
+            if tiers(eng) == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("tiers {:?}, expected {want:?}", tiers(eng));
+    };
+    // Few rows: flushed to one hot segment, which stays hot however long it is quiet.
+    eng.append((0..100).map(ev).collect()).expect("append");
+    wait_for(&eng, (1, 0, 0));
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(tiers(&eng), (1, 0, 0), "too few rows to compact when idle");
+    // Enough rows in two hot segments (below the trigger of four): compacted when idle.
+    let n = engine::IDLE_COMPACTION_MIN_ROWS;
+    eng.append((100..100 + n).map(ev).collect()).expect("append");
+    wait_for(&eng, (0, 1, 0));
+    assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..100 + n).collect::<Vec<_>>());
+}

@@ -10,6 +10,10 @@
 //!   previous token, varint suffix length, suffix bytes, varint block count, block numbers as
 //!   varint deltas (the first absolute)
 //! ```
+//!
+//! The text section is most of the bytes, and a reader needs it only for `LIKE`: [`decode`]
+//! reads its header alone ([`TextSection`]) and [`TextIndex::decode`] the section itself, when
+//! a query asks.
 
 use std::collections::BTreeMap;
 
@@ -69,7 +73,7 @@ fn encode_text(t: &TextIndex, out: &mut Vec<u8>) {
     }
 }
 
-pub(crate) fn encode(idx: &SegmentIndex, out: &mut Vec<u8>) {
+pub(crate) fn encode(idx: &SegmentIndex, text: Option<&TextIndex>, out: &mut Vec<u8>) {
     put_u32(out, idx.rows);
     for col in &idx.columns {
         put_u32(out, col.entries.len() as u32);
@@ -92,7 +96,7 @@ pub(crate) fn encode(idx: &SegmentIndex, out: &mut Vec<u8>) {
     for b in &idx.traces.rows {
         put_bitmap(out, b);
     }
-    if let Some(t) = &idx.text {
+    if let Some(t) = text {
         encode_text(t, out);
     }
 }
@@ -153,7 +157,16 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub(crate) fn decode(bytes: &[u8]) -> Result<SegmentIndex, IndexDecodeError> {
+/// Where an encoded index's text section starts, and the block count its header names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextSection {
+    /// Byte offset of the section in the encoded index.
+    pub at: usize,
+    pub n_blocks: u32,
+}
+
+/// Decode everything but the text section, whose header only is read and checked.
+pub(crate) fn decode(bytes: &[u8]) -> Result<(SegmentIndex, Option<TextSection>), IndexDecodeError> {
     let mut r = Reader { buf: bytes, pos: 0 };
     let rows = r.u32()?;
     let mut columns: [ValueIndex; 6] = Default::default();
@@ -195,17 +208,24 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SegmentIndex, IndexDecodeError> {
     for _ in 0..n {
         trows.push(r.bitmap(rows)?);
     }
-    let text = if r.pos < bytes.len() { Some(decode_text(&mut r)?) } else { None };
-    if r.pos != bytes.len() {
-        return Err(IndexDecodeError::Corrupt { at: r.pos, what: "trailing bytes" });
-    }
-    Ok(SegmentIndex { columns, traces: TraceIndex { ids, rows: trows }, rows, text })
+    let text = if r.pos < bytes.len() {
+        let at = r.pos;
+        if r.u8()? != TEXT_SECTION {
+            return Err(IndexDecodeError::Corrupt { at, what: "unknown index section" });
+        }
+        Some(TextSection { at, n_blocks: r.u32()? })
+    } else {
+        None
+    };
+    Ok((SegmentIndex { columns, traces: TraceIndex { ids, rows: trows }, rows }, text))
 }
 
-fn decode_text(r: &mut Reader<'_>) -> Result<TextIndex, IndexDecodeError> {
-    let at = r.pos;
+/// Decode a text section: `bytes` starts at its first byte and ends with its last. Offsets in
+/// errors count from the section's start.
+pub(crate) fn decode_text(bytes: &[u8]) -> Result<TextIndex, IndexDecodeError> {
+    let mut r = Reader { buf: bytes, pos: 0 };
     if r.u8()? != TEXT_SECTION {
-        return Err(IndexDecodeError::Corrupt { at, what: "unknown index section" });
+        return Err(IndexDecodeError::Corrupt { at: 0, what: "unknown index section" });
     }
     let n_blocks = r.u32()?;
     // Each token takes at least 3 bytes (shared, suffix length, block count).
@@ -251,6 +271,9 @@ fn decode_text(r: &mut Reader<'_>) -> Result<TextIndex, IndexDecodeError> {
         }
         t.block_offsets.push(t.blocks.len() as u32);
     }
+    if r.pos != bytes.len() {
+        return Err(IndexDecodeError::Corrupt { at: r.pos, what: "trailing bytes" });
+    }
     Ok(t)
 }
 
@@ -259,25 +282,40 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Both parts: what a reader gets on open, then the token index it decodes on demand.
+    fn decode_all(bytes: &[u8]) -> Result<(SegmentIndex, Option<TextIndex>), IndexDecodeError> {
+        let (idx, section) = decode(bytes)?;
+        let text = section.map(|s| decode_text(&bytes[s.at..])).transpose()?;
+        if let (Some(s), Some(t)) = (section, &text) {
+            assert_eq!(s.n_blocks, t.n_blocks(), "the header read on open names the block count");
+        }
+        Ok((idx, text))
+    }
+
     #[test]
     fn text_section_roundtrips_and_old_indexes_still_decode() {
         let mut b = crate::IndexBuilder::new();
         b.push([Some("t"), Some("a"), None, Some("k"), Some("ok"), None], [7; 16]);
-        let mut idx = b.finish();
+        let idx = b.finish();
         let mut old = Vec::new();
-        encode(&idx, &mut old);
-        assert_eq!(decode(&old).expect("without text").text, None);
+        encode(&idx, None, &mut old);
+        assert_eq!(decode(&old).expect("without text"), (idx.clone(), None));
         let mut sets = vec![crate::text::TokenSet::default(), crate::text::TokenSet::default()];
         crate::text::tokenize("Refund ORD-77 please", &mut sets[0]);
         crate::text::tokenize("other words", &mut sets[1]);
-        idx.text = Some(TextIndex::from_blocks(sets));
+        let text = TextIndex::from_blocks(sets);
         let mut new = Vec::new();
-        encode(&idx, &mut new);
-        assert_eq!(decode(&new).expect("with text"), idx);
-        // Every truncation of the text section is an error, never a panic.
+        encode(&idx, Some(&text), &mut new);
+        assert_eq!(decode(&new).expect("head").1, Some(TextSection { at: old.len(), n_blocks: 2 }));
+        assert_eq!(decode_all(&new).expect("with text"), (idx, Some(text)));
+        // Every truncation of the text section is an error, never a panic: on open when its
+        // header is cut, else when the section is decoded.
         for cut in old.len() + 1..new.len() {
-            assert!(decode(&new[..cut]).is_err(), "cut at {cut}");
+            assert!(decode_all(&new[..cut]).is_err(), "cut at {cut}");
         }
+        let mut longer = new.clone();
+        longer.push(0);
+        assert!(decode_all(&longer).is_err(), "trailing bytes after the text section");
     }
 
     proptest! {
@@ -293,15 +331,17 @@ mod tests {
                     set
                 })
                 .collect();
-            let idx = SegmentIndex { text: Some(TextIndex::from_blocks(sets)), ..Default::default() };
+            let text = TextIndex::from_blocks(sets);
+            let idx = SegmentIndex::default();
             let mut buf = Vec::new();
-            encode(&idx, &mut buf);
-            prop_assert_eq!(decode(&buf).expect("decode"), idx);
+            encode(&idx, Some(&text), &mut buf);
+            prop_assert_eq!(decode_all(&buf).expect("decode"), (idx, Some(text)));
         }
 
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..500)) {
-            let _ = decode(&bytes);
+            let _ = decode_all(&bytes);
+            let _ = decode_text(&bytes);
         }
     }
 }

@@ -129,8 +129,8 @@ mod tests {
             prop_assert_eq!(got, want);
             // And the encoding round-trips.
             let mut bytes = Vec::new();
-            idx.encode(&mut bytes);
-            prop_assert_eq!(SegmentIndex::decode(&bytes).expect("decode"), idx);
+            idx.encode(None, &mut bytes);
+            prop_assert_eq!(SegmentIndex::decode(&bytes).expect("decode"), (idx, None));
         }
     }
 

@@ -15,7 +15,7 @@ mod trace;
 mod value;
 mod words;
 
-pub use codec::IndexDecodeError;
+pub use codec::{IndexDecodeError, TextSection};
 pub use conjunction::{Conjunction, Term};
 pub use roaring::RoaringBitmap;
 pub use text::TextIndex;
@@ -71,8 +71,6 @@ pub struct SegmentIndex {
     pub columns: [ValueIndex; 6],
     pub traces: TraceIndex,
     pub rows: u32,
-    /// Token index of the `content` column, per block (absent in older segments).
-    pub text: Option<TextIndex>,
 }
 
 impl SegmentIndex {
@@ -85,11 +83,15 @@ impl SegmentIndex {
         conj.evaluate(self)
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        codec::encode(self, out)
+    /// Encode, with the segment's token index of `content` after the rest when it has one.
+    pub fn encode(&self, text: Option<&TextIndex>, out: &mut Vec<u8>) {
+        codec::encode(self, text, out)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<SegmentIndex, IndexDecodeError> {
+    /// Decode all but the token index, whose place and header are returned: it is most of the
+    /// bytes and only `LIKE` needs it, so readers decode it on demand ([`TextIndex::decode`]
+    /// on `bytes[section.at..]`).
+    pub fn decode(bytes: &[u8]) -> Result<(SegmentIndex, Option<TextSection>), IndexDecodeError> {
         codec::decode(bytes)
     }
 }
@@ -119,6 +121,6 @@ impl IndexBuilder {
 
     pub fn finish(self) -> SegmentIndex {
         let columns = self.columns.map(|b| b.finish());
-        SegmentIndex { columns, traces: self.traces.finish(), rows: self.rows, text: None }
+        SegmentIndex { columns, traces: self.traces.finish(), rows: self.rows }
     }
 }

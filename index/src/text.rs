@@ -296,6 +296,19 @@ impl TextIndex {
         idx
     }
 
+    /// Decode a text section: `bytes` from its first byte ([`crate::TextSection::at`]) to the
+    /// end of the encoded index.
+    pub fn decode(bytes: &[u8]) -> Result<TextIndex, crate::IndexDecodeError> {
+        crate::codec::decode_text(bytes)
+    }
+
+    /// Heap bytes held (what caching it costs).
+    pub fn memory_bytes(&self) -> u64 {
+        (self.text.capacity()
+            + 4 * (self.token_offsets.capacity() + self.blocks.capacity() + self.block_offsets.capacity())
+            + std::mem::size_of::<TextIndex>()) as u64
+    }
+
     pub fn n_tokens(&self) -> usize {
         self.token_offsets.len().saturating_sub(1)
     }

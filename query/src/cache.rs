@@ -5,6 +5,10 @@
 //! (least recently and least frequently used first, by `quick_cache`'s CLOCK-Pro policy) or
 //! left unused once its segment is compacted away or expired.
 //!
+//! A third cache holds segments' token indexes of `content` ([`TextIndexCache`]), which
+//! segments decode only when a `LIKE` needs them: they take about 90 bytes per event, so an
+//! idle server or one that never searches text holds none.
+//!
 //! Free text has its own, smaller budget: it is most of the bytes, and a query that reads
 //! much of it must not push out the columns every aggregation reads. The scan reads only the
 //! text pages its rows need, so what is kept are the pages that queries selected (a trace
@@ -14,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, ArrayRef};
+use index::TextIndex;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use segments::{ColumnId, StrColumn};
@@ -23,6 +28,9 @@ pub const DEFAULT_BLOCK_CACHE_BYTES: u64 = 256 << 20;
 
 /// Default budget of the text page cache: a quarter of the block cache's.
 pub const DEFAULT_TEXT_CACHE_BYTES: u64 = DEFAULT_BLOCK_CACHE_BYTES / 4;
+
+/// Default budget of the token index cache: the indexes of about three million events.
+pub const DEFAULT_TEXT_INDEX_CACHE_BYTES: u64 = 256 << 20;
 
 /// Which column block an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,6 +71,12 @@ impl Decoded for Arc<StrColumn> {
     }
 }
 
+impl Decoded for Arc<TextIndex> {
+    fn bytes(&self) -> u64 {
+        self.memory_bytes()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Bytes;
 
@@ -85,6 +99,9 @@ pub type BlockCache = DecodedCache<BlockKey, ArrayRef>;
 
 /// Pages of free text.
 pub type TextPageCache = DecodedCache<PageKey, Arc<StrColumn>>;
+
+/// Token indexes of `content` by [`segments::Segment::uid`].
+pub type TextIndexCache = DecodedCache<u64, Arc<TextIndex>>;
 
 impl<K, V> std::fmt::Debug for DecodedCache<K, V>
 where
@@ -180,6 +197,62 @@ pub fn block_cache() -> &'static BlockCache {
 pub fn text_page_cache() -> &'static TextPageCache {
     static CACHE: OnceLock<TextPageCache> = OnceLock::new();
     CACHE.get_or_init(|| TextPageCache::new(DEFAULT_TEXT_CACHE_BYTES, 4 << 10))
+}
+
+/// The process's token index cache (budget [`DEFAULT_TEXT_INDEX_CACHE_BYTES`] until
+/// [`DecodedCache::set_capacity`] changes it). An entry is tens of megabytes: sized for few
+/// items, the cache keeps one shard, so any index up to the whole budget fits.
+pub fn text_index_cache() -> &'static TextIndexCache {
+    static CACHE: OnceLock<TextIndexCache> = OnceLock::new();
+    CACHE.get_or_init(|| TextIndexCache::new(DEFAULT_TEXT_INDEX_CACHE_BYTES, DEFAULT_TEXT_INDEX_CACHE_BYTES / 16))
+}
+
+/// `segment`'s token index of `content`, from the cache or decoded into it; `None` when it has
+/// none, or when it fails to decode (a file that passed its checksum on open, so a writer
+/// bug: logged, and the scan then reads every block, which gives the same rows).
+pub fn segment_text_index(segment: &segments::Segment) -> Option<Arc<TextIndex>> {
+    if !segment.has_text_index() {
+        return None;
+    }
+    let loaded = text_index_cache().get_or_decode(segment.uid(), || match segment.load_text_index() {
+        Ok(Some(t)) => Ok(Arc::new(t)),
+        Ok(None) => Err(None),
+        Err(e) => Err(Some(e)),
+    });
+    match loaded {
+        Ok(t) => Some(t),
+        Err(e) => {
+            if let Some(e) = e {
+                tracing::warn!(error = %e, "token index unreadable; scanning every block of the segment");
+            }
+            None
+        }
+    }
+}
+
+/// Bring the token indexes of `segments` into the cache, decoding the missing ones on every
+/// core: the first search after a start decodes one per segment, each tens of milliseconds.
+pub fn prefetch_text_indexes(segments: &[&segments::Segment]) {
+    let missing: Vec<&segments::Segment> = segments
+        .iter()
+        .copied()
+        .filter(|s| s.has_text_index() && text_index_cache().entries.peek(&s.uid()).is_none())
+        .collect();
+    // (Without a budget nothing would stay for the scan: it decodes them itself.)
+    if missing.len() < 2 || text_index_cache().entries.capacity() == 0 {
+        return;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(missing.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while let Some(seg) = missing.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    segment_text_index(seg);
+                }
+            });
+        }
+    });
 }
 
 #[cfg(test)]

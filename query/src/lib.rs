@@ -27,7 +27,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use engine::Engine;
 
-pub use cache::{block_cache, text_page_cache, BlockCache, BlockCacheStats, TextPageCache};
+pub use cache::{
+    block_cache, text_index_cache, text_page_cache, BlockCache, BlockCacheStats, TextIndexCache, TextPageCache,
+};
 pub use provider::{plan_scan, EventsTable, PruningStats, ScanPlan};
 pub use pushdown::ScanPredicate;
 

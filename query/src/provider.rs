@@ -221,6 +221,15 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
     let mut plan = ScanPlan::default();
     let st = &mut plan.stats;
     let time_ok = |lo: i64, hi: i64| p.min_ts.is_none_or(|m| hi >= m) && p.max_ts.is_none_or(|m| lo <= m);
+    if !p.text_pieces.is_empty() {
+        let searched: Vec<&segments::Segment> = snap
+            .segments
+            .iter()
+            .filter(|l| l.segment.rows() > 0 && time_ok(l.segment.min_ts(), l.segment.max_ts()))
+            .map(|l| &*l.segment)
+            .collect();
+        crate::cache::prefetch_text_indexes(&searched);
+    }
     for live in &snap.segments {
         let seg = &live.segment;
         st.segments_total += 1;
@@ -235,10 +244,11 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
         }
         // Blocks whose content can hold every LIKE piece (all blocks without pieces or without
         // a token index).
-        // (Segment::open checked that the token index covers exactly the segment's blocks.)
-        let text_ok: Option<Vec<bool>> = match seg.index().text.as_ref() {
-            Some(t) if !p.text_pieces.is_empty() => Some(t.candidate_blocks(&p.text_pieces)),
-            _ => None,
+        // (The token index covers exactly the segment's blocks: checked when it is decoded.)
+        let text_ok: Option<Vec<bool>> = if p.text_pieces.is_empty() {
+            None
+        } else {
+            crate::cache::segment_text_index(seg).map(|t| t.candidate_blocks(&p.text_pieces))
         };
         // A selection of one row in 16 or more is kept as flat bits too: a block's mask is
         // then a slice of them, and its count a popcount, instead of a walk over its rows.

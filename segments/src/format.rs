@@ -88,6 +88,36 @@ impl Codec {
         }
         Ok(out)
     }
+
+    /// Bytes `from..raw_len` of what `stored` decompresses to. zstd input made by
+    /// [`Codec::compress_parallel`] is several frames, each naming its decompressed size:
+    /// frames that end before `from` are skipped unread. Otherwise the whole is decompressed.
+    pub fn decompress_tail(self, stored: &[u8], raw_len: usize, from: usize) -> Result<Vec<u8>, String> {
+        if from > raw_len {
+            return Err(format!("offset {from} beyond the {raw_len} decompressed bytes"));
+        }
+        let (mut pos, mut start) = (0usize, 0usize);
+        if let Codec::Zstd(_) = self {
+            while pos < stored.len() {
+                let frame = &stored[pos..];
+                let (Ok(len), Ok(Some(content))) = (
+                    zstd::zstd_safe::find_frame_compressed_size(frame),
+                    zstd::zstd_safe::get_frame_content_size(frame),
+                ) else {
+                    break;
+                };
+                let content = usize::try_from(content).unwrap_or(usize::MAX);
+                if start.saturating_add(content) > from || len == 0 || len > frame.len() {
+                    break;
+                }
+                pos += len;
+                start += content;
+            }
+        }
+        let mut raw = self.decompress(&stored[pos..], raw_len - start)?;
+        raw.drain(..from - start);
+        Ok(raw)
+    }
 }
 
 thread_local! {
@@ -193,6 +223,26 @@ mod tests {
         ) {
             let stored = codec.compress_parallel(&data, piece);
             proptest::prop_assert_eq!(codec.decompress(&stored, data.len()).expect("decompress"), data);
+        }
+
+        /// The tail from any offset (frame edges, 0 and the end included) is the whole's
+        /// tail; an offset past the end is an error.
+        #[test]
+        fn tails_match_the_whole(
+            data in proptest::collection::vec(0u8..8, 0..3000),
+            piece in 1usize..700,
+            cut in 0usize..3100,
+            codec in proptest::sample::select(vec![Codec::None, Codec::Lz4, Codec::Zstd(1), Codec::Zstd(3)]),
+        ) {
+            let stored = codec.compress_parallel(&data, piece);
+            let edge = (cut / piece.max(1)) * piece;
+            for from in [cut, edge, 0, data.len()] {
+                let got = codec.decompress_tail(&stored, data.len(), from);
+                match data.get(from..) {
+                    Some(want) => proptest::prop_assert_eq!(got.expect("tail"), want.to_vec()),
+                    None => proptest::prop_assert!(got.is_err()),
+                }
+            }
         }
     }
 

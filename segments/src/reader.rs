@@ -7,7 +7,7 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use index::SegmentIndex;
+use index::{SegmentIndex, TextIndex, TextSection};
 use memmap2::Mmap;
 
 use crate::column::{decode_column, events_from_columns, ColumnData, ColumnEncoding, ColumnId, COLUMN_COUNT};
@@ -44,6 +44,10 @@ pub struct Segment {
     blocks: Vec<BlockMeta>,
     chunks: Vec<ChunkMeta>,
     index: Arc<SegmentIndex>,
+    /// Where the token index of `content` lies in the decompressed index section: decoded
+    /// only when a query asks ([`Segment::load_text_index`]), as it is most of the index's
+    /// memory (about 90 bytes per event) and only `LIKE` reads it.
+    text_section: Option<TextSection>,
     /// The text dictionary that [`DICT_PAGES`] chunks were compressed against.
     text_dict: Option<DecompressionDictionary>,
     /// Unique among the segments this process opened (a cache key that no later segment
@@ -217,15 +221,15 @@ impl Segment {
         let codec = Codec::from_u32(header.index_codec).ok_or_else(|| bad("unknown index codec".into()))?;
         let idx_raw =
             codec.decompress(idx_stored, header.index_raw_len as usize).map_err(|e| bad(format!("index: {e}")))?;
-        let index = SegmentIndex::decode(&idx_raw).map_err(|e| bad(format!("index: {e}")))?;
+        let (index, text_section) = SegmentIndex::decode(&idx_raw).map_err(|e| bad(format!("index: {e}")))?;
         if index.rows != header.rows {
             return Err(bad("index row count differs from the footer".into()));
         }
-        if index.text.as_ref().is_some_and(|t| t.n_blocks() != header.n_blocks) {
+        if text_section.is_some_and(|t| t.n_blocks != header.n_blocks) {
             return Err(bad("token index block count differs from the footer".into()));
         }
         let uid = NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Segment { path, bytes, header, blocks, chunks, index: Arc::new(index), text_dict, uid })
+        Ok(Segment { path, bytes, header, blocks, chunks, index: Arc::new(index), text_section, text_dict, uid })
     }
 
     pub fn path(&self) -> &Path {
@@ -259,6 +263,30 @@ impl Segment {
     }
     pub fn index(&self) -> &Arc<SegmentIndex> {
         &self.index
+    }
+    /// Whether the segment has a token index of `content` (compacted segments do).
+    pub fn has_text_index(&self) -> bool {
+        self.text_section.is_some()
+    }
+
+    /// Decode the token index of `content` (`None` without one). Not kept: callers cache it
+    /// within a memory budget. Decompresses only the index frames that hold it.
+    pub fn load_text_index(&self) -> Result<Option<TextIndex>, SegmentError> {
+        let Some(section) = self.text_section else { return Ok(None) };
+        let bad = |what: String| Self::corrupt(&self.path, None, None, format!("token index: {what}"));
+        let start = self.header.index_offset as usize;
+        // Bounds and checksum were verified on open, and the file is immutable.
+        let stored = self
+            .bytes
+            .get(start..start + self.header.index_len as usize)
+            .ok_or_else(|| bad("outside the file".into()))?;
+        let codec = Codec::from_u32(self.header.index_codec).ok_or_else(|| bad("unknown codec".into()))?;
+        let raw = codec.decompress_tail(stored, self.header.index_raw_len as usize, section.at).map_err(bad)?;
+        let text = TextIndex::decode(&raw).map_err(|e| bad(e.to_string()))?;
+        if text.n_blocks() != self.header.n_blocks {
+            return Err(bad("block count differs from the footer".into()));
+        }
+        Ok(Some(text))
     }
     /// Stored (compressed) bytes of one column over all blocks.
     /// Uncompressed bytes of every column block: what decoding the whole segment produces

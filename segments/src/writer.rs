@@ -203,7 +203,7 @@ impl SegmentWriter {
         };
         // The bitmap index (a serial build) is built meanwhile the text dictionary is trained
         // on this segment's content (zstd text only) and the blocks are encoded.
-        let ((dict, encoded), mut idx) = rayon::join(
+        let ((dict, encoded), idx) = rayon::join(
             || {
                 let dict = self.text_dictionary(events);
                 let encoded = encode_blocks(self.opts.text_dictionary.zip(dict.as_ref().map(|(_, cdict)| cdict)));
@@ -239,11 +239,9 @@ impl SegmentWriter {
             out.extend_from_slice(dict);
         }
         // Index section.
-        if self.opts.text_index {
-            idx.text = Some(TextIndex::from_blocks(block_tokens));
-        }
+        let text = self.opts.text_index.then(|| TextIndex::from_blocks(block_tokens));
         let mut idx_raw = Vec::new();
-        idx.encode(&mut idx_raw);
+        idx.encode(text.as_ref(), &mut idx_raw);
         let idx_codec = Codec::Zstd(3);
         // A compacted segment's index is tens of megabytes: compressed on every core.
         let idx_stored = idx_codec.compress_parallel(&idx_raw, 4 << 20);

@@ -88,6 +88,52 @@ fn roundtrip_through_disk_with_index() {
     assert_eq!(trace.iter().collect::<Vec<_>>(), (21..28).collect::<Vec<u32>>());
 }
 
+/// The token index is decoded on demand, not on open, and agrees with the text: the blocks it
+/// names for a word include every block whose rows hold it (exactly those, for a whole word).
+/// (Skipping the compressed frames before it is property-tested with `Codec::decompress_tail`.)
+#[test]
+fn token_index_loads_on_demand() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for (n, block_rows) in [(1000, 128), (60_000, 1024)] {
+        let mut events = sample(n);
+        for (i, e) in events.iter_mut().enumerate() {
+            // Unique words make the token index large (as order numbers and ids do).
+            e.content = Some(format!("order ORD-{i:07} ref{} w{}", i * 7919 % 100_003, i % 97));
+        }
+        let path = dir.path().join(format!("t{n}.seg"));
+        SegmentWriter::new(opts(block_rows)).write(&path, &events).expect("write");
+        let seg = Segment::open(&path).expect("open");
+        assert!(seg.has_text_index());
+        let text = seg.load_text_index().expect("decodes").expect("has one");
+        assert_eq!(text.n_blocks() as usize, seg.blocks().len());
+        for word in ["w13", "ORD", "0000999", "ref5"] {
+            let pieces = index::text::like_pieces(&format!("%{word}%")).expect("pieces");
+            let got = text.candidate_blocks(&pieces);
+            for (b, meta) in seg.blocks().iter().enumerate() {
+                let rows = &events[meta.first_row as usize..meta.first_row as usize + meta.rows as usize];
+                if rows.iter().any(|e| e.content.as_deref().is_some_and(|c| c.contains(word))) {
+                    assert!(got[b], "{word}: block {b} holds it");
+                }
+            }
+        }
+        let exact = index::text::like_pieces("% w13 %").expect("pieces");
+        let got = text.candidate_blocks(&exact);
+        for (b, meta) in seg.blocks().iter().enumerate() {
+            let rows = &events[meta.first_row as usize..meta.first_row as usize + meta.rows as usize];
+            let holds = rows.iter().any(|e| e.content.as_deref().is_some_and(|c| c.ends_with(" w13")));
+            assert_eq!(got[b], holds, "whole word w13, block {b}");
+        }
+    }
+    // Without a token index, nothing to load.
+    let mut o = opts(128);
+    o.text_index = false;
+    let path = dir.path().join("plain.seg");
+    SegmentWriter::new(o).write(&path, &sample(300)).expect("write");
+    let seg = Segment::open(&path).expect("open");
+    assert!(!seg.has_text_index());
+    assert_eq!(seg.load_text_index().expect("nothing to decode"), None);
+}
+
 #[test]
 fn empty_segment_is_valid() {
     let bytes = SegmentWriter::new(opts(16)).encode::<Event>(&[]);

@@ -46,6 +46,10 @@ pub struct StartArgs {
     /// (0 turns it off) [default: a quarter of the block cache's].
     #[arg(long, env = "ACTIVEMIRROR_QUERY_TEXT_CACHE_MB")]
     pub query_text_cache_mb: Option<u64>,
+    /// Memory for segments' token indexes of `content` (read by `LIKE` searches), kept between
+    /// queries, in MiB (0 turns it off: each search decodes them again) [default: 256].
+    #[arg(long, env = "ACTIVEMIRROR_QUERY_INDEX_CACHE_MB")]
+    pub query_index_cache_mb: Option<u64>,
     /// Memory all running queries together may hold in joins, sorts and aggregations, in MiB;
     /// past it they spill or fail with "Resources exhausted" [default: 2048].
     #[arg(long, env = "ACTIVEMIRROR_QUERY_MEMORY_MB")]
@@ -118,6 +122,8 @@ pub struct QueryFileConfig {
     pub cache_mb: Option<u64>,
     /// Memory for decompressed text pages kept between queries, in MiB (0: none).
     pub text_cache_mb: Option<u64>,
+    /// Memory for token indexes of `content` kept between queries, in MiB (0: none).
+    pub index_cache_mb: Option<u64>,
     /// Memory running queries may hold together, in MiB.
     pub memory_mb: Option<u64>,
 }
@@ -172,6 +178,8 @@ pub struct Settings {
     pub query_cache_bytes: u64,
     /// Budget of the text page cache ([`query::TextPageCache`]).
     pub query_text_cache_bytes: u64,
+    /// Budget of the token index cache ([`query::TextIndexCache`]).
+    pub query_index_cache_bytes: u64,
 }
 
 /// Reads and checks a YAML config file; errors name the file, the key and what is wrong.
@@ -220,6 +228,14 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         text_cache_mb <= 1 << 30,
         "key `query.text_cache_mb`: {text_cache_mb} MiB is more than any machine has"
     );
+    let index_cache_mb = args
+        .query_index_cache_mb
+        .or(file.query.index_cache_mb)
+        .unwrap_or(query::cache::DEFAULT_TEXT_INDEX_CACHE_BYTES >> 20);
+    anyhow::ensure!(
+        index_cache_mb <= 1 << 30,
+        "key `query.index_cache_mb`: {index_cache_mb} MiB is more than any machine has"
+    );
     let retention = args.retention.or(file.retention.max_age);
     if let Some(r) = retention {
         anyhow::ensure!(!r.is_zero(), "key `retention.max_age`: must be more than zero");
@@ -242,6 +258,7 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         compaction_trigger: file.storage.compaction_trigger.unwrap_or(engine_defaults.compaction_trigger).max(1),
         query_cache_bytes: cache_mb << 20,
         query_text_cache_bytes: text_cache_mb << 20,
+        query_index_cache_bytes: index_cache_mb << 20,
     })
 }
 
@@ -263,6 +280,7 @@ mod tests {
         assert_eq!(s.retention, None);
         assert_eq!(s.query_cache_bytes, 256 << 20);
         assert_eq!(s.query_text_cache_bytes, 64 << 20);
+        assert_eq!(s.query_index_cache_bytes, 256 << 20);
     }
 
     #[test]
@@ -299,6 +317,10 @@ mod tests {
         let args = StartArgs { query_text_cache_mb: Some(3), ..Default::default() };
         assert_eq!(resolve(&StartArgs::default(), text).expect("resolves").query_text_cache_bytes, 100 << 20);
         assert_eq!(resolve(&args, FileConfig::default()).expect("resolves").query_text_cache_bytes, 3 << 20);
+        let index = || parse_file("query:\n  index_cache_mb: 40\n").expect("parses");
+        assert_eq!(resolve(&StartArgs::default(), index()).expect("resolves").query_index_cache_bytes, 40 << 20);
+        let args = StartArgs { query_index_cache_mb: Some(0), ..Default::default() };
+        assert_eq!(resolve(&args, index()).expect("resolves").query_index_cache_bytes, 0, "the flag wins");
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     let engine = Arc::new(engine);
     query::block_cache().set_capacity(settings.query_cache_bytes);
     query::text_page_cache().set_capacity(settings.query_text_cache_bytes);
+    query::text_index_cache().set_capacity(settings.query_index_cache_bytes);
     let body_limit = settings.max_body_bytes;
     let ingest_metrics = Arc::new(IngestMetrics::default());
     let state = Arc::new(AppState {
@@ -515,7 +516,11 @@ async fn metrics(State(st): State<Shared>) -> Response {
         l(&m.query_micros) as f64 / 1e6,
     );
     let _ = writeln!(s, "activemirror_query_errors_total {}", l(&m.query_errors));
-    for (name, c) in [("block_cache", query::block_cache().stats()), ("text_cache", query::text_page_cache().stats())] {
+    for (name, c) in [
+        ("block_cache", query::block_cache().stats()),
+        ("text_cache", query::text_page_cache().stats()),
+        ("index_cache", query::text_index_cache().stats()),
+    ] {
         let _ = writeln!(s, "activemirror_{name}_hits_total {}", c.hits);
         let _ = writeln!(s, "activemirror_{name}_misses_total {}", c.misses);
         let _ = writeln!(s, "activemirror_{name}_entries {}", c.entries);

@@ -109,6 +109,8 @@ fn ingest_query_reject_and_survive_sigkill() {
     // So does the text page cache (a quarter of it by default).
     assert!(m.contains(&format!("activemirror_text_cache_capacity_bytes {}", 64u64 << 20)), "{m}");
     assert!(m.contains("activemirror_text_cache_misses_total "), "{m}");
+    // And the token index cache (256 MiB by default).
+    assert!(m.contains(&format!("activemirror_index_cache_capacity_bytes {}", 256u64 << 20)), "{m}");
 
     // SIGKILL, restart: every acknowledged event is back.
     s.child.kill().expect("kill");
