@@ -264,6 +264,22 @@ impl Segment {
     pub fn index(&self) -> &Arc<SegmentIndex> {
         &self.index
     }
+    /// Drop this process's mapping of the file's pages (they stay in the page cache, and the
+    /// next read maps them again): an idle server then counts none of its data as resident.
+    /// A no-op for segments held in memory or off Linux.
+    pub fn release_pages(&self) {
+        #[cfg(target_os = "linux")]
+        if let Bytes::Mapped(m) = &self.bytes {
+            #[allow(unsafe_code)]
+            // SAFETY: the map is a read-only shared mapping of an immutable file (see
+            // `map_file`). MADV_DONTNEED on it only unmaps its pages from this process: a
+            // later read, even through a slice borrowed before, faults the same bytes back in
+            // from the page cache. (It would zero anonymous or private written pages; this map
+            // has neither.)
+            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+
     /// Whether the segment has a token index of `content` (compacted segments do).
     pub fn has_text_index(&self) -> bool {
         self.text_section.is_some()

@@ -373,3 +373,41 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Resident kilobytes of this process's mappings of `path` (Linux `/proc/self/smaps`).
+#[cfg(target_os = "linux")]
+fn resident_kb_of(path: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+    let name = path.to_string_lossy();
+    let mut inside = false;
+    let mut kb = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            inside = line.ends_with(&*name);
+        } else if inside && first == "Rss:" {
+            kb += line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).expect("Rss value");
+        }
+    }
+    kb
+}
+
+/// Releasing a segment's pages takes them off this process's resident set, and reads after
+/// it (through the same segment) still see the same data.
+#[cfg(target_os = "linux")]
+#[test]
+fn released_pages_leave_the_resident_set_and_read_back_the_same() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let events = sample(3000);
+    let path = dir.path().join("r.seg");
+    SegmentWriter::new(opts(256)).write(&path, &events).expect("write");
+    let seg = Segment::open(&path).expect("open");
+    assert_eq!(seg.read_all().expect("read"), events);
+    let before = resident_kb_of(&path);
+    assert!(before >= seg.file_bytes() / 1024 / 2, "reading maps most of the file: {before} KiB");
+    seg.release_pages();
+    let after = resident_kb_of(&path);
+    assert!(after < before / 4, "released: {after} KiB of {before} KiB still resident");
+    assert_eq!(seg.read_all().expect("read again"), events);
+    assert!(resident_kb_of(&path) > after, "reading maps the pages again");
+}
