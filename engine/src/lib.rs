@@ -84,7 +84,7 @@ pub struct EngineConfig {
     /// in-memory row overhead of its input segments. Bounds the engine's memory beside
     /// `max_buffered_bytes`.
     pub compaction_max_bytes: u64,
-    /// Run the flush / compaction thread (tests may drive them by hand).
+    /// Run the flush and compaction threads (tests may drive them by hand).
     pub background: bool,
     /// Delete data older than this (by event timestamp). Whole segments are dropped once
     /// their newest event is older than the cutoff, so a query may still see up to one
@@ -186,8 +186,17 @@ struct Inner {
     room: Condvar,
     /// Orders WAL enqueue with memtable insert.
     write_order: Mutex<()>,
-    /// Serialises flush and compaction (the only writers of the manifest).
-    maintenance: Mutex<()>,
+    /// Serialises manifest changes (flush, compaction, bulk load, retention): each clones the
+    /// manifest, changes it, stores it and installs it under this lock. Segments are written
+    /// before it is taken, so a long compaction never holds up a flush.
+    manifest_lock: Mutex<()>,
+    /// One flush at a time (the frozen batches belong to it).
+    flush_lock: Mutex<()>,
+    /// One compaction at a time.
+    compaction_lock: Mutex<()>,
+    /// Next segment file number: taken before a segment is written, so writers running at
+    /// once never share one. Stored in the manifest as `next_segment_id`.
+    next_segment_id: AtomicU64,
     shutdown: AtomicBool,
     wake: Condvar,
     wake_lock: Mutex<()>,
@@ -199,7 +208,7 @@ struct Inner {
 /// The storage engine. Cheap to share behind an `Arc`.
 pub struct Engine {
     inner: Arc<Inner>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -285,6 +294,7 @@ impl Engine {
             state.active.push(MemBatch { lsn, events: Arc::new(events), bytes });
         }
         let background = cfg.background;
+        let next_segment_id = AtomicU64::new(state.manifest.next_segment_id);
         let inner = Arc::new(Inner {
             dir,
             cfg,
@@ -292,25 +302,34 @@ impl Engine {
             state: Mutex::new(state),
             room: Condvar::new(),
             write_order: Mutex::new(()),
-            maintenance: Mutex::new(()),
+            manifest_lock: Mutex::new(()),
+            flush_lock: Mutex::new(()),
+            compaction_lock: Mutex::new(()),
+            next_segment_id,
             shutdown: AtomicBool::new(false),
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
             stats: EngineStats::default(),
             _dir_lock: lock,
         });
-        let worker = if background {
-            let inner = inner.clone();
-            Some(
-                std::thread::Builder::new()
-                    .name("am-flush".into())
-                    .spawn(move || background_loop(&inner))
-                    .map_err(|e| EngineError::io(Path::new("(thread)"), e))?,
-            )
-        } else {
-            None
-        };
-        Ok((Engine { inner, worker: Mutex::new(worker) }, report))
+        let mut workers = Vec::new();
+        if background {
+            // Flushes (and retention) on one thread, compaction on another: compacting a
+            // million rows takes seconds, and the buffer must keep draining meanwhile.
+            let loops: [(&str, BackgroundLoop); 2] = [("am-flush", flush_loop), ("am-compact", compaction_loop)];
+            for (name, body) in loops {
+                let shared = inner.clone();
+                let spawned = std::thread::Builder::new().name(name.into()).spawn(move || body(&shared));
+                match spawned {
+                    Ok(h) => workers.push(h),
+                    Err(e) => {
+                        stop_workers(&inner, &mut workers);
+                        return Err(EngineError::io(Path::new("(thread)"), e));
+                    }
+                }
+            }
+        }
+        Ok((Engine { inner, workers: Mutex::new(workers) }, report))
     }
 
     pub fn dir(&self) -> &Path {
@@ -431,17 +450,17 @@ impl Engine {
         }
         sort_for_compaction(&mut events);
         let inner = &self.inner;
-        let _m = inner.maintenance.lock();
-        let (live, id) = write_new_segment(inner, &events, Tier::Warm)?;
-        let mut manifest = inner.state.lock().manifest.clone();
-        manifest.segments.push(live.entry.clone());
-        manifest.next_segment_id = id + 1;
-        if let Err(e) = manifest.store(&inner.dir) {
-            let _ = std::fs::remove_file(live.segment.path());
-            return Err(e);
-        }
+        let live = write_new_segment(inner, &events, Tier::Warm)?;
         let rows = live.segment.rows();
         {
+            let _m = inner.manifest_lock.lock();
+            let mut manifest = inner.state.lock().manifest.clone();
+            manifest.segments.push(live.entry.clone());
+            manifest.next_segment_id = inner.next_segment_id.load(Ordering::Acquire);
+            if let Err(e) = manifest.store(&inner.dir) {
+                let _ = std::fs::remove_file(live.segment.path());
+                return Err(e);
+            }
             let mut st = inner.state.lock();
             st.segments.push(live);
             st.manifest = manifest;
@@ -459,36 +478,40 @@ impl Engine {
         expire_once(&self.inner, cutoff_ns)
     }
 
-    /// Stop the background thread after a final flush.
+    /// Stop the background threads, then flush what is buffered.
     pub fn close(&self) -> Result<(), EngineError> {
-        self.inner.shutdown.store(true, Ordering::Release);
-        self.inner.wake.notify_all();
-        if let Some(h) = self.worker.lock().take() {
-            let _ = h.join();
-        }
+        stop_workers(&self.inner, &mut self.workers.lock());
         flush_once(&self.inner).map(|_| ())
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.inner.shutdown.store(true, Ordering::Release);
-        self.inner.wake.notify_all();
-        if let Some(h) = self.worker.lock().take() {
-            let _ = h.join();
-        }
+        stop_workers(&self.inner, &mut self.workers.lock());
     }
 }
 
-fn background_loop(inner: &Arc<Inner>) {
-    // Appends seen, and since when they have not changed.
-    let mut appended = inner.stats.events_appended.load(Ordering::Relaxed);
-    let mut quiet_since = std::time::Instant::now();
+/// The body of a background thread.
+type BackgroundLoop = fn(&Arc<Inner>);
+
+/// Tell the background threads to stop and wait for them (a running compaction finishes).
+fn stop_workers(inner: &Inner, workers: &mut Vec<JoinHandle<()>>) {
+    inner.shutdown.store(true, Ordering::Release);
+    inner.wake.notify_all();
+    for h in workers.drain(..) {
+        let _ = h.join();
+    }
+}
+
+/// Sleep until woken or for 100 ms.
+fn nap(inner: &Inner) {
+    let mut g = inner.wake_lock.lock();
+    inner.wake.wait_for(&mut g, Duration::from_millis(100));
+}
+
+fn flush_loop(inner: &Arc<Inner>) {
     while !inner.shutdown.load(Ordering::Acquire) {
-        {
-            let mut g = inner.wake_lock.lock();
-            inner.wake.wait_for(&mut g, Duration::from_millis(100));
-        }
+        nap(inner);
         let due = {
             let st = inner.state.lock();
             st.active_bytes >= inner.cfg.flush_bytes
@@ -496,22 +519,17 @@ fn background_loop(inner: &Arc<Inner>) {
                 || st.active_bytes + st.frozen_bytes > inner.cfg.max_buffered_bytes / 2
         };
         if due {
-            if let Err(e) = flush_once(inner) {
-                tracing::error!(error = %e, "flush failed; will retry");
-                std::thread::sleep(Duration::from_millis(500));
+            match flush_once(inner) {
+                // (Wakes the compaction thread: a new hot segment may reach the trigger.)
+                Ok(true) => {
+                    inner.wake.notify_all();
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "flush failed; will retry");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
             }
-        }
-        let now = inner.stats.events_appended.load(Ordering::Relaxed);
-        if now != appended {
-            appended = now;
-            quiet_since = std::time::Instant::now();
-        }
-        let trigger = match inner.cfg.idle_compaction {
-            Some(idle) if quiet_since.elapsed() >= idle && idle_hot_rows(inner) >= IDLE_COMPACTION_MIN_ROWS => 1,
-            _ => inner.cfg.compaction_trigger,
-        };
-        if let Err(e) = compact_once(inner, trigger) {
-            tracing::error!(error = %e, "compaction failed; will retry");
         }
         if let Some(max_age) = inner.cfg.retention {
             let now = std::time::SystemTime::now()
@@ -525,8 +543,30 @@ fn background_loop(inner: &Arc<Inner>) {
     }
 }
 
+fn compaction_loop(inner: &Arc<Inner>) {
+    // Appends seen, and since when they have not changed.
+    let mut appended = inner.stats.events_appended.load(Ordering::Relaxed);
+    let mut quiet_since = std::time::Instant::now();
+    while !inner.shutdown.load(Ordering::Acquire) {
+        nap(inner);
+        let now = inner.stats.events_appended.load(Ordering::Relaxed);
+        if now != appended {
+            appended = now;
+            quiet_since = std::time::Instant::now();
+        }
+        let trigger = match inner.cfg.idle_compaction {
+            Some(idle) if quiet_since.elapsed() >= idle && idle_hot_rows(inner) >= IDLE_COMPACTION_MIN_ROWS => 1,
+            _ => inner.cfg.compaction_trigger,
+        };
+        if let Err(e) = compact_once(inner, trigger) {
+            tracing::error!(error = %e, "compaction failed; will retry");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
 fn expire_once(inner: &Inner, cutoff_ns: i64) -> Result<u64, EngineError> {
-    let _m = inner.maintenance.lock();
+    let _m = inner.manifest_lock.lock();
     let gone: HashSet<String> = {
         let st = inner.state.lock();
         st.segments.iter().filter(|s| s.segment.max_ts() < cutoff_ns).map(|s| s.entry.file.clone()).collect()
@@ -556,10 +596,10 @@ fn expire_once(inner: &Inner, cutoff_ns: i64) -> Result<u64, EngineError> {
 }
 
 fn flush_once(inner: &Inner) -> Result<bool, EngineError> {
-    let _m = inner.maintenance.lock();
+    let _f = inner.flush_lock.lock();
     let durable = inner.wal.durable_lsn();
     // Freeze the durable prefix of the active buffer.
-    let (events, max_lsn, id) = {
+    let (events, max_lsn) = {
         let mut st = inner.state.lock();
         let n = st.active.iter().take_while(|b| b.lsn <= durable).count();
         if n == 0 {
@@ -573,32 +613,32 @@ fn flush_once(inner: &Inner) -> Result<bool, EngineError> {
         let max_lsn = taken.last().map_or(0, |b| b.lsn);
         let batches: Vec<Arc<Vec<Event>>> = taken.iter().map(|b| b.events.clone()).collect();
         st.frozen.extend(taken);
-        (batches, max_lsn, st.manifest.next_segment_id)
+        (batches, max_lsn)
     };
     // Sort references, not copies: the batches stay shared with readers.
     let mut events: Vec<&Event> = events.iter().flat_map(|b| b.iter()).collect();
     events.sort_by_key(|e| e.timestamp_ns);
-    let file = segment_file(id);
-    let path = inner.dir.join("segments").join(&file);
+    let mut written = None;
     let result = (|| {
-        SegmentWriter::new(inner.cfg.hot).write(&path, &events)?;
-        let seg = Arc::new(Segment::open(&path)?);
-        let entry = SegmentEntry { file: file.clone(), rows: seg.rows(), tier: Tier::Hot };
+        let live = write_new_segment(inner, &events, Tier::Hot)?;
+        let path = live.segment.path().to_path_buf();
+        written = Some(path);
+        let _m = inner.manifest_lock.lock();
         let mut manifest = inner.state.lock().manifest.clone();
-        manifest.segments.push(entry.clone());
+        manifest.segments.push(live.entry.clone());
         manifest.checkpoint_lsn = max_lsn;
-        manifest.next_segment_id = id + 1;
+        manifest.next_segment_id = inner.next_segment_id.load(Ordering::Acquire);
         manifest.store(&inner.dir)?;
-        Ok::<_, EngineError>((seg, entry, manifest))
+        // Installed under the manifest lock, so the next change starts from this manifest.
+        let mut st = inner.state.lock();
+        let frozen: Vec<MemBatch> = st.frozen.drain(..).collect();
+        st.frozen_bytes -= frozen.iter().map(|b| b.bytes).sum::<usize>();
+        st.segments.push(live);
+        st.manifest = manifest;
+        Ok::<_, EngineError>(())
     })();
-    let mut st = inner.state.lock();
     match result {
-        Ok((seg, entry, manifest)) => {
-            let frozen: Vec<MemBatch> = st.frozen.drain(..).collect();
-            st.frozen_bytes -= frozen.iter().map(|b| b.bytes).sum::<usize>();
-            st.segments.push(LiveSegment { segment: seg, entry });
-            st.manifest = manifest;
-            drop(st);
+        Ok(()) => {
             inner.room.notify_all();
             inner.stats.flushes.fetch_add(1, Ordering::Relaxed);
             inner.wal.remove_obsolete(max_lsn)?;
@@ -606,13 +646,17 @@ fn flush_once(inner: &Inner) -> Result<bool, EngineError> {
         }
         Err(e) => {
             // Put the batches back at the front so nothing is lost; the flush will be retried.
+            let mut st = inner.state.lock();
             let frozen: Vec<MemBatch> = st.frozen.drain(..).collect();
             let bytes: usize = frozen.iter().map(|b| b.bytes).sum();
             st.frozen_bytes -= bytes;
             st.active_bytes += bytes;
             st.active.splice(0..0, frozen);
             st.active_since.get_or_insert_with(Instant::now);
-            let _ = std::fs::remove_file(&path);
+            drop(st);
+            if let Some(path) = written {
+                let _ = std::fs::remove_file(path);
+            }
             Err(e)
         }
     }
@@ -663,24 +707,31 @@ fn apply_permutation<T>(items: &mut [T], mut perm: Vec<usize>) {
     }
 }
 
-/// Writes `events` as the next segment of `tier` and opens it. The caller holds the
-/// maintenance lock and records the segment in the manifest (with `id + 1` as the next id).
+/// Write `events` (in the given order) as a new segment of `tier` under a fresh file number,
+/// and open it. The caller lists it in the manifest (under the manifest lock), or deletes it.
 fn write_new_segment<E: std::borrow::Borrow<Event>>(
     inner: &Inner,
     events: &[E],
     tier: Tier,
-) -> Result<(LiveSegment, u64), EngineError> {
-    let id = inner.state.lock().manifest.next_segment_id;
+) -> Result<LiveSegment, EngineError> {
+    let id = inner.next_segment_id.fetch_add(1, Ordering::AcqRel);
     let file = segment_file(id);
     let path = inner.dir.join("segments").join(&file);
     let opts = match tier {
         Tier::Hot => inner.cfg.hot,
         Tier::Warm => inner.cfg.cold,
     };
-    SegmentWriter::new(opts).write(&path, events)?;
-    let segment = Arc::new(Segment::open(&path)?);
-    let entry = SegmentEntry { file, rows: segment.rows(), tier };
-    Ok((LiveSegment { segment, entry }, id))
+    let opened = SegmentWriter::new(opts).write(&path, events).and_then(|_| Segment::open(&path));
+    match opened {
+        Ok(segment) => {
+            let entry = SegmentEntry { file, rows: segment.rows(), tier };
+            Ok(LiveSegment { segment: Arc::new(segment), entry })
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            Err(e.into())
+        }
+    }
 }
 
 /// Estimated memory of a segment's rows once decoded for compaction.
@@ -698,7 +749,7 @@ fn idle_hot_rows(inner: &Inner) -> u64 {
 }
 
 fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
-    let _m = inner.maintenance.lock();
+    let _c = inner.compaction_lock.lock();
     let picked: Vec<LiveSegment> = {
         let st = inner.state.lock();
         let hot: Vec<&LiveSegment> = st.segments.iter().filter(|s| s.entry.tier == Tier::Hot).collect();
@@ -725,14 +776,28 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
         events.extend(s.segment.read_all()?);
     }
     sort_for_compaction(&mut events);
-    let (live, id) = write_new_segment(inner, &events, Tier::Warm)?;
+    let live = write_new_segment(inner, &events, Tier::Warm)?;
     let gone: HashSet<String> = picked.iter().map(|s| s.entry.file.clone()).collect();
-    let mut manifest = inner.state.lock().manifest.clone();
-    manifest.segments.retain(|s| !gone.contains(&s.file));
-    manifest.segments.push(live.entry.clone());
-    manifest.next_segment_id = id + 1;
-    manifest.store(&inner.dir)?;
     {
+        let _m = inner.manifest_lock.lock();
+        let mut manifest = {
+            let st = inner.state.lock();
+            // Retention may have deleted an input meanwhile: then this result would bring
+            // its rows back. Drop it; the next round compacts what is left.
+            if st.segments.iter().filter(|s| gone.contains(&s.entry.file)).count() != gone.len() {
+                drop(st);
+                let _ = std::fs::remove_file(live.segment.path());
+                return Ok(false);
+            }
+            st.manifest.clone()
+        };
+        manifest.segments.retain(|s| !gone.contains(&s.file));
+        manifest.segments.push(live.entry.clone());
+        manifest.next_segment_id = inner.next_segment_id.load(Ordering::Acquire);
+        if let Err(e) = manifest.store(&inner.dir) {
+            let _ = std::fs::remove_file(live.segment.path());
+            return Err(e);
+        }
         let mut st = inner.state.lock();
         st.segments.retain(|s| !gone.contains(&s.entry.file));
         st.segments.push(live);
