@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use roaring::RoaringBitmap;
 
+use crate::text::{put_varint, TextIndexBuilder};
 use crate::{SegmentIndex, TextIndex, TraceIndex, ValueIndex};
 
 const TEXT_SECTION: u8 = 1;
@@ -41,36 +42,27 @@ fn put_bitmap(out: &mut Vec<u8>, b: &RoaringBitmap) {
     let _ = b.serialize_into(&mut *out);
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u32) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 /// Tokens front-coded against the previous one (sorted neighbours share long prefixes), block
 /// lists as varint deltas.
 fn encode_text(t: &TextIndex, out: &mut Vec<u8>) {
     out.push(TEXT_SECTION);
-    put_u32(out, t.n_blocks);
+    put_u32(out, t.n_blocks());
     put_u32(out, t.n_tokens() as u32);
-    let mut prev: &[u8] = &[];
-    for i in 0..t.n_tokens() {
-        let tok = t.token(i);
+    let mut prev: Vec<u8> = Vec::with_capacity(64);
+    t.for_each(|tok, blocks| {
         let shared = prev.iter().zip(tok).take_while(|(a, b)| a == b).count();
         put_varint(out, shared as u32);
         put_varint(out, (tok.len() - shared) as u32);
         out.extend_from_slice(&tok[shared..]);
-        let blocks = t.token_blocks(i);
         put_varint(out, blocks.len() as u32);
         let mut last = 0u32;
         for (k, b) in blocks.iter().enumerate() {
             put_varint(out, if k == 0 { *b } else { b - last });
             last = *b;
         }
-        prev = tok;
-    }
+        prev.clear();
+        prev.extend_from_slice(tok);
+    });
 }
 
 pub(crate) fn encode(idx: &SegmentIndex, text: Option<&TextIndex>, out: &mut Vec<u8>) {
@@ -230,35 +222,25 @@ pub(crate) fn decode_text(bytes: &[u8]) -> Result<TextIndex, IndexDecodeError> {
     let n_blocks = r.u32()?;
     // Each token takes at least 3 bytes (shared, suffix length, block count).
     let n_tokens = r.count(3)?;
-    let mut t = TextIndex {
-        n_blocks,
-        token_offsets: Vec::with_capacity(n_tokens + 1),
-        block_offsets: Vec::with_capacity(n_tokens + 1),
-        ..Default::default()
-    };
-    t.token_offsets.push(0);
-    t.block_offsets.push(0);
-    let mut prev_start = 0usize;
+    let mut t = TextIndexBuilder::new(n_blocks, n_tokens);
+    let (mut token, mut blocks) = (Vec::<u8>::with_capacity(64), Vec::<u32>::new());
     for _ in 0..n_tokens {
         let at = r.pos;
         let shared = r.varint()? as usize;
         let suffix = r.varint()? as usize;
-        let prev_len = t.text.len() - prev_start;
-        if shared > prev_len {
+        if shared > token.len() {
             return Err(IndexDecodeError::Corrupt { at, what: "token shares more than the previous one" });
         }
-        let start = t.text.len();
-        t.text.extend_from_within(prev_start..prev_start + shared);
-        t.text.extend_from_slice(r.take(suffix)?);
-        if t.text.len() > u32::MAX as usize {
+        token.truncate(shared);
+        token.extend_from_slice(r.take(suffix)?);
+        if token.len() > u32::MAX as usize {
             return Err(IndexDecodeError::Corrupt { at, what: "token text too large" });
         }
-        t.token_offsets.push(t.text.len() as u32);
-        prev_start = start;
         let count = r.varint()? as usize;
         if count > r.buf.len() - r.pos {
             return Err(IndexDecodeError::Corrupt { at: r.pos, what: "block list larger than the section" });
         }
+        blocks.clear();
         let mut block = 0u32;
         for k in 0..count {
             let at = r.pos;
@@ -267,10 +249,14 @@ pub(crate) fn decode_text(bytes: &[u8]) -> Result<TextIndex, IndexDecodeError> {
             if block >= n_blocks {
                 return Err(IndexDecodeError::Corrupt { at, what: "block number beyond the segment" });
             }
-            t.blocks.push(block);
+            blocks.push(block);
         }
-        t.block_offsets.push(t.blocks.len() as u32);
+        if blocks.is_empty() || t.more_len() + blocks.len() >= 1 << 30 {
+            return Err(IndexDecodeError::Corrupt { at, what: "token without blocks, or too many" });
+        }
+        t.push(&token, &blocks);
     }
+    let t = t.finish();
     if r.pos != bytes.len() {
         return Err(IndexDecodeError::Corrupt { at: r.pos, what: "trailing bytes" });
     }

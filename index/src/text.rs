@@ -72,17 +72,115 @@ pub const WINDOW: usize = 64;
 /// Stride of the windows of a longer token, and the longest query piece used (characters).
 pub const STEP: usize = 32;
 
-/// Sorted distinct tokens, each with the sorted block numbers it occurs in. Flat buffers, so a
-/// segment's index is a handful of allocations however many tokens it holds.
+/// Tokens per front-coding group of a [`TextIndex`]: a lookup decodes at most this many.
+const GROUP: usize = 16;
+
+/// Bytes of decoded tokens searched at once by [`TextIndex::scan_inside`].
+const SCAN_RUN: usize = 16 << 10;
+
+/// Groups of tokens one parallel task of [`TextIndex::scan_inside`] decodes and searches
+/// (about 128k tokens; 4 groups in tests, so that their small indexes take several tasks).
+const SCAN_GROUPS_PER_TASK: usize = if cfg!(test) { 4 } else { 8192 };
+
+/// Marks a [`TextIndex`] block entry that points into its list of tokens in several blocks.
+const MANY: u32 = 1 << 31;
+
+/// Sorted distinct tokens, each with the sorted block numbers it occurs in, kept compact: it
+/// is held in memory for searches (a cache entry per segment), and most tokens of agent text
+/// are order numbers and ids that occur in one block only.
+///
+/// - Tokens are front-coded in groups of [`GROUP`] (sorted neighbours share long prefixes):
+///   a group's first token as varint length and bytes, each next one as varint bytes shared
+///   with the one before, varint suffix length and suffix. A lookup binary-searches the
+///   groups' first tokens, then decodes within one group.
+/// - Per token one `u32`: its only block, or [`MANY`] and the place in `more` of its block
+///   count followed by its blocks.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TextIndex {
-    pub(crate) text: Vec<u8>,
-    /// `n_tokens + 1` offsets into `text`.
-    pub(crate) token_offsets: Vec<u32>,
-    pub(crate) blocks: Vec<u32>,
-    /// `n_tokens + 1` offsets into `blocks`.
-    pub(crate) block_offsets: Vec<u32>,
-    pub(crate) n_blocks: u32,
+    coded: Vec<u8>,
+    /// Offset in `coded` of each group's first token.
+    groups: Vec<u32>,
+    blocks: Vec<u32>,
+    more: Vec<u32>,
+    n_blocks: u32,
+}
+
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The varint at `*pos` of bytes this module wrote (a malformed one reads as what it holds).
+fn take_varint(bytes: &[u8], pos: &mut usize) -> usize {
+    let mut v = 0usize;
+    let mut shift = 0;
+    while let Some(&b) = bytes.get(*pos) {
+        *pos += 1;
+        v |= usize::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 || shift > 28 {
+            break;
+        }
+    }
+    v
+}
+
+/// Builds a [`TextIndex`] from its tokens in byte order.
+#[derive(Debug)]
+pub(crate) struct TextIndexBuilder {
+    idx: TextIndex,
+    prev: Vec<u8>,
+}
+
+impl TextIndexBuilder {
+    pub(crate) fn new(n_blocks: u32, tokens_hint: usize) -> Self {
+        let mut idx = TextIndex { n_blocks, ..Default::default() };
+        idx.blocks.reserve(tokens_hint);
+        idx.groups.reserve(tokens_hint / GROUP + 1);
+        TextIndexBuilder { idx, prev: Vec::with_capacity(64) }
+    }
+
+    /// Append the next token (after the previous one in byte order) and its blocks (ascending;
+    /// fewer than 2^31 entries in all).
+    pub(crate) fn push(&mut self, token: &[u8], blocks: &[u32]) {
+        let idx = &mut self.idx;
+        if idx.blocks.len().is_multiple_of(GROUP) {
+            idx.groups.push(idx.coded.len() as u32);
+            put_varint(&mut idx.coded, token.len() as u32);
+            idx.coded.extend_from_slice(token);
+        } else {
+            let shared = self.prev.iter().zip(token).take_while(|(a, b)| a == b).count();
+            put_varint(&mut idx.coded, shared as u32);
+            put_varint(&mut idx.coded, (token.len() - shared) as u32);
+            idx.coded.extend_from_slice(&token[shared..]);
+        }
+        self.prev.clear();
+        self.prev.extend_from_slice(token);
+        match blocks {
+            [b] if b & MANY == 0 => idx.blocks.push(*b),
+            _ => {
+                idx.blocks.push(MANY | idx.more.len() as u32);
+                idx.more.push(blocks.len() as u32);
+                idx.more.extend_from_slice(blocks);
+            }
+        }
+    }
+
+    /// Entries in the list of tokens in several blocks (bounded by [`MANY`]).
+    pub(crate) fn more_len(&self) -> usize {
+        self.idx.more.len()
+    }
+
+    pub(crate) fn finish(mut self) -> TextIndex {
+        self.idx.coded.shrink_to_fit();
+        self.idx.groups.shrink_to_fit();
+        self.idx.blocks.shrink_to_fit();
+        self.idx.more.shrink_to_fit();
+        self.idx
+    }
 }
 
 /// 1 for the ASCII bytes that are token characters (letters and digits), else 0. Bytes of
@@ -274,26 +372,28 @@ impl TextIndex {
             |a: &(u64, &str, u32), b: &(u64, &str, u32)| a.0.cmp(&b.0).then_with(|| rest(a.1, b.1)).then(a.2.cmp(&b.2));
         // A compacted segment holds millions of pairs: sort on every core.
         rayon::slice::ParallelSliceMut::par_sort_unstable_by(&mut pairs[..], order);
-        let mut idx = TextIndex { n_blocks, token_offsets: vec![0], block_offsets: vec![0], ..Default::default() };
-        idx.blocks.reserve(pairs.len());
+        let mut out = TextIndexBuilder::new(n_blocks, pairs.len());
+        let mut token = Vec::with_capacity(64);
+        let mut list = Vec::new();
         let mut i = 0;
         while i < pairs.len() {
             let first = pairs[i];
+            token.clear();
             if first.1.is_empty() {
                 // Tokens hold no NUL byte: the key's length is where its zero padding starts.
                 let len = 8 - (first.0.trailing_zeros() / 8) as usize;
-                idx.text.extend_from_slice(&first.0.to_be_bytes()[..len]);
+                token.extend_from_slice(&first.0.to_be_bytes()[..len]);
             } else {
-                idx.text.extend_from_slice(first.1.as_bytes());
+                token.extend_from_slice(first.1.as_bytes());
             }
-            idx.token_offsets.push(idx.text.len() as u32);
+            list.clear();
             while i < pairs.len() && same_token(&pairs[i], &first) {
-                idx.blocks.push(pairs[i].2);
+                list.push(pairs[i].2);
                 i += 1;
             }
-            idx.block_offsets.push(idx.blocks.len() as u32);
+            out.push(&token, &list);
         }
-        idx
+        out.finish()
     }
 
     /// Decode a text section: `bytes` from its first byte ([`crate::TextSection::at`]) to the
@@ -304,49 +404,147 @@ impl TextIndex {
 
     /// Heap bytes held (what caching it costs).
     pub fn memory_bytes(&self) -> u64 {
-        (self.text.capacity()
-            + 4 * (self.token_offsets.capacity() + self.blocks.capacity() + self.block_offsets.capacity())
+        (self.coded.capacity()
+            + 4 * (self.groups.capacity() + self.blocks.capacity() + self.more.capacity())
             + std::mem::size_of::<TextIndex>()) as u64
     }
 
     pub fn n_tokens(&self) -> usize {
-        self.token_offsets.len().saturating_sub(1)
+        self.blocks.len()
     }
 
     pub fn n_blocks(&self) -> u32 {
         self.n_blocks
     }
 
-    pub(crate) fn token(&self, i: usize) -> &[u8] {
-        &self.text[self.token_offsets[i] as usize..self.token_offsets[i + 1] as usize]
-    }
-
+    /// The blocks token `i` occurs in.
     pub(crate) fn token_blocks(&self, i: usize) -> &[u32] {
-        &self.blocks[self.block_offsets[i] as usize..self.block_offsets[i + 1] as usize]
+        match self.blocks.get(i) {
+            None => &[],
+            Some(v) if v & MANY == 0 => std::slice::from_ref(v),
+            Some(v) => {
+                let at = (v & !MANY) as usize;
+                let n = self.more.get(at).map_or(0, |n| *n as usize);
+                self.more.get(at + 1..at + 1 + n).unwrap_or(&[])
+            }
+        }
     }
 
-    /// The first token not below `key` in byte order (the dictionary is sorted).
-    fn lower_bound(&self, key: &[u8]) -> usize {
-        let (mut lo, mut hi) = (0, self.n_tokens());
+    /// The first token of group `g`.
+    fn group_head(&self, g: usize) -> &[u8] {
+        let mut pos = self.groups[g] as usize;
+        let len = take_varint(&self.coded, &mut pos);
+        self.coded.get(pos..pos + len).unwrap_or(&[])
+    }
+
+    /// Calls `f(i, token)` for every token from the first of group `g` on, in order, until it
+    /// returns false.
+    fn walk(&self, g: usize, mut f: impl FnMut(usize, &[u8]) -> bool) {
+        let Some(&start) = self.groups.get(g) else { return };
+        let mut pos = start as usize;
+        let mut token: Vec<u8> = Vec::with_capacity(64);
+        for i in g * GROUP..self.n_tokens() {
+            let keep = if i.is_multiple_of(GROUP) {
+                token.clear();
+                0
+            } else {
+                take_varint(&self.coded, &mut pos)
+            };
+            let len = take_varint(&self.coded, &mut pos);
+            token.truncate(keep);
+            token.extend_from_slice(self.coded.get(pos..pos + len).unwrap_or(&[]));
+            pos += len;
+            if !f(i, &token) {
+                return;
+            }
+        }
+    }
+
+    /// Calls `f(i, token)` for the tokens not below `key` in byte order, from the first of
+    /// them, until it returns false.
+    fn seek(&self, key: &[u8], mut f: impl FnMut(usize, &[u8]) -> bool) {
+        // The first group whose first token is not below `key`; the answer starts in the
+        // group before it (or at its head).
+        let (mut lo, mut hi) = (0, self.groups.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.token(mid) < key {
+            if self.group_head(mid) < key {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
-        lo
+        self.walk(lo.saturating_sub(1), |i, token| token < key || f(i, token));
     }
 
-    /// The tokens that start with `prefix`: a contiguous range of the sorted dictionary.
-    fn prefix_range(&self, prefix: &[u8]) -> std::ops::Range<usize> {
-        let lo = self.lower_bound(prefix);
-        let mut end = lo;
-        while end < self.n_tokens() && self.token(end).starts_with(prefix) {
-            end += 1;
+    /// Calls `f(token, blocks)` for every token, in order.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u32])) {
+        self.walk(0, |i, token| {
+            f(token, self.token_blocks(i));
+            true
+        });
+    }
+
+    /// Every token with its blocks, in order (tests and tools).
+    pub fn entries(&self) -> Vec<(Vec<u8>, Vec<u32>)> {
+        let mut out = Vec::with_capacity(self.n_tokens());
+        self.for_each(|token, blocks| out.push((token.to_vec(), blocks.to_vec())));
+        out
+    }
+
+    /// Marks the blocks of every token containing `piece` (which holds no NUL byte): a scan
+    /// of the whole dictionary, in parallel over ranges of groups when it is large.
+    fn scan_inside(&self, piece: &[u8], hit: &mut [bool]) {
+        use rayon::prelude::*;
+        let ranges = self.groups.len().div_ceil(SCAN_GROUPS_PER_TASK);
+        let found = (0..ranges)
+            .into_par_iter()
+            .map(|r| {
+                let mut part = vec![false; hit.len()];
+                let end = ((r + 1) * SCAN_GROUPS_PER_TASK).min(self.groups.len());
+                self.scan_inside_groups(piece, r * SCAN_GROUPS_PER_TASK..end, &mut part);
+                part
+            })
+            .reduce_with(|mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x |= y);
+                a
+            });
+        if let Some(found) = found {
+            hit.iter_mut().zip(found).for_each(|(x, y)| *x |= y);
         }
-        lo..end
+    }
+
+    /// [`Self::scan_inside`] over the tokens of `groups`. Tokens are decoded into runs of
+    /// about [`SCAN_RUN`] bytes, NUL-separated, and each run is searched at once: one SIMD
+    /// search over kilobytes instead of one short search per token.
+    fn scan_inside_groups(&self, piece: &[u8], groups: std::ops::Range<usize>, hit: &mut [bool]) {
+        let finder = memmem::Finder::new(piece);
+        let mut run: Vec<u8> = Vec::with_capacity(SCAN_RUN + 256);
+        let mut starts: Vec<(usize, usize)> = Vec::with_capacity(SCAN_RUN / 4);
+        let mut search = |run: &mut Vec<u8>, starts: &mut Vec<(usize, usize)>| {
+            for at in finder.find_iter(run) {
+                let k = starts.partition_point(|&(start, _)| start <= at);
+                if let Some(&(_, token)) = k.checked_sub(1).and_then(|k| starts.get(k)) {
+                    self.mark(token, hit);
+                }
+            }
+            run.clear();
+            starts.clear();
+        };
+        let end = groups.end * GROUP;
+        self.walk(groups.start, |i, token| {
+            if i >= end {
+                return false;
+            }
+            starts.push((run.len(), i));
+            run.extend_from_slice(token);
+            run.push(0);
+            if run.len() >= SCAN_RUN {
+                search(&mut run, &mut starts);
+            }
+            true
+        });
+        search(&mut run, &mut starts);
     }
 
     fn mark(&self, t: usize, hit: &mut [bool]) {
@@ -369,26 +567,21 @@ impl TextIndex {
             let bytes = piece.text.as_bytes();
             let mut hit = vec![false; n];
             match piece.kind {
-                PieceKind::Exact => {
-                    let t = self.lower_bound(bytes);
-                    if t < self.n_tokens() && self.token(t) == bytes {
+                PieceKind::Exact => self.seek(bytes, |t, token| {
+                    if token == bytes {
                         self.mark(t, &mut hit);
                     }
-                }
-                PieceKind::Prefix => {
-                    for t in self.prefix_range(bytes) {
+                    false
+                }),
+                PieceKind::Prefix => self.seek(bytes, |t, token| {
+                    let inside = token.starts_with(bytes);
+                    if inside {
                         self.mark(t, &mut hit);
                     }
-                }
+                    inside
+                }),
                 PieceKind::Inside if cheap => continue,
-                PieceKind::Inside => {
-                    let finder = memmem::Finder::new(bytes);
-                    for t in 0..self.n_tokens() {
-                        if finder.find(self.token(t)).is_some() {
-                            self.mark(t, &mut hit);
-                        }
-                    }
-                }
+                PieceKind::Inside => self.scan_inside(bytes, &mut hit),
             }
             for (k, h) in keep.iter_mut().zip(hit) {
                 *k &= h;
@@ -534,10 +727,44 @@ mod tests {
                     }
                 }
             }
-            let got: Vec<(String, Vec<u32>)> = (0..idx.n_tokens())
-                .map(|i| (String::from_utf8_lossy(idx.token(i)).into_owned(), idx.token_blocks(i).to_vec()))
+            let got: Vec<(String, Vec<u32>)> = idx
+                .entries()
+                .into_iter()
+                .map(|(token, blocks)| (String::from_utf8_lossy(&token).into_owned(), blocks))
                 .collect();
             prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+        }
+
+        /// Many tokens (dozens of front-coding groups) sharing prefixes: whole-token and
+        /// prefix lookups name exactly the blocks a reference map gives, whatever group the
+        /// key falls in (before the first token, on a group's head, past the last); inside
+        /// lookups name every block whose tokens contain the piece.
+        #[test]
+        fn lookups_across_groups_match_a_reference(
+            words in proptest::collection::vec(("[ab]{1,3}[0-9]{0,4}", 0u32..40), 1..600),
+            keys in proptest::collection::vec("[ab]{0,3}[0-9]{0,3}", 1..20),
+        ) {
+            let n_blocks = 40;
+            let mut sets: Vec<TokenSet<'_>> = (0..n_blocks).map(|_| TokenSet::default()).collect();
+            let mut want: std::collections::BTreeMap<&str, std::collections::BTreeSet<u32>> = Default::default();
+            for (w, b) in &words {
+                tokenize(w, &mut sets[*b as usize]);
+                want.entry(w.as_str()).or_default().insert(*b);
+            }
+            let idx = TextIndex::from_blocks(sets);
+            prop_assert_eq!(idx.n_tokens(), want.len());
+            let flags = |blocks: std::collections::BTreeSet<u32>| (0..n_blocks).map(|b| blocks.contains(&b)).collect::<Vec<bool>>();
+            for key in keys.iter().filter(|k| !k.is_empty()) {
+                let piece = |kind| vec![Piece { text: key.clone(), kind }];
+                let exact = want.get(key.as_str()).cloned().unwrap_or_default();
+                prop_assert_eq!(idx.candidate_blocks(&piece(PieceKind::Exact)), flags(exact), "exact {}", key);
+                let prefix: std::collections::BTreeSet<u32> =
+                    want.iter().filter(|(t, _)| t.starts_with(key.as_str())).flat_map(|(_, b)| b.iter().copied()).collect();
+                prop_assert_eq!(idx.candidate_blocks(&piece(PieceKind::Prefix)), flags(prefix), "prefix {}", key);
+                let inside: std::collections::BTreeSet<u32> =
+                    want.iter().filter(|(t, _)| t.contains(key.as_str())).flat_map(|(_, b)| b.iter().copied()).collect();
+                prop_assert_eq!(idx.candidate_blocks(&piece(PieceKind::Inside)), flags(inside), "inside {}", key);
+            }
         }
 
         #[test]

@@ -6,7 +6,7 @@
 //! left unused once its segment is compacted away or expired.
 //!
 //! A third cache holds segments' token indexes of `content` ([`TextIndexCache`]), which
-//! segments decode only when a `LIKE` needs them: they take about 90 bytes per event, so an
+//! segments decode only when a `LIKE` needs them: they take about 47 bytes per event, so an
 //! idle server or one that never searches text holds none.
 //!
 //! Free text has its own, smaller budget: it is most of the bytes, and a query that reads
@@ -29,7 +29,7 @@ pub const DEFAULT_BLOCK_CACHE_BYTES: u64 = 256 << 20;
 /// Default budget of the text page cache: a quarter of the block cache's.
 pub const DEFAULT_TEXT_CACHE_BYTES: u64 = DEFAULT_BLOCK_CACHE_BYTES / 4;
 
-/// Default budget of the token index cache: the indexes of about three million events.
+/// Default budget of the token index cache: the indexes of about five million events.
 pub const DEFAULT_TEXT_INDEX_CACHE_BYTES: u64 = 256 << 20;
 
 /// Which column block an entry holds.

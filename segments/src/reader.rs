@@ -46,7 +46,7 @@ pub struct Segment {
     index: Arc<SegmentIndex>,
     /// Where the token index of `content` lies in the decompressed index section: decoded
     /// only when a query asks ([`Segment::load_text_index`]), as it is most of the index's
-    /// memory (about 90 bytes per event) and only `LIKE` reads it.
+    /// memory (about 47 bytes per event) and only `LIKE` reads it.
     text_section: Option<TextSection>,
     /// The text dictionary that [`DICT_PAGES`] chunks were compressed against.
     text_dict: Option<DecompressionDictionary>,
