@@ -240,9 +240,70 @@ fn export(
     bar.enable_steady_tick(Duration::from_millis(120));
     let rt = runtime()?;
     let start = Instant::now();
+    // DataFusion's writer reports nothing while it writes: a watcher shows the files and
+    // bytes that have reached the output folder.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let rows = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let (files, bytes) = parquet_written(out);
+                if files > 0 {
+                    bar.set_message(format!(
+                        "exporting to {}: {files} Parquet files, {}",
+                        out.display(),
+                        indicatif::HumanBytes(bytes)
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        let rows = export_rows(&rt, &engine, tenant, &full, out);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        rows
+    })?;
+    bar.finish_and_clear();
+    escape_equals_in_partitions(out)?;
+    let (files, bytes) = parquet_written(out);
+    eprintln!(
+        "exported {rows} rows to {} in {:.2} s ({files} Parquet files, {})",
+        out.display(),
+        start.elapsed().as_secs_f64(),
+        indicatif::HumanBytes(bytes)
+    );
+    Ok(())
+}
+
+/// Parquet files under `dir` (any depth) and their bytes.
+fn parquet_written(dir: &Path) -> (u64, u64) {
+    let (mut files, mut bytes) = (0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if e.path().extension().is_some_and(|x| x == "parquet") {
+                files += 1;
+                bytes += meta.len();
+            }
+        }
+    }
+    (files, bytes)
+}
+
+/// Run the export query and write its rows as Hive-partitioned Parquet under `out`; returns
+/// the rows written.
+fn export_rows(
+    rt: &tokio::runtime::Runtime,
+    engine: &Arc<engine::Engine>,
+    tenant: Option<String>,
+    full: &str,
+    out: &Path,
+) -> anyhow::Result<usize> {
     let rows = rt.block_on(async {
         let ctx = query::session(engine.clone(), tenant).await?;
-        let df = ctx.sql(&full).await?;
+        let df = ctx.sql(full).await?;
         // Plain string types in the files, so every Parquet reader takes them as they are.
         let plain: Vec<datafusion::prelude::Expr> = df
             .schema()
@@ -265,10 +326,7 @@ fn export(
         df.write_parquet(&format!("{}/", out.display()), opts, Some(pq)).await?;
         Ok::<_, datafusion::error::DataFusionError>(count)
     })?;
-    bar.finish_and_clear();
-    escape_equals_in_partitions(out)?;
-    eprintln!("exported {rows} rows to {} in {:.2} s", out.display(), start.elapsed().as_secs_f64());
-    Ok(())
+    Ok(rows)
 }
 
 /// Hive readers split a folder name `key=value` at its first `=` and percent-decode the

@@ -93,6 +93,13 @@ fn import_sql_export_roundtrip() {
         .collect();
     assert!(dates.iter().all(|d| d.starts_with("date=") && d.len() == "date=2025-06-03".len()), "{dates:?}");
 
+    // The summary names the rows, the files and their bytes as written.
+    let files = walk_parquet(&export);
+    let bytes: u64 = files.iter().map(|f| std::fs::metadata(f).expect("size").len()).sum();
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains(&format!("exported {n} rows to ")), "{summary}");
+    assert!(summary.contains(&format!("({} Parquet files, ", files.len())), "{summary}");
+    assert!(summary.contains(&format!("{}", indicatif::HumanBytes(bytes))), "{summary}");
     // The files carry plain string types (no Utf8View) for readers without view support.
     let file = walk_parquet(&export).into_iter().next().expect("a parquet file");
     let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
