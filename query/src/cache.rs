@@ -165,6 +165,11 @@ where
         Ok(value)
     }
 
+    /// Whether `key` is cached (without counting a hit or changing its standing).
+    pub fn contains(&self, key: &K) -> bool {
+        self.entries.peek(key).is_some()
+    }
+
     /// Change the byte budget (evicting down to it).
     pub fn set_capacity(&self, bytes: u64) {
         self.entries.set_capacity(bytes);
@@ -233,13 +238,14 @@ pub fn segment_text_index(segment: &segments::Segment) -> Option<Arc<TextIndex>>
 /// Bring the token indexes of `segments` into the cache, decoding the missing ones on every
 /// core: the first search after a start decodes one per segment, each tens of milliseconds.
 pub fn prefetch_text_indexes(segments: &[&segments::Segment]) {
-    let missing: Vec<&segments::Segment> = segments
-        .iter()
-        .copied()
-        .filter(|s| s.has_text_index() && text_index_cache().entries.peek(&s.uid()).is_none())
-        .collect();
+    let missing: Vec<&segments::Segment> =
+        segments.iter().copied().filter(|s| s.has_text_index() && !text_index_cache().contains(&s.uid())).collect();
     // (Without a budget nothing would stay for the scan: it decodes them itself.)
-    if missing.len() < 2 || text_index_cache().entries.capacity() == 0 {
+    if missing.is_empty() || text_index_cache().entries.capacity() == 0 {
+        return;
+    }
+    if let [one] = missing[..] {
+        segment_text_index(one);
         return;
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(missing.len());

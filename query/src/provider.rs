@@ -221,15 +221,9 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
     let mut plan = ScanPlan::default();
     let st = &mut plan.stats;
     let time_ok = |lo: i64, hi: i64| p.min_ts.is_none_or(|m| hi >= m) && p.max_ts.is_none_or(|m| lo <= m);
-    if !p.text_pieces.is_empty() {
-        let searched: Vec<&segments::Segment> = snap
-            .segments
-            .iter()
-            .filter(|l| l.segment.rows() > 0 && time_ok(l.segment.min_ts(), l.segment.max_ts()))
-            .map(|l| &*l.segment)
-            .collect();
-        crate::cache::prefetch_text_indexes(&searched);
-    }
+    // The segments that time bounds and index conditions keep, with their selections (`None`:
+    // every row).
+    let mut kept: Vec<(&Arc<segments::Segment>, Option<Arc<RoaringBitmap>>)> = Vec::new();
     for live in &snap.segments {
         let seg = &live.segment;
         st.segments_total += 1;
@@ -242,6 +236,13 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
         if bitmap.as_ref().is_some_and(|b| b.is_empty()) {
             continue;
         }
+        kept.push((seg, bitmap));
+    }
+    if !p.text_pieces.is_empty() {
+        let searched: Vec<&segments::Segment> = kept.iter().map(|(seg, _)| &***seg).collect();
+        crate::cache::prefetch_text_indexes(&searched);
+    }
+    for (seg, bitmap) in kept {
         // Blocks whose content can hold every LIKE piece (all blocks without pieces or without
         // a token index).
         // (The token index covers exactly the segment's blocks: checked when it is decoded.)

@@ -417,6 +417,39 @@ async fn runtime_filters_skip_rows_in_the_scan() {
     assert!(matches!(scans.as_slice(), [(rows, true)] if *rows < 100), "{scans:?}");
 }
 
+/// A `LIKE` decodes a segment's token index only when the segment can hold matching rows:
+/// not when an indexed condition rules it out. Then the index stays cached for the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_indexes_load_only_for_segments_a_search_reads() {
+    let Fixture { engine, events, ours, .. } = fixture().await;
+    let snap = engine.snapshot();
+    let indexed: Vec<u64> =
+        snap.segments.iter().filter(|s| s.segment.has_text_index()).map(|s| s.segment.uid()).collect();
+    assert!(!indexed.is_empty(), "the compacted segment has a token index");
+    let cache = query::text_index_cache();
+    let count = |batches: &[arrow::array::RecordBatch]| {
+        let b = query::schema::plain_batch(&batches[0]).expect("plain");
+        b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().expect("count").value(0)
+    };
+    let none =
+        query::run_sql(&ours, "SELECT count(*) AS n FROM events WHERE tenant = 'no-such' AND content LIKE '%refund%'")
+            .await
+            .expect("query");
+    assert_eq!(count(&none), 0);
+    assert!(indexed.iter().all(|uid| !cache.contains(uid)), "no segment holds the tenant: no index decoded");
+    let want = events.iter().filter(|e| e.content.as_deref().is_some_and(|c| c.contains("refund"))).count() as i64;
+    for round in 0..2 {
+        let got = query::run_sql(&ours, "SELECT count(*) AS n FROM events WHERE content LIKE '%refund%'")
+            .await
+            .expect("query");
+        assert_eq!(count(&got), want, "round {round}");
+        assert!(
+            indexed.iter().all(|uid| cache.contains(uid)),
+            "round {round}: the searched segments' indexes are cached"
+        );
+    }
+}
+
 /// Text pages of compacted segments that a query decompressed are read from the text page
 /// cache when a query needs them again, with the same answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
