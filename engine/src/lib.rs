@@ -457,10 +457,8 @@ impl Engine {
             let mut manifest = inner.state.lock().manifest.clone();
             manifest.segments.push(live.entry.clone());
             manifest.next_segment_id = inner.next_segment_id.load(Ordering::Acquire);
-            if let Err(e) = manifest.store(&inner.dir) {
-                let _ = std::fs::remove_file(live.segment.path());
-                return Err(e);
-            }
+            // On failure the new segment file stays: see `write_new_segment`.
+            manifest.store(&inner.dir)?;
             let mut st = inner.state.lock();
             st.segments.push(live);
             st.manifest = manifest;
@@ -618,11 +616,8 @@ fn flush_once(inner: &Inner) -> Result<bool, EngineError> {
     // Sort references, not copies: the batches stay shared with readers.
     let mut events: Vec<&Event> = events.iter().flat_map(|b| b.iter()).collect();
     events.sort_by_key(|e| e.timestamp_ns);
-    let mut written = None;
     let result = (|| {
         let live = write_new_segment(inner, &events, Tier::Hot)?;
-        let path = live.segment.path().to_path_buf();
-        written = Some(path);
         let _m = inner.manifest_lock.lock();
         let mut manifest = inner.state.lock().manifest.clone();
         manifest.segments.push(live.entry.clone());
@@ -653,10 +648,8 @@ fn flush_once(inner: &Inner) -> Result<bool, EngineError> {
             st.active_bytes += bytes;
             st.active.splice(0..0, frozen);
             st.active_since.get_or_insert_with(Instant::now);
-            drop(st);
-            if let Some(path) = written {
-                let _ = std::fs::remove_file(path);
-            }
+            // (A segment written before a failed manifest store stays: see
+            // `MANIFEST_FAILURE_KEEPS_FILES`.)
             Err(e)
         }
     }
@@ -708,7 +701,13 @@ fn apply_permutation<T>(items: &mut [T], mut perm: Vec<usize>) {
 }
 
 /// Write `events` (in the given order) as a new segment of `tier` under a fresh file number,
-/// and open it. The caller lists it in the manifest (under the manifest lock), or deletes it.
+/// and open it. The caller lists it in the manifest (under the manifest lock).
+///
+/// When storing that manifest fails, the file stays: the store may fail after its rename (in
+/// the directory's fsync), so the manifest on disk may already list the file, with its
+/// checkpoint. Kept, the file is either listed (and the WAL records it holds are below the
+/// checkpoint) or an orphan, which the next open deletes, while its rows stay in the buffer
+/// and the WAL (or, for a compaction, in its input segments): stored exactly once either way.
 fn write_new_segment<E: std::borrow::Borrow<Event>>(
     inner: &Inner,
     events: &[E],
@@ -794,10 +793,8 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
         manifest.segments.retain(|s| !gone.contains(&s.file));
         manifest.segments.push(live.entry.clone());
         manifest.next_segment_id = inner.next_segment_id.load(Ordering::Acquire);
-        if let Err(e) = manifest.store(&inner.dir) {
-            let _ = std::fs::remove_file(live.segment.path());
-            return Err(e);
-        }
+        // On failure the new segment file stays: see `write_new_segment`.
+        manifest.store(&inner.dir)?;
         let mut st = inner.state.lock();
         st.segments.retain(|s| !gone.contains(&s.entry.file));
         st.segments.push(live);

@@ -358,3 +358,28 @@ fn concurrent_flushes_compactions_and_bulk_loads_keep_every_row_once() {
     assert_eq!(report.removed_orphans, 0, "every written segment file is listed or was deleted");
     assert_eq!(ids(&eng.snapshot().all_events().expect("read")), want);
 }
+
+/// A flush whose manifest cannot be stored fails, keeps its rows in the buffer and leaves its
+/// segment file (the manifest on disk might already list it); the next flush stores them,
+/// and the next open deletes the unlisted file: every row once.
+#[test]
+fn a_failed_manifest_store_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    {
+        let (eng, _) = Engine::open(dir.path(), manual()).expect("open");
+        eng.append((0..100).map(ev).collect()).expect("append");
+        // The manifest's temporary file cannot be created while a folder takes its name.
+        let blocker = dir.path().join("MANIFEST.json.tmp");
+        std::fs::create_dir(&blocker).expect("blocker");
+        assert!(eng.flush().is_err(), "the manifest store fails");
+        assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..100).collect::<Vec<_>>());
+        let files = std::fs::read_dir(dir.path().join("segments")).expect("segments").count();
+        assert_eq!(files, 1, "the unlisted segment file stays");
+        std::fs::remove_dir(&blocker).expect("unblock");
+        assert!(eng.flush().expect("flush"), "the next flush stores the rows");
+    }
+    let (eng, report) = Engine::open(dir.path(), manual()).expect("reopen");
+    assert_eq!(report.removed_orphans, 1, "the unlisted file is deleted on open");
+    assert_eq!(report.replayed_events, 0);
+    assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..100).collect::<Vec<_>>());
+}
