@@ -237,6 +237,8 @@ pub fn segment_text_index(segment: &segments::Segment) -> Option<Arc<TextIndex>>
 
 /// Bring the token indexes of `segments` into the cache, decoding the missing ones on every
 /// core: the first search after a start decodes one per segment, each tens of milliseconds.
+/// On a multi-threaded tokio runtime (the server's) the calling worker hands its other tasks
+/// to another thread meanwhile, so a search that decodes does not stall other requests.
 pub fn prefetch_text_indexes(segments: &[&segments::Segment]) {
     let missing: Vec<&segments::Segment> =
         segments.iter().copied().filter(|s| s.has_text_index() && !text_index_cache().contains(&s.uid())).collect();
@@ -244,21 +246,27 @@ pub fn prefetch_text_indexes(segments: &[&segments::Segment]) {
     if missing.is_empty() || text_index_cache().entries.capacity() == 0 {
         return;
     }
-    if let [one] = missing[..] {
-        segment_text_index(one);
-        return;
-    }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(missing.len());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                while let Some(seg) = missing.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    segment_text_index(seg);
-                }
-            });
+    let decode_all = || {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(missing.len());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || {
+            while let Some(seg) = missing.get(next.fetch_add(1, Ordering::Relaxed)) {
+                segment_text_index(seg);
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(work);
+            }
+            work();
+        });
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(decode_all)
         }
-    });
+        _ => decode_all(),
+    }
 }
 
 #[cfg(test)]
