@@ -90,6 +90,11 @@ pub struct EngineConfig {
     /// their newest event is older than the cutoff, so a query may still see up to one
     /// segment's worth of older rows. `None` keeps everything.
     pub retention: Option<Duration>,
+    /// Called on the flush and compaction threads each time they wake (every 100 ms at most)
+    /// and before they exit: a place for per-thread upkeep such as giving the thread's free
+    /// allocator memory back (the server's `memory` module). Must be cheap when it has nothing
+    /// to do.
+    pub background_thread_hook: Option<fn()>,
 }
 
 impl Default for EngineConfig {
@@ -108,6 +113,7 @@ impl Default for EngineConfig {
             compaction_max_bytes: 512 << 20,
             background: true,
             retention: None,
+            background_thread_hook: None,
         }
     }
 }
@@ -319,7 +325,12 @@ impl Engine {
             let loops: [(&str, BackgroundLoop); 2] = [("am-flush", flush_loop), ("am-compact", compaction_loop)];
             for (name, body) in loops {
                 let shared = inner.clone();
-                let spawned = std::thread::Builder::new().name(name.into()).spawn(move || body(&shared));
+                let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+                    body(&shared);
+                    if let Some(hook) = shared.cfg.background_thread_hook {
+                        hook();
+                    }
+                });
                 match spawned {
                     Ok(h) => workers.push(h),
                     Err(e) => {
@@ -503,8 +514,13 @@ fn stop_workers(inner: &Inner, workers: &mut Vec<JoinHandle<()>>) {
 
 /// Sleep until woken or for 100 ms.
 fn nap(inner: &Inner) {
-    let mut g = inner.wake_lock.lock();
-    inner.wake.wait_for(&mut g, Duration::from_millis(100));
+    {
+        let mut g = inner.wake_lock.lock();
+        inner.wake.wait_for(&mut g, Duration::from_millis(100));
+    }
+    if let Some(hook) = inner.cfg.background_thread_hook {
+        hook();
+    }
 }
 
 fn flush_loop(inner: &Arc<Inner>) {

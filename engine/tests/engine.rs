@@ -383,3 +383,34 @@ fn a_failed_manifest_store_loses_and_duplicates_nothing() {
     assert_eq!(report.replayed_events, 0);
     assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..100).collect::<Vec<_>>());
 }
+
+/// The background thread hook runs on the flush and compaction threads (never on the caller's)
+/// while they idle, and once more on each as it stops.
+#[test]
+fn background_threads_run_their_hook_while_idle_and_as_they_stop() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    static THREADS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    fn hook() {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        let name = std::thread::current().name().unwrap_or("(unnamed)").to_string();
+        let mut seen = THREADS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !seen.contains(&name) {
+            seen.push(name);
+        }
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = EngineConfig { background_thread_hook: Some(hook), ..Default::default() };
+    let (eng, _) = Engine::open(dir.path(), cfg).expect("open");
+    // Both threads nap at most 100 ms at a time: in 350 ms each has woken at least twice.
+    std::thread::sleep(Duration::from_millis(350));
+    let idle_calls = CALLS.load(Ordering::Relaxed);
+    assert!(idle_calls >= 4, "{idle_calls} hook calls in 350 ms from two threads");
+    drop(eng);
+    let after_stop = CALLS.load(Ordering::Relaxed);
+    assert!(after_stop >= idle_calls + 2, "{after_stop} calls after stopping, {idle_calls} before");
+    let mut seen = THREADS.lock().expect("names").clone();
+    seen.sort();
+    assert_eq!(seen, ["am-compact", "am-flush"]);
+}

@@ -85,6 +85,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         retention: settings.retention,
         // Compaction's working set is bounded like the ingest buffer.
         compaction_max_bytes: (settings.max_buffered_bytes as u64).max(32 << 20),
+        background_thread_hook: Some(crate::memory::thread_idle),
         ..EngineConfig::default()
     };
     let (engine, report) =
@@ -131,7 +132,14 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     });
     // Deep statements recurse in planning; 32 MB stacks (reserved, touched only as used) keep
     // the largest that `query::limits` lets through well inside them.
-    let rt = tokio::runtime::Builder::new_multi_thread().thread_stack_size(32 << 20).enable_all().build()?;
+    // Each thread gives its malloc arena's free top back once the server goes quiet
+    // (`memory`): workers when they park, every thread as it stops.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(32 << 20)
+        .on_thread_park(crate::memory::thread_idle)
+        .on_thread_stop(crate::memory::thread_stopping)
+        .enable_all()
+        .build()?;
     let idle_engine = engine.clone();
     rt.block_on(async move {
         let listener =

@@ -2,12 +2,26 @@
 //!
 //! glibc's malloc keeps memory that was freed in its arenas for reuse. After a burst of
 //! ingest (a full buffer, flushes, a compaction) the server measured 1.27 GB resident while
-//! idle, although the engine held a fraction of that; `malloc_trim(0)` brought it to 197 MB.
-//! [`release_when_idle`] calls it once after each burst, when neither appends, flushes nor
-//! compactions have happened for a whole period, so it never competes with busy ingest
-//! (and once after start), and then also unmaps the segment file pages the process touched.
+//! idle, although the engine held a fraction of that; `malloc_trim(0)` brought it to 197 MB,
+//! and later sessions' changes to 90-110 MB with 21 MB in use.
+//!
+//! `malloc_trim` returns the free chunks inside every arena, but not the free space at the
+//! top of each per-thread arena: glibc shrinks that only when the arena's own thread frees
+//! a large chunk while the top exceeds the trim threshold, which the dynamic threshold
+//! raises to 64 MiB after a burst. So, once quiet, [`release_when_idle`] starts a new trim
+//! epoch, and every thread that allocates trims its own arena ([`trim_thread_arena`]) the
+//! next time it is idle: tokio's workers when they park ([`thread_idle`], installed with
+//! `on_thread_park`), the engine's flush and compaction threads when they wake (its
+//! `background_thread_hook`), rayon's threads by a broadcast, and every runtime thread as it
+//! stops (`on_thread_stop`), so an exited thread's arena, which the next new thread
+//! inherits, is left trimmed.
+//!
+//! It all runs once per burst, when neither appends, flushes nor compactions have happened
+//! for a whole period, so it never competes with busy ingest (and once after start). It also
+//! unmaps the segment file pages the process touched.
 
-use std::sync::atomic::Ordering;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +29,27 @@ use engine::Engine;
 
 /// How long the engine must have been quiet before freed memory is returned.
 pub const QUIET_PERIOD: Duration = Duration::from_secs(5);
+
+/// Largest allocation glibc serves from an arena rather than its own map, fixed once the
+/// first trim freezes glibc's dynamic thresholds (setting any of them stops their
+/// adjustment). It is the ceiling the dynamic rule reaches after a burst (32 MiB on 64-bit).
+const MMAP_THRESHOLD: i32 = 32 << 20;
+
+/// Free space an arena may keep at its top between trims: what the dynamic rule allows after
+/// a burst (twice the mmap threshold), so ingest pays for no more `madvise` calls than before.
+const TOP_KEPT_WHILE_BUSY: i32 = 64 << 20;
+
+/// A chunk that comes from the calling thread's arena (below the mmap threshold) and is large
+/// enough that freeing it makes glibc consider trimming that arena (at least 64 KiB).
+const TRIM_PROBE_BYTES: usize = 96 << 10;
+
+/// Bumped each time the server goes quiet; a thread trims its arena once per value.
+static TRIM_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The epoch this thread last trimmed its arena in.
+    static TRIMMED_IN: Cell<u64> = const { Cell::new(0) };
+}
 
 /// The engine's activity counters: they stay equal while nothing is written.
 fn activity(engine: &Engine) -> (u64, u64, u64) {
@@ -42,13 +77,30 @@ pub async fn release_when_idle(engine: Arc<Engine>) {
         } else if !released {
             released = true;
             let engine = engine.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                release_segment_pages(&engine);
-                release_free_memory();
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(move || release_everything(&engine)).await;
+            // Wake the runtime's workers so that each parks again, and trims, now rather than
+            // at its next request.
+            for _ in 0..8 {
+                tokio::spawn(async {});
+            }
         }
     }
+}
+
+/// Start a new trim epoch and return what this thread and rayon's can: segment pages, each
+/// rayon thread's arena, this thread's arena, then the free chunks inside every arena. The
+/// other threads trim their own arenas when next idle.
+pub fn release_everything(engine: &Engine) {
+    new_trim_epoch();
+    release_segment_pages(engine);
+    rayon::broadcast(|_| thread_idle());
+    thread_idle();
+    release_free_memory();
+}
+
+/// From now on each thread trims its arena once more, when next idle.
+fn new_trim_epoch() {
+    TRIM_EPOCH.fetch_add(1, Ordering::AcqRel);
 }
 
 /// Unmap the segment file pages that opening, compacting and reading mapped into the
@@ -60,8 +112,51 @@ pub fn release_segment_pages(engine: &Engine) {
     }
 }
 
-/// Return the allocator's free pages to the operating system (glibc only; elsewhere a
-/// no-op).
+/// A thread is idle (a tokio worker about to park, an engine thread between naps): trim its
+/// arena if the server went quiet since it last did. One atomic load when there is nothing to
+/// do.
+pub fn thread_idle() {
+    let epoch = TRIM_EPOCH.load(Ordering::Acquire);
+    if epoch != 0 && TRIMMED_IN.with(Cell::get) != epoch {
+        TRIMMED_IN.with(|t| t.set(epoch));
+        trim_thread_arena();
+    }
+}
+
+/// A thread is about to exit: its arena passes to the next new thread, so trim it now.
+pub fn thread_stopping() {
+    trim_thread_arena();
+}
+
+/// Return the free top of the calling thread's malloc arena to the operating system (glibc
+/// only; elsewhere a no-op): lower the trim threshold, free a chunk from this arena so glibc
+/// trims it, and raise the threshold again.
+pub fn trim_thread_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        #[allow(unsafe_code)]
+        // SAFETY: `mallopt` takes plain integers and changes glibc's tuning under its own
+        // lock. The probe is a fresh allocation, checked for null, freed exactly once and
+        // never read or written.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 0);
+            let probe = libc::malloc(TRIM_PROBE_BYTES).cast::<u8>();
+            if !probe.is_null() {
+                // A write the compiler must keep: an allocation freed unused may be elided,
+                // and then nothing is trimmed.
+                std::ptr::write_volatile(probe, 1);
+                libc::free(probe.cast());
+            }
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TOP_KEPT_WHILE_BUSY);
+        }
+    }
+}
+
+/// Return the allocator's free pages inside every arena to the operating system (glibc only;
+/// elsewhere a no-op).
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
@@ -108,5 +203,53 @@ mod tests {
         })
         .join()
         .expect("allocating thread");
+    }
+
+    /// Free space at the top of a thread's arena stays resident while it is under the trim
+    /// threshold (64 MiB after a burst), and `malloc_trim` leaves it there; the thread's own
+    /// trim returns it.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn a_threads_own_trim_returns_its_arenas_free_top() {
+        std::thread::spawn(|| {
+            #[allow(unsafe_code)]
+            // SAFETY: plain integer tuning, as after a burst under glibc's dynamic thresholds.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, TOP_KEPT_WHILE_BUSY);
+            }
+            let start = resident();
+            // 40 MiB in 64 KiB chunks from this thread's arena, touched, then all freed: they
+            // merge into the arena's top.
+            let chunks: Vec<Vec<u8>> = (0..640u32).map(|i| vec![i as u8 | 1; 64 << 10]).collect();
+            drop(chunks);
+            release_free_memory();
+            let freed = resident();
+            trim_thread_arena();
+            let trimmed = resident();
+            assert!(freed > start + (30 << 20), "{start} bytes resident at start, {freed} after freeing 40 MiB");
+            assert!(freed - trimmed > 30 << 20, "{freed} bytes resident before the thread's trim, {trimmed} after");
+        })
+        .join()
+        .expect("allocating thread");
+    }
+
+    /// A thread trims once per quiet period however often it goes idle, and not before the
+    /// first one.
+    #[test]
+    fn idle_threads_trim_once_per_quiet_period() {
+        std::thread::spawn(|| {
+            let trimmed_in = || TRIMMED_IN.with(Cell::get);
+            thread_idle();
+            let first = TRIM_EPOCH.load(Ordering::Acquire);
+            assert_eq!(trimmed_in(), first, "idle with epoch {first}");
+            new_trim_epoch();
+            let epoch = TRIM_EPOCH.load(Ordering::Acquire);
+            assert_ne!(trimmed_in(), epoch, "not trimmed before it is idle");
+            thread_idle();
+            assert_eq!(trimmed_in(), epoch);
+        })
+        .join()
+        .expect("idle thread");
     }
 }
