@@ -85,8 +85,8 @@ pub(crate) fn encode(idx: &SegmentIndex, text: Option<&TextIndex>, out: &mut Vec
     for id in &idx.traces.ids {
         out.extend_from_slice(id);
     }
-    for b in &idx.traces.rows {
-        put_bitmap(out, b);
+    for (_, b) in idx.traces.traces() {
+        put_bitmap(out, &b);
     }
     if let Some(t) = text {
         encode_text(t, out);
@@ -196,10 +196,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(SegmentIndex, Option<TextSection>)
     if ids.windows(2).any(|w| w[0] >= w[1]) {
         return Err(IndexDecodeError::Corrupt { at: r.pos, what: "trace ids not sorted" });
     }
-    let mut trows = Vec::with_capacity(n);
-    for _ in 0..n {
-        trows.push(r.bitmap(rows)?);
+    let mut traces = TraceIndex::default();
+    for id in ids {
+        let at = r.pos;
+        if !traces.push(id, &r.bitmap(rows)?) {
+            return Err(IndexDecodeError::Corrupt { at, what: "trace ids not sorted" });
+        }
     }
+    traces.shrink();
     let text = if r.pos < bytes.len() {
         let at = r.pos;
         if r.u8()? != TEXT_SECTION {
@@ -209,7 +213,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(SegmentIndex, Option<TextSection>)
     } else {
         None
     };
-    Ok((SegmentIndex { columns, traces: TraceIndex { ids, rows: trows }, rows }, text))
+    Ok((SegmentIndex { columns, traces, rows }, text))
 }
 
 /// Decode a text section: `bytes` starts at its first byte and ends with its last. Offsets in

@@ -114,7 +114,7 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u32) {
 }
 
 /// The varint at `*pos` of bytes this module wrote (a malformed one reads as what it holds).
-fn take_varint(bytes: &[u8], pos: &mut usize) -> usize {
+pub(crate) fn take_varint(bytes: &[u8], pos: &mut usize) -> usize {
     let mut v = 0usize;
     let mut shift = 0;
     while let Some(&b) = bytes.get(*pos) {

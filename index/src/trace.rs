@@ -1,17 +1,35 @@
-//! Trace directory: sorted distinct trace ids, each with the bitmap of its rows. Finding a trace
-//! is a binary search; rows of one trace may be anywhere in the segment.
+//! Trace directory: sorted distinct trace ids, each with the rows it has in the segment.
+//! Finding a trace is a binary search; rows of one trace may be anywhere in the segment.
+//!
+//! In memory a trace's rows are varint gaps in one shared byte buffer, about two bytes per
+//! row: a bitmap per trace cost about 100 bytes per trace in allocations and headers, and
+//! segments hold tens of thousands of traces. A lookup builds the one trace's bitmap.
 
 use roaring::RoaringBitmap;
 
-#[derive(Debug, Clone, Default, PartialEq)]
+use crate::text::{put_varint, take_varint};
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct TraceIndex {
+    /// Distinct trace ids, ascending.
     pub(crate) ids: Vec<[u8; 16]>,
-    pub(crate) rows: Vec<RoaringBitmap>,
+    /// Where each trace's rows start in `gaps`, and one more entry: where the last ends.
+    starts: Vec<usize>,
+    /// Each trace's row ids ascending, as varints: the first row, then gaps to the previous.
+    gaps: Vec<u8>,
+}
+
+impl Default for TraceIndex {
+    fn default() -> Self {
+        TraceIndex { ids: Vec::new(), starts: vec![0], gaps: Vec::new() }
+    }
 }
 
 impl TraceIndex {
-    pub fn rows(&self, trace_id: &[u8; 16]) -> Option<&RoaringBitmap> {
-        self.ids.binary_search(trace_id).ok().map(|i| &self.rows[i])
+    /// The rows of one trace, if it has any in this segment.
+    pub fn rows(&self, trace_id: &[u8; 16]) -> Option<RoaringBitmap> {
+        let i = self.ids.binary_search(trace_id).ok()?;
+        Some(self.bitmap(i))
     }
 
     pub fn len(&self) -> usize {
@@ -21,22 +39,124 @@ impl TraceIndex {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+
+    /// Trace ids with their rows, in id order.
+    pub fn traces(&self) -> impl Iterator<Item = (&[u8; 16], RoaringBitmap)> + '_ {
+        self.ids.iter().enumerate().map(|(i, id)| (id, self.bitmap(i)))
+    }
+
+    /// Bytes this index holds on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.ids.capacity() * 16 + self.starts.capacity() * size_of::<usize>() + self.gaps.capacity()
+    }
+
+    /// Append a trace whose id sorts after every id already added, with its rows ascending.
+    /// `false` (and nothing added) when the id does not sort after the last one.
+    pub(crate) fn push(&mut self, id: [u8; 16], rows: impl IntoIterator<Item = u32>) -> bool {
+        if self.ids.last().is_some_and(|last| *last >= id) {
+            return false;
+        }
+        self.ids.push(id);
+        let mut prev = None;
+        for row in rows {
+            put_varint(&mut self.gaps, prev.map_or(row, |p| row - p));
+            prev = Some(row);
+        }
+        self.starts.push(self.gaps.len());
+        true
+    }
+
+    /// Trim spare capacity once every trace is added.
+    pub(crate) fn shrink(&mut self) {
+        self.ids.shrink_to_fit();
+        self.starts.shrink_to_fit();
+        self.gaps.shrink_to_fit();
+    }
+
+    fn bitmap(&self, i: usize) -> RoaringBitmap {
+        let (start, end) = (self.starts[i], self.starts[i + 1]);
+        let bytes = &self.gaps[..end];
+        let mut pos = start;
+        let mut row = 0u32;
+        let mut first = true;
+        let mut out = RoaringBitmap::new();
+        while pos < end {
+            let v = take_varint(bytes, &mut pos) as u32;
+            row = if first { v } else { row.wrapping_add(v) };
+            first = false;
+            out.insert(row);
+        }
+        out
+    }
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct TraceIndexBuilder {
-    map: foldhash::HashMap<[u8; 16], RoaringBitmap>,
+    map: foldhash::HashMap<[u8; 16], Vec<u32>>,
 }
 
 impl TraceIndexBuilder {
+    /// Rows come in ascending order.
     pub(crate) fn push(&mut self, row: u32, id: [u8; 16]) {
-        self.map.entry(id).or_default().insert(row);
+        self.map.entry(id).or_default().push(row);
     }
 
     pub(crate) fn finish(self) -> TraceIndex {
         let mut pairs: Vec<_> = self.map.into_iter().collect();
-        pairs.sort_by_key(|p| p.0);
-        let (ids, rows) = pairs.into_iter().unzip();
-        TraceIndex { ids, rows }
+        pairs.sort_unstable_by_key(|p| p.0);
+        let mut idx = TraceIndex::default();
+        for (id, rows) in pairs {
+            idx.push(id, rows);
+        }
+        idx.shrink();
+        idx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    proptest! {
+        /// Every trace's rows come back as they went in, and absent ids find nothing.
+        #[test]
+        fn lookups_match_a_reference(
+            rows in proptest::collection::vec((0u8..40, 0u32..5_000_000), 0..400),
+            probe in 0u8..60,
+        ) {
+            let mut rows = rows;
+            rows.sort_by_key(|r| r.1);
+            rows.dedup_by_key(|r| r.1);
+            let id = |k: u8| { let mut id = [0u8; 16]; id[15] = k; id[0] = k.wrapping_mul(7); id };
+            let mut builder = TraceIndexBuilder::default();
+            let mut reference: BTreeMap<[u8; 16], RoaringBitmap> = BTreeMap::new();
+            for (k, row) in &rows {
+                builder.push(*row, id(*k));
+                reference.entry(id(*k)).or_default().insert(*row);
+            }
+            let idx = builder.finish();
+            prop_assert_eq!(idx.len(), reference.len());
+            for (k, b) in &reference {
+                prop_assert_eq!(idx.rows(k), Some(b.clone()));
+            }
+            let listed: Vec<([u8; 16], RoaringBitmap)> = idx.traces().map(|(k, b)| (*k, b)).collect();
+            let expected: Vec<([u8; 16], RoaringBitmap)> = reference.iter().map(|(k, b)| (*k, b.clone())).collect();
+            prop_assert_eq!(listed, expected);
+            prop_assert_eq!(idx.rows(&id(probe)).is_some(), reference.contains_key(&id(probe)));
+        }
+    }
+
+    #[test]
+    fn ids_must_ascend() {
+        let mut idx = TraceIndex::default();
+        assert!(idx.push([2; 16], [0, 5]));
+        assert!(!idx.push([2; 16], [7]), "a repeated id");
+        assert!(!idx.push([1; 16], [7]), "a smaller id");
+        assert!(idx.push([3; 16], []));
+        assert_eq!(idx.len(), 2);
+        assert_eq!(idx.rows(&[2; 16]).map(|b| b.iter().collect::<Vec<_>>()), Some(vec![0, 5]));
+        assert_eq!(idx.rows(&[3; 16]).map(|b| b.len()), Some(0));
     }
 }
