@@ -359,6 +359,7 @@ async fn sql(State(st): State<Shared>, Query(params): Query<SqlParams>, headers:
     let result = tokio::time::timeout(st.query.timeout, run).await;
     let elapsed = start.elapsed();
     m.queries.fetch_add(1, Ordering::Relaxed);
+    crate::memory::note_query();
     m.query_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     let ms = elapsed.as_secs_f64() * 1e3;
     for (i, b) in QUERY_BUCKETS_MS.iter().enumerate() {

@@ -16,9 +16,9 @@
 //! stops (`on_thread_stop`), so an exited thread's arena, which the next new thread
 //! inherits, is left trimmed.
 //!
-//! It all runs once per burst, when neither appends, flushes nor compactions have happened
-//! for a whole period, so it never competes with busy ingest (and once after start). It also
-//! unmaps the segment file pages the process touched.
+//! It all runs once per burst, when neither appends, flushes, compactions nor queries have
+//! happened for a whole period, so it never competes with busy ingest or queries (and once
+//! after start). It also unmaps the segment file pages the process touched.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,14 +51,24 @@ thread_local! {
     static TRIMMED_IN: Cell<u64> = const { Cell::new(0) };
 }
 
-/// The engine's activity counters: they stay equal while nothing is written.
-fn activity(engine: &Engine) -> (u64, u64, u64) {
+/// Queries served ([`note_query`]): a query burst frees memory too (hash tables, sorts,
+/// decoded blocks beyond the caches), so it delays the release like writes do.
+static QUERIES: AtomicU64 = AtomicU64::new(0);
+
+/// A query finished (called by the SQL endpoint).
+pub fn note_query() {
+    QUERIES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The server's activity counters: they stay equal while nothing is written or queried.
+fn activity(engine: &Engine) -> [u64; 4] {
     let s = engine.stats();
-    (
+    [
         s.events_appended.load(Ordering::Relaxed),
         s.flushes.load(Ordering::Relaxed),
         s.compactions.load(Ordering::Relaxed),
-    )
+        QUERIES.load(Ordering::Relaxed),
+    ]
 }
 
 /// Runs for the server's life: after activity, once a [`QUIET_PERIOD`] passes without any,
@@ -251,5 +261,18 @@ mod tests {
         })
         .join()
         .expect("idle thread");
+    }
+
+    /// Queries count as activity: memory freed by a query burst is returned once it is over,
+    /// not only after writes.
+    #[test]
+    fn queries_delay_the_release_like_writes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = engine::EngineConfig { background: false, ..Default::default() };
+        let (engine, _) = Engine::open(dir.path(), cfg).expect("open");
+        let quiet = activity(&engine);
+        assert_eq!(activity(&engine), quiet, "nothing happened");
+        note_query();
+        assert_ne!(activity(&engine), quiet, "a query happened");
     }
 }
