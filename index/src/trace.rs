@@ -77,16 +77,20 @@ impl TraceIndex {
         let (start, end) = (self.starts[i], self.starts[i + 1]);
         let bytes = &self.gaps[..end];
         let mut pos = start;
-        let mut row = 0u32;
-        let mut first = true;
-        let mut out = RoaringBitmap::new();
-        while pos < end {
+        let mut row: Option<u32> = None;
+        let rows = std::iter::from_fn(|| {
+            if pos >= end {
+                return None;
+            }
             let v = take_varint(bytes, &mut pos) as u32;
-            row = if first { v } else { row.wrapping_add(v) };
-            first = false;
-            out.insert(row);
-        }
-        out
+            let next = row.map_or(v, |r| r.wrapping_add(v));
+            row = Some(next);
+            Some(next)
+        });
+        // Ascending by construction (`push` takes rows in order), so appended without search;
+        // should the bytes ever disagree, the rows are inserted one by one instead.
+        let rows: Vec<u32> = rows.collect();
+        RoaringBitmap::from_sorted_iter(rows.iter().copied()).unwrap_or_else(|_| rows.iter().copied().collect())
     }
 }
 
