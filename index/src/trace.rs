@@ -45,23 +45,26 @@ impl TraceIndex {
         self.ids.iter().enumerate().map(|(i, id)| (id, self.bitmap(i)))
     }
 
-    /// Bytes this index holds on the heap.
-    pub fn heap_bytes(&self) -> usize {
-        self.ids.capacity() * 16 + self.starts.capacity() * size_of::<usize>() + self.gaps.capacity()
-    }
-
-    /// Append a trace whose id sorts after every id already added, with its rows ascending.
-    /// `false` (and nothing added) when the id does not sort after the last one.
+    /// Append a trace whose id sorts after every id already added, with its rows strictly
+    /// ascending. `false` (and nothing added) when the id does not sort after the last one or
+    /// the rows do not ascend.
     pub(crate) fn push(&mut self, id: [u8; 16], rows: impl IntoIterator<Item = u32>) -> bool {
         if self.ids.last().is_some_and(|last| *last >= id) {
             return false;
         }
-        self.ids.push(id);
+        let from = self.gaps.len();
         let mut prev = None;
         for row in rows {
-            put_varint(&mut self.gaps, prev.map_or(row, |p| row - p));
+            match prev {
+                Some(p) if row <= p => {
+                    self.gaps.truncate(from);
+                    return false;
+                }
+                _ => put_varint(&mut self.gaps, prev.map_or(row, |p| row - p)),
+            }
             prev = Some(row);
         }
+        self.ids.push(id);
         self.starts.push(self.gaps.len());
         true
     }
@@ -73,24 +76,21 @@ impl TraceIndex {
         self.gaps.shrink_to_fit();
     }
 
+    /// The rows of the `i`th trace, ascending (`push` let no other order in).
     fn bitmap(&self, i: usize) -> RoaringBitmap {
-        let (start, end) = (self.starts[i], self.starts[i + 1]);
+        let (mut pos, end) = (self.starts[i], self.starts[i + 1]);
         let bytes = &self.gaps[..end];
-        let mut pos = start;
         let mut row: Option<u32> = None;
         let rows = std::iter::from_fn(|| {
-            if pos >= end {
-                return None;
-            }
-            let v = take_varint(bytes, &mut pos) as u32;
-            let next = row.map_or(v, |r| r.wrapping_add(v));
-            row = Some(next);
-            Some(next)
+            (pos < end).then(|| {
+                let gap = take_varint(bytes, &mut pos) as u32;
+                let next = row.map_or(gap, |r| r.wrapping_add(gap));
+                row = Some(next);
+                next
+            })
         });
-        // Ascending by construction (`push` takes rows in order), so appended without search;
-        // should the bytes ever disagree, the rows are inserted one by one instead.
-        let rows: Vec<u32> = rows.collect();
-        RoaringBitmap::from_sorted_iter(rows.iter().copied()).unwrap_or_else(|_| rows.iter().copied().collect())
+        // Never fails: the rows ascend, so each is appended without a search.
+        RoaringBitmap::from_sorted_iter(rows).unwrap_or_default()
     }
 }
 
@@ -109,7 +109,10 @@ impl TraceIndexBuilder {
         let mut pairs: Vec<_> = self.map.into_iter().collect();
         pairs.sort_unstable_by_key(|p| p.0);
         let mut idx = TraceIndex::default();
-        for (id, rows) in pairs {
+        for (id, mut rows) in pairs {
+            // Rows arrive in row order; sorting an ordered run only checks it.
+            rows.sort_unstable();
+            rows.dedup();
             idx.push(id, rows);
         }
         idx.shrink();
@@ -159,6 +162,8 @@ mod tests {
         assert!(!idx.push([2; 16], [7]), "a repeated id");
         assert!(!idx.push([1; 16], [7]), "a smaller id");
         assert!(idx.push([3; 16], []));
+        assert!(!idx.push([4; 16], [3, 9, 9]), "rows that do not ascend");
+        assert!(!idx.push([5; 16], [3, 1]), "rows that descend");
         assert_eq!(idx.len(), 2);
         assert_eq!(idx.rows(&[2; 16]).map(|b| b.iter().collect::<Vec<_>>()), Some(vec![0, 5]));
         assert_eq!(idx.rows(&[3; 16]).map(|b| b.len()), Some(0));
