@@ -123,6 +123,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     let app = if settings.metrics_enabled { app.route("/metrics", get(metrics)) } else { app };
     let app = app
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), refuse_declared_oversize))
         .layer(axum::middleware::map_response_with_state(state.clone(), body_too_large))
         .with_state(state.clone());
     let monitoring = settings.metrics_port.map(|port| {
@@ -185,6 +186,43 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
 
 /// Bodies over the configured limit are rejected by axum's body limit with a plain-text 413;
 /// count them and answer in the API's JSON error shape.
+/// Most bytes of an oversized body read (and dropped) before its 413, as a multiple of the
+/// limit, and for how long at most.
+const OVERSIZE_DRAIN_FACTOR: u64 = 4;
+const OVERSIZE_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A request that declares a body over the limit gets its 413 without being handled, and
+/// only after the server has read and dropped what the client sends (up to
+/// [`OVERSIZE_DRAIN_FACTOR`] times the limit, for [`OVERSIZE_DRAIN_TIME`] at most): answered
+/// while the client is still writing, the client would see its connection reset (EPIPE)
+/// rather than the 413. Past those bounds the answer goes out at once and the connection
+/// closes. Bodies without a declared length are cut by `DefaultBodyLimit` as before.
+async fn refuse_declared_oversize(
+    State(st): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared =
+        req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    let limit = st.body_limit as u64;
+    match declared {
+        Some(n) if n > limit => {
+            if n <= limit.saturating_mul(OVERSIZE_DRAIN_FACTOR) {
+                let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIME, drain(req.into_body())).await;
+            }
+            // Counted and worded by `body_too_large`, like a body cut while read.
+            StatusCode::PAYLOAD_TOO_LARGE.into_response()
+        }
+        _ => next.run(req).await,
+    }
+}
+
+/// Read a body to its end, dropping each frame.
+async fn drain(mut body: axum::body::Body) {
+    use axum::body::HttpBody;
+    while let Some(Ok(_)) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {}
+}
+
 async fn body_too_large(State(st): State<Shared>, resp: Response) -> Response {
     if resp.status() != StatusCode::PAYLOAD_TOO_LARGE {
         return resp;
@@ -535,6 +573,15 @@ async fn metrics(State(st): State<Shared>) -> Response {
         let _ = writeln!(s, "activemirror_{name}_entries {}", c.entries);
         let _ = writeln!(s, "activemirror_{name}_bytes {}", c.bytes);
         let _ = writeln!(s, "activemirror_{name}_capacity_bytes {}", c.capacity);
+    }
+    let _ = writeln!(
+        s,
+        "# HELP activemirror_memory_releases_total Times the server, once quiet, returned freed memory to the system.\n\
+         # TYPE activemirror_memory_releases_total counter\nactivemirror_memory_releases_total {}",
+        crate::memory::releases()
+    );
+    if let Some(p) = crate::process::read() {
+        crate::process::write_metrics(&mut s, &p);
     }
     ([("content-type", "text/plain; version=0.0.4")], s).into_response()
 }

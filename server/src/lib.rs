@@ -11,3 +11,4 @@ pub mod import;
 pub mod ingest;
 pub mod memory;
 pub mod otlp;
+pub mod process;

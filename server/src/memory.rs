@@ -101,11 +101,20 @@ pub async fn release_when_idle(engine: Arc<Engine>) {
 /// rayon thread's arena, this thread's arena, then the free chunks inside every arena. The
 /// other threads trim their own arenas when next idle.
 pub fn release_everything(engine: &Engine) {
+    RELEASES.fetch_add(1, Ordering::Relaxed);
     new_trim_epoch();
     release_segment_pages(engine);
     rayon::broadcast(|_| thread_idle());
     thread_idle();
     release_free_memory();
+}
+
+/// Times [`release_everything`] ran.
+static RELEASES: AtomicU64 = AtomicU64::new(0);
+
+/// Times the server, once quiet, returned freed memory (for `/metrics`).
+pub fn releases() -> u64 {
+    RELEASES.load(Ordering::Relaxed)
 }
 
 /// From now on each thread trims its arena once more, when next idle.

@@ -111,6 +111,19 @@ fn ingest_query_reject_and_survive_sigkill() {
     assert!(m.contains("activemirror_text_cache_misses_total "), "{m}");
     // And the token index cache (256 MiB by default).
     assert!(m.contains(&format!("activemirror_index_cache_capacity_bytes {}", 256u64 << 20)), "{m}");
+    // The process's own figures, under the names Prometheus client libraries use, and how
+    // often the idle server returned memory (a count; whether it ran yet depends on timing).
+    let gauge = |name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {m}"))
+    };
+    assert!(gauge("process_resident_memory_bytes") > 1e6, "{m}");
+    assert!(gauge("process_virtual_memory_bytes") >= gauge("process_resident_memory_bytes"), "{m}");
+    assert!(gauge("process_threads") >= 2.0 && gauge("process_open_fds") >= 3.0, "{m}");
+    assert!(gauge("process_cpu_seconds_total") > 0.0, "{m}");
+    assert!(gauge("activemirror_memory_releases_total") >= 0.0, "{m}");
 
     // SIGKILL, restart: every acknowledged event is back.
     s.child.kill().expect("kill");
