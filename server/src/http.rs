@@ -205,9 +205,15 @@ async fn refuse_declared_oversize(
     let declared =
         req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
     let limit = st.body_limit as u64;
+    // A client that waits for `100 Continue` has sent nothing yet: reading would invite the
+    // body; answering at once spares it.
+    let waits_to_send = req
+        .headers()
+        .get(axum::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     match declared {
         Some(n) if n > limit => {
-            if n <= limit.saturating_mul(OVERSIZE_DRAIN_FACTOR) {
+            if !waits_to_send && n <= limit.saturating_mul(OVERSIZE_DRAIN_FACTOR) {
                 let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIME, drain(req.into_body())).await;
             }
             // Counted and worded by `body_too_large`, like a body cut while read.

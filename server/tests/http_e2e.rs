@@ -296,3 +296,41 @@ fn queries_are_held_to_the_memory_budget() {
     let (status, body) = post(&url, r#"{"sql": "SELECT count(*) AS n FROM generate_series(1, 1000) t(v)"}"#);
     assert_eq!((status, body.as_str()), (200, r#"[{"n":1000}]"#));
 }
+
+/// A body declared over the limit is answered with 413 at once when the client waits for
+/// `100 Continue` (nothing of it is sent or read), and after the server has read it when the
+/// client sends it anyway; either way the client reads the answer, and nothing is stored.
+#[test]
+fn declared_oversize_bodies_get_a_413_the_client_can_read() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("am.yaml");
+    std::fs::write(&config, "server:\n  max_body_mb: 1\n").expect("config");
+    let mut s = start_with(&dir.path().join("data"), &["--config", config.to_str().expect("utf8")]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let response = |request: &[u8], body: &[u8]| -> String {
+        let mut c = std::net::TcpStream::connect(&addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        c.write_all(request).expect("headers");
+        c.write_all(body).expect("the whole body is read before the answer");
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let headers = |len: usize, expect: bool| {
+        format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n{}Connection: close\r\n\r\n",
+            if expect { "Expect: 100-continue\r\n" } else { "" }
+        )
+    };
+    let waiting = response(headers(3 << 20, true).as_bytes(), b"");
+    assert!(waiting.starts_with("HTTP/1.1 413"), "{waiting}");
+    assert!(!waiting.contains("100 Continue"), "the body was not invited: {waiting}");
+    assert!(waiting.contains("server.max_body_mb"), "{waiting}");
+    let body = vec![b' '; 3 << 20];
+    let sent = response(headers(body.len(), false).as_bytes(), &body);
+    assert!(sent.starts_with("HTTP/1.1 413"), "{sent}");
+    assert_eq!(count(&s.base, None), 0);
+    s.child.kill().expect("kill");
+    let _ = s.child.wait();
+}
