@@ -16,9 +16,10 @@
 //! stops (`on_thread_stop`), so an exited thread's arena, which the next new thread
 //! inherits, is left trimmed.
 //!
-//! It all runs once per burst, when neither appends, flushes, compactions nor queries have
-//! happened for a whole period, so it never competes with busy ingest or queries (and once
-//! after start). It also unmaps the segment file pages the process touched.
+//! It all runs at the end of a period in which the server was idle or lightly loaded (a
+//! trickle of appends, a dashboard's polls), if a busy period came since the last time or
+//! anonymous memory grew by 16 MiB (and once after start), so it never competes with busy
+//! ingest or queries and does not repeat for nothing. It also unmaps the segment file pages the process touched.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,23 +72,66 @@ fn activity(engine: &Engine) -> [u64; 4] {
     ]
 }
 
-/// Runs for the server's life: after activity, once a [`QUIET_PERIOD`] passes without any,
-/// return freed heap memory to the operating system.
+/// Appends and queries per [`QUIET_PERIOD`] under which the server counts as lightly loaded
+/// (a trickle of events, a dashboard's polls): memory goes back then too, not only when
+/// nothing at all happens, or a burst followed by a trickle would keep its memory all day.
+const LIGHT_EVENTS: u64 = 5_000;
+const LIGHT_QUERIES: u64 = 50;
+
+/// Growth of anonymous resident memory since the last release that makes another worth it.
+const RELEASE_MIN_GROWTH: u64 = 16 << 20;
+
+/// Whether the last period (`delta` of [`activity`]) was light: few appends and queries, no
+/// compaction finished. Flushes do not count: a trickle of events flushes by age.
+fn is_light(delta: [u64; 4]) -> bool {
+    let [events, _flushes, compactions, queries] = delta;
+    events < LIGHT_EVENTS && compactions == 0 && queries < LIGHT_QUERIES
+}
+
+/// Whether to release at the end of a light period: the first time, after a busy period since
+/// the last release (what it freed sits in the arenas without showing as growth), or when
+/// anonymous memory grew since the last release (a single large query, caches filling).
+fn should_release(busy_since_last: bool, anon_now: Option<u64>, anon_after_last: Option<u64>) -> bool {
+    match (anon_now, anon_after_last) {
+        (_, None) => true,
+        (Some(now), Some(after)) => busy_since_last || now >= after.saturating_add(RELEASE_MIN_GROWTH),
+        (None, Some(_)) => busy_since_last,
+    }
+}
+
+/// Runs for the server's life: at the end of each [`QUIET_PERIOD`] in which the server was
+/// idle or lightly loaded, return freed heap memory to the operating system if there was a
+/// busy period or memory grew since the last time (and once right after start).
 pub async fn release_when_idle(engine: Arc<Engine>) {
     let mut tick = tokio::time::interval(QUIET_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = activity(&engine);
-    let mut released = false;
+    let mut after_last: Option<u64> = None;
+    let mut busy_since_last = false;
+    // Threads trim on their next idle moment, so memory is read one period after a release.
+    let mut settling = false;
     loop {
         tick.tick().await;
         let now = activity(&engine);
-        if now != last {
-            last = now;
-            released = false;
-        } else if !released {
-            released = true;
+        let delta = std::array::from_fn(|i| now[i].wrapping_sub(last[i]));
+        last = now;
+        if !is_light(delta) {
+            busy_since_last = true;
+            settling = false;
+            continue;
+        }
+        let anon = crate::process::anonymous_resident_bytes();
+        if settling {
+            settling = false;
+            after_last = anon.or(after_last);
+            continue;
+        }
+        if should_release(busy_since_last, anon, after_last) {
             let engine = engine.clone();
             let _ = tokio::task::spawn_blocking(move || release_everything(&engine)).await;
+            after_last = Some(anon.unwrap_or(0));
+            busy_since_last = false;
+            settling = true;
             // Wake the runtime's workers so that each parks again, and trims, now rather than
             // at its next request.
             for _ in 0..8 {
@@ -270,6 +314,31 @@ mod tests {
         })
         .join()
         .expect("idle thread");
+    }
+
+    /// Light periods: a trickle of appends, a dashboard's polls and flushes by age; busy ones:
+    /// many appends, many queries, or a finished compaction.
+    #[test]
+    fn light_periods_are_few_appends_and_queries_and_no_compaction() {
+        assert!(is_light([0; 4]));
+        assert!(is_light([LIGHT_EVENTS - 1, 3, 0, LIGHT_QUERIES - 1]));
+        assert!(!is_light([LIGHT_EVENTS, 0, 0, 0]));
+        assert!(!is_light([0, 0, 0, LIGHT_QUERIES]));
+        assert!(!is_light([0, 0, 1, 0]));
+    }
+
+    /// Released the first time, after any busy period, or when memory grew; not otherwise.
+    #[test]
+    fn releases_follow_busy_periods_or_grown_memory() {
+        let mb = |n: u64| Some(n << 20);
+        assert!(should_release(false, mb(10), None), "the first time");
+        assert!(should_release(false, None, None), "the first time, memory unknown");
+        assert!(should_release(true, mb(40), mb(40)), "after a busy period, whatever memory shows");
+        assert!(should_release(true, None, mb(40)));
+        assert!(should_release(false, mb(56), mb(40)), "grown by the minimum");
+        assert!(!should_release(false, mb(55), mb(40)), "grown by less");
+        assert!(!should_release(false, mb(30), mb(40)));
+        assert!(!should_release(false, None, mb(40)));
     }
 
     /// Queries count as activity: memory freed by a query burst is returned once it is over,

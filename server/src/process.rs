@@ -81,6 +81,29 @@ pub fn read() -> Option<ProcessFigures> {
     }
 }
 
+/// Resident memory not backed by files (heap, stacks): resident minus shared pages of
+/// `/proc/self/statm`. `None` off Linux or if it cannot be read.
+pub fn anonymous_resident_bytes() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        #[allow(unsafe_code)]
+        // SAFETY: `sysconf` takes an integer name and returns an integer.
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+        parse_statm_anonymous(&std::fs::read_to_string("/proc/self/statm").ok()?, page)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// Resident minus shared pages of a `/proc/<pid>/statm` line, in bytes.
+fn parse_statm_anonymous(statm: &str, page_bytes: u64) -> Option<u64> {
+    let mut fields = statm.split_ascii_whitespace().skip(1).map(|f| f.parse::<u64>().ok());
+    let (resident, shared) = (fields.next()??, fields.next()??);
+    Some(resident.saturating_sub(shared).saturating_mul(page_bytes))
+}
+
 /// Append the figures to a Prometheus text exposition.
 pub fn write_metrics(out: &mut String, p: &ProcessFigures) {
     use std::fmt::Write;
@@ -139,6 +162,16 @@ mod tests {
         assert!((p.start_time_seconds - 1_700_001_234.56).abs() < 1e-6, "{}", p.start_time_seconds);
         assert_eq!((p.threads, p.open_fds), (9, 12));
         assert_eq!(parse_boot_time("cpu 1\n"), None);
+    }
+
+    #[test]
+    fn anonymous_memory_is_resident_minus_shared() {
+        assert_eq!(parse_statm_anonymous("5000 3000 1000 10 0 900 0\n", 4096), Some(2000 * 4096));
+        assert_eq!(parse_statm_anonymous("5000 3000", 4096), None, "no shared field");
+        assert_eq!(parse_statm_anonymous("5000 x 1000", 4096), None);
+        let anon = anonymous_resident_bytes();
+        #[cfg(target_os = "linux")]
+        assert!(anon.is_some_and(|a| a > 0), "{anon:?}");
     }
 
     #[cfg(target_os = "linux")]
