@@ -133,7 +133,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     });
     // Deep statements recurse in planning; 32 MB stacks (reserved, touched only as used) keep
     // the largest that `query::limits` lets through well inside them.
-    // Each thread gives its malloc arena's free top back once the server goes quiet
+    // Each thread gives its malloc arena's free top back at each memory release
     // (`memory`): workers when they park, every thread as it stops.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .thread_stack_size(32 << 20)
@@ -582,7 +582,7 @@ async fn metrics(State(st): State<Shared>) -> Response {
     }
     let _ = writeln!(
         s,
-        "# HELP activemirror_memory_releases_total Times the server, once quiet, returned freed memory to the system.\n\
+        "# HELP activemirror_memory_releases_total Times the server, idle or lightly loaded, returned freed memory to the system.\n\
          # TYPE activemirror_memory_releases_total counter\nactivemirror_memory_releases_total {}",
         crate::memory::releases()
     );

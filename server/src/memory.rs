@@ -1,4 +1,5 @@
-//! Giving freed heap memory back to the operating system once the server goes quiet.
+//! Giving freed heap memory back to the operating system once the server is idle or lightly
+//! loaded.
 //!
 //! glibc's malloc keeps memory that was freed in its arenas for reuse. After a burst of
 //! ingest (a full buffer, flushes, a compaction) the server measured 1.27 GB resident while
@@ -8,7 +9,7 @@
 //! `malloc_trim` returns the free chunks inside every arena, but not the free space at the
 //! top of each per-thread arena: glibc shrinks that only when the arena's own thread frees
 //! a large chunk while the top exceeds the trim threshold, which the dynamic threshold
-//! raises to 64 MiB after a burst. So, once quiet, [`release_when_idle`] starts a new trim
+//! raises to 64 MiB after a burst. So, at each release, [`release_when_idle`] starts a new trim
 //! epoch, and every thread that allocates trims its own arena ([`trim_thread_arena`]) the
 //! next time it is idle: tokio's workers when they park ([`thread_idle`], installed with
 //! `on_thread_park`), the engine's flush and compaction threads when they wake (its
@@ -19,7 +20,8 @@
 //! It all runs at the end of a period in which the server was idle or lightly loaded (a
 //! trickle of appends, a dashboard's polls), if a busy period came since the last time or
 //! anonymous memory grew by 16 MiB (and once after start), so it never competes with busy
-//! ingest or queries and does not repeat for nothing. It also unmaps the segment file pages the process touched.
+//! ingest or queries and does not repeat for nothing. It also unmaps the segment file pages
+//! the process touched.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +30,8 @@ use std::time::Duration;
 
 use engine::Engine;
 
-/// How long the engine must have been quiet before freed memory is returned.
+/// The period over which the server's load is judged light or busy; memory is returned at
+/// the end of a light one.
 pub const QUIET_PERIOD: Duration = Duration::from_secs(5);
 
 /// Largest allocation glibc serves from an arena rather than its own map, fixed once the
@@ -44,7 +47,7 @@ const TOP_KEPT_WHILE_BUSY: i32 = 64 << 20;
 /// enough that freeing it makes glibc consider trimming that arena (at least 64 KiB).
 const TRIM_PROBE_BYTES: usize = 96 << 10;
 
-/// Bumped each time the server goes quiet; a thread trims its arena once per value.
+/// Bumped at each release; a thread trims its arena once per value.
 static TRIM_EPOCH: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
@@ -53,7 +56,7 @@ thread_local! {
 }
 
 /// Queries served ([`note_query`]): a query burst frees memory too (hash tables, sorts,
-/// decoded blocks beyond the caches), so it delays the release like writes do.
+/// decoded blocks beyond the caches), so many queries make a period busy, like writes.
 static QUERIES: AtomicU64 = AtomicU64::new(0);
 
 /// A query finished (called by the SQL endpoint).
@@ -156,7 +159,7 @@ pub fn release_everything(engine: &Engine) {
 /// Times [`release_everything`] ran.
 static RELEASES: AtomicU64 = AtomicU64::new(0);
 
-/// Times the server, once quiet, returned freed memory (for `/metrics`).
+/// Times the server, idle or lightly loaded, returned freed memory (for `/metrics`).
 pub fn releases() -> u64 {
     RELEASES.load(Ordering::Relaxed)
 }
@@ -176,7 +179,7 @@ pub fn release_segment_pages(engine: &Engine) {
 }
 
 /// A thread is idle (a tokio worker about to park, an engine thread between naps): trim its
-/// arena if the server went quiet since it last did. One atomic load when there is nothing to
+/// arena if the server released memory since it last did. One atomic load when there is nothing to
 /// do.
 pub fn thread_idle() {
     let epoch = TRIM_EPOCH.load(Ordering::Acquire);
@@ -297,10 +300,10 @@ mod tests {
         .expect("allocating thread");
     }
 
-    /// A thread trims once per quiet period however often it goes idle, and not before the
+    /// A thread trims once per release however often it goes idle, and not before the
     /// first one.
     #[test]
-    fn idle_threads_trim_once_per_quiet_period() {
+    fn idle_threads_trim_once_per_release() {
         std::thread::spawn(|| {
             let trimmed_in = || TRIMMED_IN.with(Cell::get);
             thread_idle();
