@@ -241,7 +241,7 @@ mod tests {
     fn resident() -> u64 {
         let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
         let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("resident pages");
-        pages * 4096
+        pages * crate::process::page_bytes().expect("page size")
     }
 
     /// Freed blocks pinned between live ones stay resident until trimmed; then most of them

@@ -62,6 +62,27 @@ fn figures(stat: StatFields, boot_time: u64, page_bytes: u64, ticks_per_second: 
     }
 }
 
+/// A system setting from `sysconf` (`None` if it reports none).
+#[cfg(target_os = "linux")]
+fn sysconf(name: libc::c_int) -> Option<u64> {
+    #[allow(unsafe_code)]
+    // SAFETY: `sysconf` takes an integer name and returns an integer; it touches no memory of
+    // ours.
+    u64::try_from(unsafe { libc::sysconf(name) }).ok().filter(|v| *v > 0)
+}
+
+/// Bytes per memory page, the unit of `/proc/<pid>/statm` (`None` off Linux).
+pub fn page_bytes() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        sysconf(libc::_SC_PAGESIZE)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 /// This process's figures now (`None` off Linux or if `/proc` cannot be read).
 pub fn read() -> Option<ProcessFigures> {
     #[cfg(target_os = "linux")]
@@ -69,11 +90,7 @@ pub fn read() -> Option<ProcessFigures> {
         let stat = parse_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
         let boot = parse_boot_time(&std::fs::read_to_string("/proc/stat").ok()?)?;
         let fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
-        #[allow(unsafe_code)]
-        // SAFETY: `sysconf` takes an integer name and returns an integer; it touches no memory
-        // of ours.
-        let (page, ticks) = unsafe { (libc::sysconf(libc::_SC_PAGESIZE), libc::sysconf(libc::_SC_CLK_TCK)) };
-        Some(figures(stat, boot, u64::try_from(page).ok()?, u64::try_from(ticks).ok()?, fds))
+        Some(figures(stat, boot, page_bytes()?, sysconf(libc::_SC_CLK_TCK)?, fds))
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -86,10 +103,7 @@ pub fn read() -> Option<ProcessFigures> {
 pub fn anonymous_resident_bytes() -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
-        #[allow(unsafe_code)]
-        // SAFETY: `sysconf` takes an integer name and returns an integer.
-        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
-        parse_statm_anonymous(&std::fs::read_to_string("/proc/self/statm").ok()?, page)
+        parse_statm_anonymous(&std::fs::read_to_string("/proc/self/statm").ok()?, page_bytes()?)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -181,7 +195,7 @@ mod tests {
         let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
         let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("pages");
         // Resident size moves a little between the two reads.
-        let statm_bytes = pages * 4096;
+        let statm_bytes = pages * page_bytes().expect("page size");
         assert!(p.resident_bytes.abs_diff(statm_bytes) < 16 << 20, "{} against {statm_bytes}", p.resident_bytes);
         assert!(p.threads >= 1 && p.open_fds >= 3, "{p:?}");
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
