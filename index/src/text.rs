@@ -183,6 +183,91 @@ impl TextIndexBuilder {
     }
 }
 
+/// The token sets of a segment's blocks, kept as they arrive (block by block, owning their
+/// long tokens), until [`TokenBlocks::finish`] turns them into a [`TextIndex`]. A segment
+/// written in pieces drops each piece's text once encoded; its tokens wait here.
+#[derive(Debug, Default)]
+pub struct TokenBlocks {
+    /// (short token key, block).
+    short: Vec<(u64, u32)>,
+    /// The long tokens' bytes, one after another.
+    long_text: String,
+    /// (start in `long_text`, length, block) of each long token.
+    long: Vec<(usize, u32, u32)>,
+    n_blocks: u32,
+}
+
+impl TokenBlocks {
+    /// Add the next block's tokens.
+    pub fn push_block(&mut self, set: TokenSet<'_>) {
+        let b = self.n_blocks;
+        self.short.extend(set.short.into_iter().map(|k| (k, b)));
+        for t in set.long {
+            self.long.push((self.long_text.len(), t.len() as u32, b));
+            self.long_text.push_str(t);
+        }
+        self.n_blocks += 1;
+    }
+
+    /// Blocks added so far.
+    pub fn n_blocks(&self) -> u32 {
+        self.n_blocks
+    }
+
+    /// The index of every block added.
+    pub fn finish(self) -> TextIndex {
+        let text = self.long_text.as_str();
+        // Sorted by (first 8 bytes as a big-endian integer, rest of the token, block). A short
+        // token is its integer alone (with an empty string); a long one adds its text. Short
+        // tokens never need a string compare, and the order is the tokens' byte order: when a
+        // short token's integer equals a long token's head, the short one is a prefix of it
+        // and sorts first, as the empty string does.
+        let mut pairs: Vec<(u64, &str, u32)> = Vec::with_capacity(self.short.len() + self.long.len());
+        pairs.extend(self.short.iter().map(|&(k, b)| (k, "", b)));
+        pairs.extend(self.long.iter().map(|&(at, len, b)| {
+            // Token boundaries are character boundaries: `push_block` appended whole strings.
+            let t = text.get(at..at + len as usize).unwrap_or("");
+            (long_head(t), t, b)
+        }));
+        drop(self.short);
+        // (The empty-string cases are spelled out: comparing two strings calls `memcmp` even
+        // when both are empty.)
+        let rest = |a: &str, b: &str| match (a.is_empty(), b.is_empty()) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Less,
+            (false, true) => std::cmp::Ordering::Greater,
+            (false, false) => a.cmp(b),
+        };
+        let same_token = |a: &(u64, &str, u32), b: &(u64, &str, u32)| a.0 == b.0 && rest(a.1, b.1).is_eq();
+        let order =
+            |a: &(u64, &str, u32), b: &(u64, &str, u32)| a.0.cmp(&b.0).then_with(|| rest(a.1, b.1)).then(a.2.cmp(&b.2));
+        // A compacted segment holds millions of pairs: sort on every core.
+        rayon::slice::ParallelSliceMut::par_sort_unstable_by(&mut pairs[..], order);
+        let mut out = TextIndexBuilder::new(self.n_blocks, pairs.len());
+        let mut token = Vec::with_capacity(64);
+        let mut list = Vec::new();
+        let mut i = 0;
+        while i < pairs.len() {
+            let first = pairs[i];
+            token.clear();
+            if first.1.is_empty() {
+                // Tokens hold no NUL byte: the key's length is where its zero padding starts.
+                let len = 8 - (first.0.trailing_zeros() / 8) as usize;
+                token.extend_from_slice(&first.0.to_be_bytes()[..len]);
+            } else {
+                token.extend_from_slice(first.1.as_bytes());
+            }
+            list.clear();
+            while i < pairs.len() && same_token(&pairs[i], &first) {
+                list.push(pairs[i].2);
+                i += 1;
+            }
+            out.push(&token, &list);
+        }
+        out.finish()
+    }
+}
+
 /// 1 for the ASCII bytes that are token characters (letters and digits), else 0. Bytes of
 /// non-ASCII characters are 0 here; their characters are classified one by one.
 static ASCII_ALNUM: [u8; 256] = {
@@ -347,53 +432,11 @@ pub fn like_pieces(pattern: &str) -> Option<Vec<Piece>> {
 impl TextIndex {
     /// Build from the distinct tokens of each block, in block order.
     pub fn from_blocks(blocks: Vec<TokenSet<'_>>) -> TextIndex {
-        let n_blocks = blocks.len() as u32;
-        // Sorted by (first 8 bytes as a big-endian integer, rest of the token, block). A short
-        // token is its integer alone (with an empty string); a long one adds its text. Short
-        // tokens never need a string compare, and the order is the tokens' byte order: when a
-        // short token's integer equals a long token's head, the short one is a prefix of it
-        // and sorts first, as the empty string does.
-        let mut pairs: Vec<(u64, &str, u32)> = Vec::with_capacity(blocks.iter().map(TokenSet::len).sum());
-        for (b, set) in blocks.into_iter().enumerate() {
-            let b = b as u32;
-            pairs.extend(set.short.into_iter().map(|k| (k, "", b)));
-            pairs.extend(set.long.into_iter().map(|t| (long_head(t), t, b)));
+        let mut acc = TokenBlocks::default();
+        for set in blocks {
+            acc.push_block(set);
         }
-        // (The empty-string cases are spelled out: comparing two strings calls `memcmp` even
-        // when both are empty.)
-        let rest = |a: &str, b: &str| match (a.is_empty(), b.is_empty()) {
-            (true, true) => std::cmp::Ordering::Equal,
-            (true, false) => std::cmp::Ordering::Less,
-            (false, true) => std::cmp::Ordering::Greater,
-            (false, false) => a.cmp(b),
-        };
-        let same_token = |a: &(u64, &str, u32), b: &(u64, &str, u32)| a.0 == b.0 && rest(a.1, b.1).is_eq();
-        let order =
-            |a: &(u64, &str, u32), b: &(u64, &str, u32)| a.0.cmp(&b.0).then_with(|| rest(a.1, b.1)).then(a.2.cmp(&b.2));
-        // A compacted segment holds millions of pairs: sort on every core.
-        rayon::slice::ParallelSliceMut::par_sort_unstable_by(&mut pairs[..], order);
-        let mut out = TextIndexBuilder::new(n_blocks, pairs.len());
-        let mut token = Vec::with_capacity(64);
-        let mut list = Vec::new();
-        let mut i = 0;
-        while i < pairs.len() {
-            let first = pairs[i];
-            token.clear();
-            if first.1.is_empty() {
-                // Tokens hold no NUL byte: the key's length is where its zero padding starts.
-                let len = 8 - (first.0.trailing_zeros() / 8) as usize;
-                token.extend_from_slice(&first.0.to_be_bytes()[..len]);
-            } else {
-                token.extend_from_slice(first.1.as_bytes());
-            }
-            list.clear();
-            while i < pairs.len() && same_token(&pairs[i], &first) {
-                list.push(pairs[i].2);
-                i += 1;
-            }
-            out.push(&token, &list);
-        }
-        out.finish()
+        acc.finish()
     }
 
     /// Decode a text section: `bytes` from its first byte ([`crate::TextSection::at`]) to the

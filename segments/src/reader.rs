@@ -314,6 +314,16 @@ impl Segment {
             .sum()
     }
 
+    /// Stored (compressed) bytes of the index section: bitmaps, trace directory, token index.
+    pub fn index_bytes(&self) -> u64 {
+        u64::from(self.header.index_len)
+    }
+    /// Uncompressed bytes of the index section and, of them, the token index's (0 without one).
+    pub fn index_raw_bytes(&self) -> (u64, u64) {
+        let raw = u64::from(self.header.index_raw_len);
+        (raw, self.text_section.map_or(0, |t| raw.saturating_sub(t.at as u64)))
+    }
+
     pub fn column_bytes(&self, col: ColumnId) -> u64 {
         (0..self.blocks.len()).map(|b| u64::from(self.chunk(b, col).len)).sum()
     }

@@ -41,14 +41,24 @@ pub const MIN_TEXT_PER_DICT_BYTE: usize = 16;
 /// capped at `opts.sample_bytes` in total.
 pub fn train(texts: &[&str], opts: &TextDictionaryOptions) -> Option<Vec<u8>> {
     let total: usize = texts.iter().map(|t| t.len()).sum();
-    if opts.dict_bytes < 256 || total < opts.dict_bytes.saturating_mul(MIN_TEXT_PER_DICT_BYTE) {
+    train_on_sample(texts, total, opts)
+}
+
+/// Train a dictionary for a segment holding `total_text_bytes` of text on `sample`, texts
+/// drawn evenly from it (a segment written piece by piece samples its text before it has it
+/// all). The same rules as [`train`]: `None` when the segment has too little text for a
+/// dictionary to pay off, or the trainer declines; at most `opts.sample_bytes` of the sample
+/// are used, evenly spread.
+pub fn train_on_sample(sample: &[&str], total_text_bytes: usize, opts: &TextDictionaryOptions) -> Option<Vec<u8>> {
+    if opts.dict_bytes < 256 || total_text_bytes < opts.dict_bytes.saturating_mul(MIN_TEXT_PER_DICT_BYTE) {
         return None;
     }
+    let sampled: usize = sample.iter().map(|t| t.len()).sum();
     // Every `step`-th text, so that the samples stay under the budget.
-    let step = total.div_ceil(opts.sample_bytes.max(1)).max(1);
-    let mut data = Vec::with_capacity(total.min(opts.sample_bytes) + 4096);
+    let step = sampled.div_ceil(opts.sample_bytes.max(1)).max(1);
+    let mut data = Vec::with_capacity(sampled.min(opts.sample_bytes) + 4096);
     let mut sizes = Vec::new();
-    for t in texts.iter().step_by(step).filter(|t| !t.is_empty()) {
+    for t in sample.iter().step_by(step).filter(|t| !t.is_empty()) {
         data.extend_from_slice(t.as_bytes());
         sizes.push(t.len());
     }

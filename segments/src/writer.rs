@@ -1,6 +1,9 @@
 //! Writing a segment: rows in, encoded + compressed column blocks, index and footer out.
-//! The file is written to a temporary name, fsync'd and renamed, so a segment either exists
-//! whole or not at all.
+//! A segment is written whole ([`SegmentWriter::write`], [`SegmentWriter::encode`]) or piece
+//! by piece ([`SegmentWriter::create`] then [`SegmentFile::push`]): each piece's blocks are
+//! encoded on every core and written out, so a writer holds one piece of rows, not the
+//! segment. The file is written to a temporary name, fsync'd and renamed, so a segment either
+//! exists whole or not at all.
 
 use std::borrow::Borrow;
 
@@ -13,8 +16,8 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use index::text::TokenSet;
-use index::{IndexBuilder, IndexedColumn, TextIndex};
+use index::text::{TokenBlocks, TokenSet};
+use index::{IndexBuilder, IndexedColumn};
 
 use crate::column::{encode_column, numeric_stats, ColumnEncoding, ColumnId, COLUMN_COUNT};
 use crate::error::SegmentError;
@@ -90,7 +93,7 @@ pub struct SegmentInfo {
     pub max_ts: i64,
 }
 
-/// Writes one segment file from rows sorted by timestamp.
+/// Writes segment files (rows in the order given).
 #[derive(Debug)]
 pub struct SegmentWriter {
     opts: WriterOptions,
@@ -111,154 +114,226 @@ impl SegmentWriter {
 
     /// Encode `events` into the bytes of a segment file.
     pub fn encode<E: Borrow<Event>>(&self, events: &[E]) -> Vec<u8> {
-        let events: &[&Event] = &events.iter().map(Borrow::borrow).collect::<Vec<_>>();
-        let mut out = Vec::new();
-        out.extend_from_slice(&HEAD_MAGIC);
+        let events: Vec<&Event> = events.iter().map(Borrow::borrow).collect();
+        let texts: Vec<&str> = events.iter().filter_map(|e| e.content.as_deref()).collect();
+        let dict = self.train_dictionary(&texts, texts.iter().map(|t| t.len()).sum());
+        drop(texts);
+        let mut b = SegmentBuilder::new(self.opts, Vec::new(), Path::new("<memory>"), dict);
+        // Writing to memory cannot fail.
+        let done = b.push(&events).and_then(|()| b.finish());
+        done.map(|(bytes, _)| bytes).unwrap_or_else(|e| unreachable!("encoding a segment in memory failed: {e}"))
+    }
+
+    /// This writer's text dictionary for a segment holding `total_text_bytes` of `content`,
+    /// trained on `sample` (texts drawn evenly from it), if the options ask for one and there
+    /// is enough text (see [`textdict::train_on_sample`]).
+    pub fn train_dictionary(&self, sample: &[&str], total_text_bytes: usize) -> Option<TextDictionary> {
+        let (Some(td), Codec::Zstd(level)) = (self.opts.text_dictionary, self.opts.text_codec) else {
+            return None;
+        };
+        let bytes = textdict::train_on_sample(sample, total_text_bytes, &td)?;
+        let prepared = CompressionDictionary::new(&bytes, level)?;
+        Some(TextDictionary { bytes, prepared })
+    }
+
+    /// Start writing a segment to `path` piece by piece (see [`SegmentFile`]), its text
+    /// compressed against `dict` if given (see [`SegmentWriter::train_dictionary`]).
+    pub fn create(&self, path: &Path, dict: Option<TextDictionary>) -> Result<SegmentFile, SegmentError> {
+        let tmp = path.with_extension("tmp");
+        let f = File::create(&tmp).map_err(io(&tmp))?;
+        let builder = SegmentBuilder::new(self.opts, BufWriter::with_capacity(1 << 20, f), &tmp, dict);
+        Ok(SegmentFile { builder: Some(builder), tmp, path: path.to_path_buf() })
+    }
+
+    /// Write `events` (in this order) to `path` atomically and durably.
+    pub fn write<E: Borrow<Event>>(&self, path: &Path, events: &[E]) -> Result<SegmentInfo, SegmentError> {
+        let events: Vec<&Event> = events.iter().map(Borrow::borrow).collect();
+        let texts: Vec<&str> = events.iter().filter_map(|e| e.content.as_deref()).collect();
+        let dict = self.train_dictionary(&texts, texts.iter().map(|t| t.len()).sum());
+        drop(texts);
+        let mut file = self.create(path, dict)?;
+        file.push(&events)?;
+        file.finish()
+    }
+}
+
+/// A trained text dictionary: its bytes (stored in the segment) and its compression form.
+pub struct TextDictionary {
+    bytes: Vec<u8>,
+    prepared: CompressionDictionary,
+}
+
+/// A segment file being written piece by piece: [`SegmentFile::push`] the rows in order (each
+/// piece but the last a whole number of blocks, else the segment gets a short block inside),
+/// then [`SegmentFile::finish`]. Dropped unfinished, it removes its temporary file.
+pub struct SegmentFile {
+    builder: Option<SegmentBuilder<BufWriter<File>>>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl SegmentFile {
+    /// Encode and write the next rows.
+    pub fn push(&mut self, rows: &[&Event]) -> Result<(), SegmentError> {
+        match &mut self.builder {
+            Some(b) => b.push(rows),
+            None => Ok(()),
+        }
+    }
+
+    /// Rows pushed so far.
+    pub fn rows(&self) -> u64 {
+        self.builder.as_ref().map_or(0, |b| b.rows)
+    }
+
+    /// Write the index and footer, make the file durable and give it its name.
+    pub fn finish(mut self) -> Result<SegmentInfo, SegmentError> {
+        let Some(builder) = self.builder.take() else {
+            return Err(SegmentError::Io {
+                path: self.tmp.clone(),
+                source: std::io::Error::other("segment file already finished"),
+            });
+        };
+        let (w, mut info) = builder.finish()?;
+        let f = w.into_inner().map_err(|e| SegmentError::Io { path: self.tmp.clone(), source: e.into_error() })?;
+        f.sync_all().map_err(io(&self.tmp))?;
+        drop(f);
+        fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        }
+        info.path = self.path.clone();
+        Ok(info)
+    }
+}
+
+impl Drop for SegmentFile {
+    fn drop(&mut self) {
+        if self.builder.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Encodes a segment into `out` as its rows arrive.
+struct SegmentBuilder<W: Write> {
+    opts: WriterOptions,
+    out: W,
+    /// Names the output in errors.
+    path: PathBuf,
+    /// Bytes written to `out`.
+    written: u64,
+    dict: Option<TextDictionary>,
+    blocks: Vec<BlockMeta>,
+    chunks: Vec<ChunkMeta>,
+    tokens: TokenBlocks,
+    index: IndexBuilder,
+    rows: u64,
+}
+
+impl<W: Write> SegmentBuilder<W> {
+    fn new(opts: WriterOptions, out: W, path: &Path, dict: Option<TextDictionary>) -> Self {
+        // The head magic goes out with the first write, in `push` or `finish`, whose errors
+        // are returned.
+        SegmentBuilder {
+            opts,
+            out,
+            path: path.to_path_buf(),
+            written: 0,
+            dict,
+            blocks: Vec::new(),
+            chunks: Vec::new(),
+            tokens: TokenBlocks::default(),
+            index: IndexBuilder::new(),
+            rows: 0,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SegmentError> {
+        self.out.write_all(bytes).map_err(io(&self.path))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn push(&mut self, rows: &[&Event]) -> Result<(), SegmentError> {
+        if self.written == 0 {
+            self.write(&HEAD_MAGIC)?;
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
         let block_rows = self.opts.block_rows.max(1);
-        // Blocks are encoded and compressed in parallel (compression dominates writing), then
-        // laid out in order, text against `dict_pages`' dictionary if there is one.
-        let encode_blocks = |dict_pages: Option<(TextDictionaryOptions, &CompressionDictionary)>| -> Vec<EncodedBlock> {
-            events
-                .par_chunks(block_rows)
-                .enumerate()
-                .map(|(b, rows)| {
-                    let min_ts = rows.iter().map(|e| e.timestamp_ns).min().unwrap_or(0);
-                    let max_ts = rows.iter().map(|e| e.timestamp_ns).max().unwrap_or(0);
-                    let meta = BlockMeta {
-                        rows: rows.len() as u32,
-                        _pad: 0,
-                        first_row: (b * block_rows) as u64,
-                        min_ts,
-                        max_ts,
-                    };
-                    let mut raw = Vec::new();
-                    let cols = ColumnId::ALL
-                        .iter()
-                        .map(|&id| {
-                            let codec = match id {
-                                ColumnId::Content | ColumnId::Attributes => self.opts.text_codec,
-                                _ => self.opts.codec,
-                            };
-                            // Free text (the reader accepts pages on plain columns only) in
-                            // dictionary pages, else plain pages, else one frame.
-                            let plain = id.encoding() == ColumnEncoding::Plain;
-                            let in_dict_pages = dict_pages.filter(|_| plain).and_then(|(td, cd)| {
-                                let mut c = DictCompressor::new(cd)?;
-                                pages::encode_pages_with(id, rows, td.page_rows, true, |raw| c.compress(raw))
-                            });
-                            let (stored, raw_len, codec_id, crc) = match (in_dict_pages, self.opts.text_page_rows) {
-                                (Some((stored, raw_len)), _) => {
-                                    // The chunk's CRC covers its directory; the directory holds
-                                    // each page's CRC.
-                                    let dir = pages::directory_len(&stored, true).unwrap_or(stored.len());
-                                    let crc = crc32fast::hash(&stored[..dir]);
-                                    (stored, raw_len, codec.to_u32() | PAGED | DICT_PAGES, crc)
-                                }
-                                (None, Some(page_rows)) if plain => {
-                                    let (stored, raw_len) = pages::encode_pages(id, rows, page_rows, codec);
-                                    let crc = crc32fast::hash(&stored);
-                                    (stored, raw_len, codec.to_u32() | PAGED, crc)
-                                }
-                                _ => {
-                                    raw.clear();
-                                    encode_column(id, rows, &mut raw);
-                                    let stored = codec.compress(&raw);
-                                    let crc = crc32fast::hash(&stored);
-                                    (stored, raw.len() as u32, codec.to_u32(), crc)
-                                }
-                            };
-                            let (min, max, nulls) = numeric_stats(id, rows);
-                            let chunk = ChunkMeta {
-                                offset: 0,
-                                len: stored.len() as u32,
-                                raw_len,
-                                crc,
-                                codec: codec_id,
-                                null_count: nulls,
-                                _pad: 0,
-                                min,
-                                max,
-                            };
-                            (chunk, stored)
-                        })
-                        .collect();
-                    let texts = || rows.iter().filter_map(|e| e.content.as_deref());
-                    let mut tokens = match self.opts.text_index {
-                        true => index::text::token_set_for(texts().map(str::len).sum()),
-                        false => TokenSet::default(),
-                    };
-                    if self.opts.text_index {
-                        texts().for_each(|text| index::text::tokenize(text, &mut tokens));
-                    }
-                    (meta, cols, tokens)
-                })
-                .collect()
-        };
-        let build_index = || {
-            let mut ib = IndexBuilder::new();
-            for e in events {
-                ib.push(indexed_values(e), e.trace_id);
-            }
-            ib.finish()
-        };
-        // The bitmap index (a serial build) is built meanwhile the text dictionary is trained
-        // on this segment's content (zstd text only) and the blocks are encoded.
-        let ((dict, encoded), idx) = rayon::join(
+        let first_row = self.rows;
+        let opts = &self.opts;
+        let dict_pages = opts.text_dictionary.zip(self.dict.as_ref().map(|d| &d.prepared));
+        let index = &mut self.index;
+        // Blocks are encoded and compressed on every core (compression dominates writing)
+        // while the bitmap index (a serial build) takes the rows.
+        let (encoded, ()) = rayon::join(
             || {
-                let dict = self.text_dictionary(events);
-                let encoded = encode_blocks(self.opts.text_dictionary.zip(dict.as_ref().map(|(_, cdict)| cdict)));
-                (dict, encoded)
+                rows.par_chunks(block_rows)
+                    .enumerate()
+                    .map(|(b, chunk)| encode_block(opts, first_row + (b * block_rows) as u64, chunk, dict_pages))
+                    .collect::<Vec<EncodedBlock>>()
             },
-            build_index,
+            || {
+                for e in rows {
+                    index.push(indexed_values(e), e.trace_id);
+                }
+            },
         );
-        // The data area's size is known now: one allocation instead of doublings (each a
-        // copy, and fresh pages the kernel zeroes).
-        let data_len: usize = encoded.iter().flat_map(|(_, cols, _)| cols.iter().map(|(_, stored)| stored.len())).sum();
-        let dict_len = dict.as_ref().map_or(0, |(d, _)| d.len());
-        out.reserve(data_len + dict_len + data_len / 8 + (1 << 16));
-        let mut blocks = Vec::with_capacity(encoded.len());
-        let mut chunks = Vec::with_capacity(encoded.len() * COLUMN_COUNT);
-        let mut block_tokens = Vec::with_capacity(encoded.len());
         for (meta, cols, tokens) in encoded {
-            blocks.push(meta);
-            block_tokens.push(tokens);
-            for (mut chunk, stored) in cols {
-                chunk.offset = out.len() as u64;
-                out.extend_from_slice(&stored);
-                chunks.push(chunk);
+            self.blocks.push(meta);
+            if self.opts.text_index {
+                self.tokens.push_block(tokens);
             }
+            for (mut chunk, stored) in cols {
+                chunk.offset = self.written;
+                self.write(&stored)?;
+                self.chunks.push(chunk);
+            }
+        }
+        self.rows += rows.len() as u64;
+        Ok(())
+    }
+
+    /// Write the text dictionary, the index section and the footer; the output and a summary.
+    fn finish(mut self) -> Result<(W, SegmentInfo), SegmentError> {
+        if self.written == 0 {
+            self.write(&HEAD_MAGIC)?;
         }
         // The text dictionary, in the data area (the footer extension points at it).
         let mut ext = FooterExt::default();
-        if let Some((dict, _)) = &dict {
+        if let Some(d) = self.dict.take() {
             ext = FooterExt {
-                dict_offset: out.len() as u64,
-                dict_len: dict.len() as u32,
-                dict_crc: crc32fast::hash(dict),
+                dict_offset: self.written,
+                dict_len: d.bytes.len() as u32,
+                dict_crc: crc32fast::hash(&d.bytes),
             };
-            out.extend_from_slice(dict);
+            self.write(&d.bytes)?;
         }
         // Index section.
-        let text = self.opts.text_index.then(|| TextIndex::from_blocks(block_tokens));
+        let text = self.opts.text_index.then(|| std::mem::take(&mut self.tokens).finish());
         let mut idx_raw = Vec::new();
-        idx.encode(text.as_ref(), &mut idx_raw);
+        std::mem::take(&mut self.index).finish().encode(text.as_ref(), &mut idx_raw);
+        drop(text);
         let idx_codec = Codec::Zstd(3);
         // A compacted segment's index is tens of megabytes: compressed on every core.
         let idx_stored = idx_codec.compress_parallel(&idx_raw, 4 << 20);
-        let index_offset = out.len() as u64;
-        out.extend_from_slice(&idx_stored);
+        let index_offset = self.written;
+        self.write(&idx_stored)?;
         // Footer, 8-aligned so the directory can be read zero-copy from the mmap.
-        while out.len() % 8 != 0 {
-            out.push(0);
-        }
-        let footer_start = out.len();
+        let pad = (8 - self.written % 8) % 8;
+        self.write(&[0u8; 8][..pad as usize])?;
+        let min_ts = self.blocks.iter().map(|b| b.min_ts).min().unwrap_or(0);
+        let max_ts = self.blocks.iter().map(|b| b.max_ts).max().unwrap_or(0);
         let header = FooterHeader {
             version: FORMAT_VERSION,
             n_columns: COLUMN_COUNT as u32,
-            n_blocks: blocks.len() as u32,
-            rows: events.len() as u32,
-            min_ts: blocks.iter().map(|b| b.min_ts).min().unwrap_or(0),
-            max_ts: blocks.iter().map(|b| b.max_ts).max().unwrap_or(0),
+            n_blocks: self.blocks.len() as u32,
+            rows: self.rows as u32,
+            min_ts,
+            max_ts,
             index_offset,
             index_len: idx_stored.len() as u32,
             index_raw_len: idx_raw.len() as u32,
@@ -268,52 +343,97 @@ impl SegmentWriter {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
         };
-        out.extend_from_slice(bytemuck::bytes_of(&header));
-        out.extend_from_slice(bytemuck::bytes_of(&ext));
-        out.extend_from_slice(bytemuck::cast_slice(&blocks));
-        out.extend_from_slice(bytemuck::cast_slice(&chunks));
-        let footer_len = (out.len() - footer_start) as u32;
-        let footer_crc = crc32fast::hash(&out[footer_start..]);
-        out.extend_from_slice(&footer_len.to_le_bytes());
-        out.extend_from_slice(&footer_crc.to_le_bytes());
-        out.extend_from_slice(&TAIL_MAGIC);
-        out
+        let mut footer = Vec::with_capacity(
+            std::mem::size_of::<FooterHeader>()
+                + std::mem::size_of::<FooterExt>()
+                + std::mem::size_of_val(&self.blocks[..])
+                + std::mem::size_of_val(&self.chunks[..])
+                + 16,
+        );
+        footer.extend_from_slice(bytemuck::bytes_of(&header));
+        footer.extend_from_slice(bytemuck::bytes_of(&ext));
+        footer.extend_from_slice(bytemuck::cast_slice(&self.blocks));
+        footer.extend_from_slice(bytemuck::cast_slice(&self.chunks));
+        let footer_len = footer.len() as u32;
+        let footer_crc = crc32fast::hash(&footer);
+        footer.extend_from_slice(&footer_len.to_le_bytes());
+        footer.extend_from_slice(&footer_crc.to_le_bytes());
+        footer.extend_from_slice(&TAIL_MAGIC);
+        self.write(&footer)?;
+        let info = SegmentInfo { path: self.path.clone(), rows: self.rows, bytes: self.written, min_ts, max_ts };
+        Ok((self.out, info))
     }
+}
 
-    /// Train this segment's text dictionary, if the options ask for one and there is enough
-    /// text: the dictionary's bytes and its compression form.
-    fn text_dictionary(&self, events: &[&Event]) -> Option<(Vec<u8>, CompressionDictionary)> {
-        let (Some(td), Codec::Zstd(level)) = (self.opts.text_dictionary, self.opts.text_codec) else {
-            return None;
-        };
-        let texts: Vec<&str> = events.iter().filter_map(|e| e.content.as_deref()).collect();
-        let dict = textdict::train(&texts, &td)?;
-        let cdict = CompressionDictionary::new(&dict, level)?;
-        Some((dict, cdict))
-    }
-
-    /// Write `events` (sorted by timestamp) to `path` atomically and durably.
-    pub fn write<E: Borrow<Event>>(&self, path: &Path, events: &[E]) -> Result<SegmentInfo, SegmentError> {
-        let bytes = self.encode(events);
-        let events: &[&Event] = &events.iter().map(Borrow::borrow).collect::<Vec<_>>();
-        let tmp = path.with_extension("tmp");
-        {
-            let f = File::create(&tmp).map_err(io(&tmp))?;
-            let mut w = BufWriter::new(f);
-            w.write_all(&bytes).map_err(io(&tmp))?;
-            let f = w.into_inner().map_err(|e| SegmentError::Io { path: tmp.clone(), source: e.into_error() })?;
-            f.sync_all().map_err(io(&tmp))?;
-        }
-        fs::rename(&tmp, path).map_err(io(path))?;
-        if let Some(dir) = path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-        }
-        Ok(SegmentInfo {
-            path: path.to_path_buf(),
-            rows: events.len() as u64,
-            bytes: bytes.len() as u64,
-            min_ts: events.iter().map(|e| e.timestamp_ns).min().unwrap_or(0),
-            max_ts: events.iter().map(|e| e.timestamp_ns).max().unwrap_or(0),
+/// Encode one block of rows (the segment's rows `first_row..`): its metadata, its column
+/// chunks, its tokens (when the options index text). Text goes in dictionary pages when
+/// `dict_pages` is given.
+fn encode_block<'a>(
+    opts: &WriterOptions,
+    first_row: u64,
+    rows: &[&'a Event],
+    dict_pages: Option<(TextDictionaryOptions, &CompressionDictionary)>,
+) -> EncodedBlock<'a> {
+    let min_ts = rows.iter().map(|e| e.timestamp_ns).min().unwrap_or(0);
+    let max_ts = rows.iter().map(|e| e.timestamp_ns).max().unwrap_or(0);
+    let meta = BlockMeta { rows: rows.len() as u32, _pad: 0, first_row, min_ts, max_ts };
+    let mut raw = Vec::new();
+    let cols = ColumnId::ALL
+        .iter()
+        .map(|&id| {
+            let codec = match id {
+                ColumnId::Content | ColumnId::Attributes => opts.text_codec,
+                _ => opts.codec,
+            };
+            // Free text (the reader accepts pages on plain columns only) in dictionary pages,
+            // else plain pages, else one frame.
+            let plain = id.encoding() == ColumnEncoding::Plain;
+            let in_dict_pages = dict_pages.filter(|_| plain).and_then(|(td, cd)| {
+                let mut c = DictCompressor::new(cd)?;
+                pages::encode_pages_with(id, rows, td.page_rows, true, |raw| c.compress(raw))
+            });
+            let (stored, raw_len, codec_id, crc) = match (in_dict_pages, opts.text_page_rows) {
+                (Some((stored, raw_len)), _) => {
+                    // The chunk's CRC covers its directory; the directory holds each page's CRC.
+                    let dir = pages::directory_len(&stored, true).unwrap_or(stored.len());
+                    let crc = crc32fast::hash(&stored[..dir]);
+                    (stored, raw_len, codec.to_u32() | PAGED | DICT_PAGES, crc)
+                }
+                (None, Some(page_rows)) if plain => {
+                    let (stored, raw_len) = pages::encode_pages(id, rows, page_rows, codec);
+                    let crc = crc32fast::hash(&stored);
+                    (stored, raw_len, codec.to_u32() | PAGED, crc)
+                }
+                _ => {
+                    raw.clear();
+                    encode_column(id, rows, &mut raw);
+                    let stored = codec.compress(&raw);
+                    let crc = crc32fast::hash(&stored);
+                    (stored, raw.len() as u32, codec.to_u32(), crc)
+                }
+            };
+            let (min, max, nulls) = numeric_stats(id, rows);
+            let chunk = ChunkMeta {
+                offset: 0,
+                len: stored.len() as u32,
+                raw_len,
+                crc,
+                codec: codec_id,
+                null_count: nulls,
+                _pad: 0,
+                min,
+                max,
+            };
+            (chunk, stored)
         })
+        .collect();
+    let texts = || rows.iter().filter_map(|e| e.content.as_deref());
+    let mut tokens = match opts.text_index {
+        true => index::text::token_set_for(texts().map(str::len).sum()),
+        false => TokenSet::default(),
+    };
+    if opts.text_index {
+        texts().for_each(|text| index::text::tokenize(text, &mut tokens));
     }
+    (meta, cols, tokens)
 }

@@ -88,6 +88,84 @@ fn roundtrip_through_disk_with_index() {
     assert_eq!(trace.iter().collect::<Vec<_>>(), (21..28).collect::<Vec<u32>>());
 }
 
+/// The bytes before the footer (which records when the file was written).
+fn before_footer(bytes: &[u8]) -> &[u8] {
+    let n = bytes.len();
+    let footer_len = u32::from_le_bytes(bytes[n - 16..n - 12].try_into().expect("4 bytes")) as usize;
+    &bytes[..n - 16 - footer_len]
+}
+
+/// A segment written piece by piece (whole blocks per piece) is the segment written at once:
+/// the same bytes up to the footer and the same blocks; the temporary file is gone.
+#[test]
+fn piece_by_piece_is_the_segment_written_whole() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let events = sample(1000);
+    let w = SegmentWriter::new(opts(64));
+    let whole = dir.path().join("whole.seg");
+    w.write(&whole, &events).expect("write");
+    let pieces = dir.path().join("pieces.seg");
+    let texts: Vec<&str> = events.iter().filter_map(|e| e.content.as_deref()).collect();
+    let dict = w.train_dictionary(&texts, texts.iter().map(|t| t.len()).sum());
+    assert!(dict.is_some(), "enough text for a dictionary");
+    let mut f = w.create(&pieces, dict).expect("create");
+    let refs: Vec<&Event> = events.iter().collect();
+    for piece in [&refs[..192], &refs[192..256], &refs[256..256], &refs[256..]] {
+        f.push(piece).expect("push");
+    }
+    assert_eq!(f.rows(), 1000);
+    let info = f.finish().expect("finish");
+    assert_eq!((info.rows, info.path.as_path()), (1000, pieces.as_path()));
+    let (a, b) = (std::fs::read(&whole).expect("read"), std::fs::read(&pieces).expect("read"));
+    assert_eq!(info.bytes, b.len() as u64);
+    assert!(before_footer(&a) == before_footer(&b), "same data, dictionary and index");
+    let (sa, sb) = (Segment::open(&whole).expect("open"), Segment::open(&pieces).expect("open"));
+    assert_eq!(sa.blocks(), sb.blocks());
+    assert_eq!(sb.read_all().expect("read"), events);
+    assert!(!pieces.with_extension("tmp").exists());
+    // Dropped unfinished: no file left behind.
+    let mut f = w.create(&dir.path().join("dropped.seg"), None).expect("create");
+    f.push(&refs[..10]).expect("push");
+    drop(f);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Pieces of any size (a short block inside the segment where a piece is not a whole
+    /// number of blocks) give a valid segment with every row, index and token in place.
+    #[test]
+    fn pieces_of_any_size_read_back(cuts in proptest::collection::vec(0usize..300, 0..5), block_rows in 1usize..50) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let events = sample(300);
+        let refs: Vec<&Event> = events.iter().collect();
+        let mut cuts = cuts;
+        cuts.push(0);
+        cuts.push(300);
+        cuts.sort_unstable();
+        let path = dir.path().join("p.seg");
+        let w = SegmentWriter::new(opts(block_rows));
+        let mut f = w.create(&path, None).expect("create");
+        for pair in cuts.windows(2) {
+            f.push(&refs[pair[0]..pair[1]]).expect("push");
+        }
+        f.finish().expect("finish");
+        let seg = Segment::open(&path).expect("open");
+        prop_assert_eq!(seg.read_all().expect("read"), events.clone());
+        let trace = seg.index().traces.rows(&[3u8; 16]).expect("trace 3");
+        prop_assert_eq!(trace.iter().collect::<Vec<_>>(), (21..28).collect::<Vec<u32>>());
+        let text = seg.load_text_index().expect("decodes").expect("has one");
+        let pieces = index::text::like_pieces("%number 123 %").expect("pieces");
+        let got = text.candidate_blocks(&pieces);
+        for (b, meta) in seg.blocks().iter().enumerate() {
+            let rows = &events[meta.first_row as usize..(meta.first_row + u64::from(meta.rows)) as usize];
+            let holds = rows.iter().any(|e| e.content.as_deref().is_some_and(|c| c.contains("number 123 ")));
+            prop_assert!(got[b] || !holds, "block {} holds the word", b);
+        }
+    }
+}
+
 /// The token index is decoded on demand, not on open, and agrees with the text: the blocks it
 /// names for a word include every block whose rows hold it (exactly those, for a whole word).
 /// (Skipping the compressed frames before it is property-tested with `Codec::decompress_tail`.)

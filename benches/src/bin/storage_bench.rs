@@ -486,6 +486,27 @@ fn main() -> anyhow::Result<()> {
     let rows: u64 = snap.segments.iter().map(|s| s.segment.rows()).sum();
     anyhow::ensure!(rows == events.len() as u64, "stored {rows} rows of {}", events.len());
     println!("flush + compaction: {compact_secs:.1} s, {} segment(s)", snap.segments.len());
+    {
+        let mut per: Vec<(ColumnId, u64)> = ColumnId::ALL
+            .iter()
+            .map(|c| (*c, snap.segments.iter().map(|s| s.segment.column_bytes(*c)).sum()))
+            .collect();
+        let columns: u64 = per.iter().map(|p| p.1).sum();
+        let index: u64 = snap.segments.iter().map(|s| s.segment.index_bytes()).sum();
+        let (index_raw, token_raw) =
+            snap.segments.iter().map(|s| s.segment.index_raw_bytes()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        println!(
+            "  columns {:.1} MB, index section {:.1} MB stored ({:.1} MB raw, of it token index {:.1} MB raw), other {:.1} MB",
+            columns as f64 / 1e6,
+            index as f64 / 1e6,
+            index_raw as f64 / 1e6,
+            token_raw as f64 / 1e6,
+            seg_bytes.saturating_sub(columns + index) as f64 / 1e6
+        );
+        per.sort_by_key(|p| std::cmp::Reverse(p.1));
+        let all: Vec<String> = per.iter().map(|(c, b)| format!("{}={:.1}", c.name(), *b as f64 / 1e6)).collect();
+        println!("  columns (MB, all segments): {}", all.join(" "));
+    }
     if let Some(s) = snap.segments.first() {
         let mut per: Vec<(ColumnId, u64)> = ColumnId::ALL.iter().map(|c| (*c, s.segment.column_bytes(*c))).collect();
         per.sort_by_key(|p| std::cmp::Reverse(p.1));
