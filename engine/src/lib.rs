@@ -10,6 +10,7 @@
 //! is then a valid checkpoint (every lower LSN is in this or an earlier segment).
 
 pub mod manifest;
+pub mod merge;
 pub mod validate;
 
 use std::collections::HashSet;
@@ -56,6 +57,9 @@ impl EngineError {
 /// Fewest hot rows that [`EngineConfig::idle_compaction`] compacts: a trickle of traffic
 /// with pauses would otherwise turn each pause's few rows into a small warm segment.
 pub const IDLE_COMPACTION_MIN_ROWS: u64 = 50_000;
+
+/// Blocks of rows per piece a compaction merges and then encodes (on every core) at once.
+const MERGE_PIECE_BLOCKS: usize = 4;
 
 /// Tunables of an engine.
 #[derive(Debug, Clone)]
@@ -178,6 +182,9 @@ pub struct EngineStats {
     pub batches_appended: AtomicU64,
     pub flushes: AtomicU64,
     pub compactions: AtomicU64,
+    /// Compactions whose inputs were not all in the compaction order (hot segments flushed
+    /// by older versions), so their rows were sorted in memory instead of merged.
+    pub unsorted_compactions: AtomicU64,
     pub backpressure_rejections: AtomicU64,
     /// Segments and rows deleted by retention.
     pub expired_segments: AtomicU64,
@@ -629,9 +636,10 @@ fn flush_once(inner: &Inner) -> Result<bool, EngineError> {
         st.frozen.extend(taken);
         (batches, max_lsn)
     };
-    // Sort references, not copies: the batches stay shared with readers.
+    // Sort references, not copies: the batches stay shared with readers. In the compaction
+    // order, so that compaction merges hot segments as they stream by (see `merge`).
     let mut events: Vec<&Event> = events.iter().flat_map(|b| b.iter()).collect();
-    events.sort_by_key(|e| e.timestamp_ns);
+    sort_for_compaction(&mut events);
     let result = (|| {
         let live = write_new_segment(inner, &events, Tier::Hot)?;
         let _m = inner.manifest_lock.lock();
@@ -675,11 +683,14 @@ fn flush_once(inner: &Inner) -> Result<bool, EngineError> {
 /// together and, within them, in time order, so a bitmap lookup on tenant or agent touches few
 /// blocks and a time bound prunes those blocks by their min/max. A trace's steps are close in
 /// time, so its rows land in one or two blocks per agent.
-pub fn sort_for_compaction(events: &mut [Event]) {
+///
+/// Hot segments are flushed in this order too (a hot segment spans seconds, so its blocks
+/// lose little time pruning), which lets compaction merge them as they stream by.
+pub fn sort_for_compaction<E: std::borrow::Borrow<Event>>(events: &mut [E]) {
     // Rank the distinct (tenant, agent_id) pairs once, then sort by integers: comparing the
     // strings of every pair of rows dominated bulk import.
     let mut ranks: foldhash::HashMap<(&str, &str), u32> = foldhash::HashMap::default();
-    for e in events.iter() {
+    for e in events.iter().map(std::borrow::Borrow::borrow) {
         ranks.entry((e.tenant.as_str(), e.agent_id.as_str())).or_insert(0);
     }
     let mut keys: Vec<(&str, &str)> = ranks.keys().copied().collect();
@@ -689,6 +700,7 @@ pub fn sort_for_compaction(events: &mut [Event]) {
     }
     let mut order: Vec<(u32, i64, [u8; 16], u32)> = events
         .iter()
+        .map(std::borrow::Borrow::borrow)
         .enumerate()
         .map(|(i, e)| {
             let r = ranks.get(&(e.tenant.as_str(), e.agent_id.as_str())).copied().unwrap_or(0);
@@ -729,23 +741,66 @@ fn write_new_segment<E: std::borrow::Borrow<Event>>(
     events: &[E],
     tier: Tier,
 ) -> Result<LiveSegment, EngineError> {
-    let id = inner.next_segment_id.fetch_add(1, Ordering::AcqRel);
-    let file = segment_file(id);
-    let path = inner.dir.join("segments").join(&file);
+    let (file, path) = new_segment_file(inner);
     let opts = match tier {
         Tier::Hot => inner.cfg.hot,
         Tier::Warm => inner.cfg.cold,
     };
-    let opened = SegmentWriter::new(opts).write(&path, events).and_then(|_| Segment::open(&path));
-    match opened {
+    let written = SegmentWriter::new(opts).write(&path, events).map(|_| ());
+    open_written(file, &path, written, tier)
+}
+
+/// A fresh segment file number: its name and path.
+fn new_segment_file(inner: &Inner) -> (String, PathBuf) {
+    let id = inner.next_segment_id.fetch_add(1, Ordering::AcqRel);
+    let file = segment_file(id);
+    let path = inner.dir.join("segments").join(&file);
+    (file, path)
+}
+
+/// Open a segment just written (`written` says whether that worked); on any error the file
+/// is removed.
+fn open_written(
+    file: String,
+    path: &Path,
+    written: Result<(), segments::SegmentError>,
+    tier: Tier,
+) -> Result<LiveSegment, EngineError> {
+    match written.and_then(|()| Segment::open(path)) {
         Ok(segment) => {
             let entry = SegmentEntry { file, rows: segment.rows(), tier };
             Ok(LiveSegment { segment: Arc::new(segment), entry })
         }
         Err(e) => {
-            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(path);
             Err(e.into())
         }
+    }
+}
+
+/// Merge `picked` (hot segments) into one warm segment: streamed when every input is in the
+/// compaction order (see [`merge`]), else (hot segments flushed by older versions, in time
+/// order) their rows sorted in memory.
+fn compact_segments(inner: &Inner, picked: &[LiveSegment]) -> Result<LiveSegment, EngineError> {
+    let writer = SegmentWriter::new(inner.cfg.cold);
+    let inputs: Vec<&Segment> = picked.iter().map(|s| &*s.segment).collect();
+    let (file, path) = new_segment_file(inner);
+    let piece_rows = inner.cfg.cold.block_rows.max(1) * MERGE_PIECE_BLOCKS;
+    let merged = merge::merge_segments(&writer, &inputs, &path, piece_rows);
+    match merged {
+        Ok(Some(_)) => open_written(file, &path, Ok(()), Tier::Warm),
+        Ok(None) => {
+            inner.stats.unsorted_compactions.fetch_add(1, Ordering::Relaxed);
+            let mut events = Vec::new();
+            for s in picked {
+                events.extend(s.segment.read_all()?);
+            }
+            sort_for_compaction(&mut events);
+            let written = writer.write(&path, &events).map(|_| ());
+            drop(events);
+            open_written(file, &path, written, Tier::Warm)
+        }
+        Err(e) => open_written(file, &path, Err(e), Tier::Warm),
     }
 }
 
@@ -786,12 +841,7 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
     if picked.is_empty() {
         return Ok(false);
     }
-    let mut events = Vec::new();
-    for s in &picked {
-        events.extend(s.segment.read_all()?);
-    }
-    sort_for_compaction(&mut events);
-    let live = write_new_segment(inner, &events, Tier::Warm)?;
+    let live = compact_segments(inner, &picked)?;
     let gone: HashSet<String> = picked.iter().map(|s| s.entry.file.clone()).collect();
     {
         let _m = inner.manifest_lock.lock();

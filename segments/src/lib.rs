@@ -23,7 +23,7 @@ pub use event::{decode_events, encode_events, parse_hex, Event, EventCodecError}
 pub use format::{BlockMeta, Codec};
 pub use reader::Segment;
 pub use textdict::TextDictionaryOptions;
-pub use writer::{SegmentInfo, SegmentWriter, WriterOptions};
+pub use writer::{SegmentFile, SegmentInfo, SegmentWriter, TextDictionary, WriterOptions};
 
 /// The fuzz target's body (also run over the seed corpus by the tests): open the bytes as a
 /// segment and read every block; errors are fine, panics are not.

@@ -112,6 +112,10 @@ impl SegmentWriter {
         SegmentWriter { opts }
     }
 
+    pub fn options(&self) -> &WriterOptions {
+        &self.opts
+    }
+
     /// Encode `events` into the bytes of a segment file.
     pub fn encode<E: Borrow<Event>>(&self, events: &[E]) -> Vec<u8> {
         let events: Vec<&Event> = events.iter().map(Borrow::borrow).collect();
