@@ -1,8 +1,9 @@
 //! Compaction's merge: hot segments, each already in the compaction order (flushes write them
 //! so, see [`crate::sort_for_compaction`]), merged into one warm segment as the rows stream
-//! by. A compaction holds one block of each input and a few pieces of output as rows, never
-//! its whole input; reading, merging and encoding overlap (the merge runs on its own thread,
-//! encoding on every core).
+//! by. A compaction holds one block of each input and two pieces of output as rows, never its
+//! whole input; merging the next piece overlaps encoding the last one (both on rayon's
+//! threads, whose allocator memory the server returns after a burst; a thread started per
+//! compaction would leave its arena to nobody).
 //!
 //! An input that turns out not to be in the compaction order (a hot segment flushed by an
 //! older version, in time order) stops the merge before anything is kept; the caller then
@@ -11,7 +12,6 @@
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::mpsc::SyncSender;
 
 use segments::{ColumnId, Event, Segment, SegmentError, SegmentInfo, SegmentWriter};
 
@@ -50,43 +50,47 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Merge `runs` (each in the compaction order) into pieces of `piece_rows` rows sent to `out`;
-/// ties go to the earlier run, so the result is the stable sort of the runs' concatenation.
-/// `Ok(false)` as soon as a run is found out of order (or the receiver hangs up).
-fn merge_runs(mut runs: Vec<Run<'_>>, piece_rows: usize, out: SyncSender<Vec<Event>>) -> Result<bool, SegmentError> {
-    let piece_rows = piece_rows.max(1);
-    let mut piece = Vec::with_capacity(piece_rows);
-    loop {
-        // The smallest head; fewer than a dozen runs, so a scan beats a heap.
-        let mut best: Option<usize> = None;
-        for i in 0..runs.len() {
-            if runs[i].head()?.is_none() {
-                continue;
-            }
-            best = match best {
-                Some(b) if compaction_order(&runs[i].rows[0], &runs[b].rows[0]) != Ordering::Less => Some(b),
-                _ => Some(i),
-            };
-        }
-        let Some(b) = best else { break };
-        let Some(row) = runs[b].rows.pop_front() else { break };
-        if let Some(next) = runs[b].head()? {
-            if compaction_order(next, &row) == Ordering::Less {
-                return Ok(false);
-            }
-        }
-        piece.push(row);
-        if piece.len() == piece_rows {
-            let full = std::mem::replace(&mut piece, Vec::with_capacity(piece_rows));
-            if out.send(full).is_err() {
-                return Ok(false);
-            }
-        }
+/// Merges runs (each in the compaction order) piece by piece; ties go to the earlier run, so
+/// the result is the stable sort of the runs' concatenation.
+struct Merger<'a> {
+    runs: Vec<Run<'a>>,
+    piece_rows: usize,
+    /// A run was found out of order: the merge is void.
+    unsorted: bool,
+}
+
+impl<'a> Merger<'a> {
+    fn new(inputs: &[&'a Segment], piece_rows: usize) -> Self {
+        Merger { runs: inputs.iter().map(|s| Run::new(s)).collect(), piece_rows: piece_rows.max(1), unsorted: false }
     }
-    if !piece.is_empty() && out.send(piece).is_err() {
-        return Ok(false);
+
+    /// The next (up to) `piece_rows` rows; `None` at the end, or once a run is found out of
+    /// order (then `unsorted` is set).
+    fn next_piece(&mut self) -> Result<Option<Vec<Event>>, SegmentError> {
+        let mut piece = Vec::with_capacity(self.piece_rows);
+        while piece.len() < self.piece_rows && !self.unsorted {
+            // The smallest head; fewer than a dozen runs, so a scan beats a heap.
+            let mut best: Option<usize> = None;
+            for i in 0..self.runs.len() {
+                if self.runs[i].head()?.is_none() {
+                    continue;
+                }
+                best = match best {
+                    Some(b) if compaction_order(&self.runs[i].rows[0], &self.runs[b].rows[0]) != Ordering::Less => {
+                        Some(b)
+                    }
+                    _ => Some(i),
+                };
+            }
+            let Some(b) = best else { break };
+            let Some(row) = self.runs[b].rows.pop_front() else { break };
+            if let Some(next) = self.runs[b].head()? {
+                self.unsorted = compaction_order(next, &row) == Ordering::Less;
+            }
+            piece.push(row);
+        }
+        Ok((!piece.is_empty() && !self.unsorted).then_some(piece))
     }
-    Ok(true)
 }
 
 /// Texts drawn evenly from the inputs' `content` for training the text dictionary (about
@@ -128,29 +132,24 @@ pub fn merge_segments(
         None => None,
     };
     let mut file = writer.create(path, dict)?;
-    let runs: Vec<Run> = inputs.iter().map(|s| Run::new(s)).collect();
-    // One piece in the channel, one being merged, one being encoded.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(1);
-    let (merged, pushed) = std::thread::scope(|s| {
-        let merger = s.spawn(move || merge_runs(runs, piece_rows, tx));
-        let mut pushed = Ok(());
-        for piece in rx.iter() {
-            let refs: Vec<&Event> = piece.iter().collect();
-            pushed = file.push(&refs);
-            if pushed.is_err() {
-                break;
-            }
-        }
-        // Hang up first, so a merger waiting to send stops.
-        drop(rx);
-        let merged = merger.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (merged, pushed)
-    });
-    pushed?;
+    let mut merger = Merger::new(inputs, piece_rows);
+    let mut next = merger.next_piece()?;
+    while let Some(piece) = next {
+        // Encode this piece (on every core) while the next one is merged.
+        let (pushed, following) = rayon::join(
+            || {
+                let refs: Vec<&Event> = piece.iter().collect();
+                file.push(&refs)
+            },
+            || merger.next_piece(),
+        );
+        pushed?;
+        next = following?;
+    }
     // Unfinished, `file` removes its temporary file when dropped.
-    match merged? {
-        true => file.finish().map(Some),
-        false => Ok(None),
+    match merger.unsorted {
+        false => file.finish().map(Some),
+        true => Ok(None),
     }
 }
 
