@@ -124,6 +124,9 @@ fn ingest_query_reject_and_survive_sigkill() {
     assert!(gauge("process_threads") >= 2.0 && gauge("process_open_fds") >= 3.0, "{m}");
     assert!(gauge("process_cpu_seconds_total") > 0.0, "{m}");
     assert!(gauge("activemirror_memory_releases_total") >= 0.0, "{m}");
+    // A new data directory has only hot segments in the compaction order: none is sorted in
+    // memory.
+    assert_eq!(gauge("activemirror_compactions_sorted_in_memory_total"), 0.0, "{m}");
 
     // SIGKILL, restart: every acknowledged event is back.
     s.child.kill().expect("kill");
