@@ -83,6 +83,9 @@ impl WriterOptions {
     }
 }
 
+/// Blocks per piece that [`SegmentWriter::write`] encodes (on every core) and writes at once.
+const WRITE_PIECE_BLOCKS: usize = 16;
+
 /// Summary of a written segment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SegmentInfo {
@@ -156,7 +159,11 @@ impl SegmentWriter {
         let dict = self.train_dictionary(&texts, texts.iter().map(|t| t.len()).sum());
         drop(texts);
         let mut file = self.create(path, dict)?;
-        file.push(&events)?;
+        // In pieces, so that the encoded blocks and token sets of a piece, not of the whole
+        // segment, wait to be written.
+        for piece in events.chunks(self.opts.block_rows.max(1) * WRITE_PIECE_BLOCKS) {
+            file.push(piece)?;
+        }
         file.finish()
     }
 }
