@@ -122,9 +122,7 @@ impl SegmentWriter {
     /// Encode `events` into the bytes of a segment file.
     pub fn encode<E: Borrow<Event>>(&self, events: &[E]) -> Vec<u8> {
         let events: Vec<&Event> = events.iter().map(Borrow::borrow).collect();
-        let texts: Vec<&str> = events.iter().filter_map(|e| e.content.as_deref()).collect();
-        let dict = self.train_dictionary(&texts, texts.iter().map(|t| t.len()).sum());
-        drop(texts);
+        let dict = self.dictionary_for(&events);
         let mut b = SegmentBuilder::new(self.opts, Vec::new(), Path::new("<memory>"), dict);
         // Writing to memory cannot fail.
         let done = b.push(&events).and_then(|()| b.finish());
@@ -143,6 +141,12 @@ impl SegmentWriter {
         Some(TextDictionary { bytes, prepared })
     }
 
+    /// The text dictionary for a segment of exactly `events`, trained on all their text.
+    fn dictionary_for(&self, events: &[&Event]) -> Option<TextDictionary> {
+        let texts: Vec<&str> = events.iter().filter_map(|e| e.content.as_deref()).collect();
+        self.train_dictionary(&texts, texts.iter().map(|t| t.len()).sum())
+    }
+
     /// Start writing a segment to `path` piece by piece (see [`SegmentFile`]), its text
     /// compressed against `dict` if given (see [`SegmentWriter::train_dictionary`]).
     pub fn create(&self, path: &Path, dict: Option<TextDictionary>) -> Result<SegmentFile, SegmentError> {
@@ -155,10 +159,7 @@ impl SegmentWriter {
     /// Write `events` (in this order) to `path` atomically and durably.
     pub fn write<E: Borrow<Event>>(&self, path: &Path, events: &[E]) -> Result<SegmentInfo, SegmentError> {
         let events: Vec<&Event> = events.iter().map(Borrow::borrow).collect();
-        let texts: Vec<&str> = events.iter().filter_map(|e| e.content.as_deref()).collect();
-        let dict = self.train_dictionary(&texts, texts.iter().map(|t| t.len()).sum());
-        drop(texts);
-        let mut file = self.create(path, dict)?;
+        let mut file = self.create(path, self.dictionary_for(&events))?;
         // In pieces, so that the encoded blocks and token sets of a piece, not of the whole
         // segment, wait to be written.
         for piece in events.chunks(self.opts.block_rows.max(1) * WRITE_PIECE_BLOCKS) {
