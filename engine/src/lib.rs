@@ -84,9 +84,10 @@ pub struct EngineConfig {
     pub idle_compaction: Option<Duration>,
     /// Largest compacted segment, in rows.
     pub compaction_max_rows: u64,
-    /// Most memory one compaction may hold, estimated as decoded column bytes plus the
-    /// in-memory row overhead of its input segments. Bounds the engine's memory beside
-    /// `max_buffered_bytes`.
+    /// Largest input of one compaction, estimated as decoded column bytes plus the in-memory
+    /// row overhead of its input segments. A merge holds a block of each input and two pieces
+    /// of output whatever its input (see [`merge`]); this bounds the memory of the in-memory
+    /// sort that inputs flushed by older versions still need.
     pub compaction_max_bytes: u64,
     /// Run the flush and compaction threads (tests may drive them by hand).
     pub background: bool,
@@ -184,7 +185,7 @@ pub struct EngineStats {
     pub compactions: AtomicU64,
     /// Compactions whose inputs were not all in the compaction order (hot segments flushed
     /// by older versions), so their rows were sorted in memory instead of merged.
-    pub unsorted_compactions: AtomicU64,
+    pub compactions_sorted_in_memory: AtomicU64,
     pub backpressure_rejections: AtomicU64,
     /// Segments and rows deleted by retention.
     pub expired_segments: AtomicU64,
@@ -790,7 +791,7 @@ fn compact_segments(inner: &Inner, picked: &[LiveSegment]) -> Result<LiveSegment
     match merged {
         Ok(Some(_)) => open_written(file, &path, Ok(()), Tier::Warm),
         Ok(None) => {
-            inner.stats.unsorted_compactions.fetch_add(1, Ordering::Relaxed);
+            inner.stats.compactions_sorted_in_memory.fetch_add(1, Ordering::Relaxed);
             let mut events = Vec::new();
             for s in picked {
                 events.extend(s.segment.read_all()?);
@@ -883,7 +884,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn compaction_order_matches_the_string_comparison(
+        fn sort_for_compaction_is_the_compaction_order(
             rows in proptest::collection::vec((0u8..3, 0u8..4, 0i64..20, 0u8..3), 0..200),
         ) {
             let mut events: Vec<Event> = rows
@@ -901,10 +902,7 @@ mod tests {
                 })
                 .collect();
             let mut want = events.clone();
-            want.sort_by(|a, b| {
-                (a.tenant.as_str(), a.agent_id.as_str(), a.timestamp_ns, a.trace_id)
-                    .cmp(&(b.tenant.as_str(), b.agent_id.as_str(), b.timestamp_ns, b.trace_id))
-            });
+            want.sort_by(merge::compaction_order);
             sort_for_compaction(&mut events);
             let key = |e: &Event| (e.tenant.clone(), e.agent_id.clone(), e.timestamp_ns, e.trace_id);
             prop_assert_eq!(events.iter().map(key).collect::<Vec<_>>(), want.iter().map(key).collect::<Vec<_>>());

@@ -94,7 +94,8 @@ impl<'a> Merger<'a> {
 }
 
 /// Texts drawn evenly from the inputs' `content` for training the text dictionary (about
-/// `budget` bytes, from at most [`SAMPLE_BLOCKS`] blocks), and the inputs' total text bytes.
+/// `budget` bytes, from at most [`SAMPLE_BLOCKS`] blocks), and about the inputs' total text
+/// bytes (their `content` chunks' raw lengths, which count each row's length too).
 fn sample_text(inputs: &[&Segment], budget: usize) -> Result<(Vec<String>, usize), SegmentError> {
     let blocks: Vec<(&Segment, usize)> =
         inputs.iter().flat_map(|s| (0..s.blocks().len()).map(move |b| (*s, b))).collect();

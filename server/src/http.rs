@@ -83,7 +83,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         flush_age: settings.flush_interval,
         compaction_trigger: settings.compaction_trigger,
         retention: settings.retention,
-        // Compaction's working set is bounded like the ingest buffer.
+        // A compaction's input is bounded like the ingest buffer.
         compaction_max_bytes: (settings.max_buffered_bytes as u64).max(32 << 20),
         background_thread_hook: Some(crate::memory::thread_idle),
         ..EngineConfig::default()
@@ -546,7 +546,7 @@ async fn metrics(State(st): State<Shared>) -> Response {
     );
     let _ = writeln!(s, "activemirror_flushes_total {}", l(&e.flushes));
     let _ = writeln!(s, "activemirror_compactions_total {}", l(&e.compactions));
-    let _ = writeln!(s, "activemirror_compactions_sorted_in_memory_total {}", l(&e.unsorted_compactions));
+    let _ = writeln!(s, "activemirror_compactions_sorted_in_memory_total {}", l(&e.compactions_sorted_in_memory));
     let snap = st.engine.snapshot();
     for tier in [engine::Tier::Hot, engine::Tier::Warm] {
         let segs: Vec<_> = snap.segments.iter().filter(|x| x.entry.tier == tier).collect();
