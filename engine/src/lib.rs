@@ -11,6 +11,7 @@
 
 pub mod manifest;
 pub mod merge;
+pub mod priority;
 pub mod validate;
 
 use std::collections::HashSet;
@@ -82,6 +83,12 @@ pub struct EngineConfig {
     /// flushes would otherwise stay hot (lz4, no token index) until more traffic comes.
     /// `None` turns it off.
     pub idle_compaction: Option<Duration>,
+    /// Nice value (0..=19) of the threads that compact: under a burst they leave the CPU to
+    /// appends, flushes and queries, and catch up when it ends. 0 compacts at the priority of
+    /// everything else. Once [`URGENT_HOT_SEGMENTS_PER_TRIGGER`] times `compaction_trigger`
+    /// hot segments wait, compaction runs at normal priority whatever this says, so a load
+    /// that never ends still gets its segments compacted.
+    pub compaction_niceness: i32,
     /// Largest compacted segment, in rows.
     pub compaction_max_rows: u64,
     /// Largest input of one compaction, estimated as decoded column bytes plus the in-memory
@@ -114,6 +121,7 @@ impl Default for EngineConfig {
             cold: WriterOptions::cold(),
             compaction_trigger: 4,
             idle_compaction: Some(Duration::from_secs(5)),
+            compaction_niceness: 10,
             compaction_max_rows: 4_000_000,
             compaction_max_bytes: 512 << 20,
             background: true,
@@ -215,6 +223,9 @@ struct Inner {
     wake: Condvar,
     wake_lock: Mutex<()>,
     stats: EngineStats,
+    /// Low-priority threads that compaction runs on (see [`EngineConfig::compaction_niceness`]);
+    /// `None` without background threads or at niceness 0.
+    compaction_pool: Option<rayon::ThreadPool>,
     /// Exclusive lock on `<dir>/LOCK`, held for the engine's life (released when dropped).
     _dir_lock: std::fs::File,
 }
@@ -308,6 +319,11 @@ impl Engine {
             state.active.push(MemBatch { lsn, events: Arc::new(events), bytes });
         }
         let background = cfg.background;
+        let compaction_pool = if background && cfg.compaction_niceness > 0 {
+            Some(low_priority_pool(cfg.compaction_niceness, cfg.background_thread_hook)?)
+        } else {
+            None
+        };
         let next_segment_id = AtomicU64::new(state.manifest.next_segment_id);
         let inner = Arc::new(Inner {
             dir,
@@ -324,6 +340,7 @@ impl Engine {
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
             stats: EngineStats::default(),
+            compaction_pool,
             _dir_lock: lock,
         });
         let mut workers = Vec::new();
@@ -508,6 +525,29 @@ impl Drop for Engine {
     }
 }
 
+/// As many threads as rayon's own pool, at nice value `nice`, for work that should wait while
+/// appends and queries want the CPU (compaction). `hook` runs on each as it stops.
+fn low_priority_pool(nice: i32, hook: Option<fn()>) -> Result<rayon::ThreadPool, EngineError> {
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(hook) = hook {
+        builder = builder.exit_handler(move |_| hook());
+    }
+    builder
+        .num_threads(rayon::current_num_threads())
+        .thread_name(|i| format!("am-compact-{i}"))
+        .start_handler(move |_| {
+            if let Err(e) = priority::lower_current_thread(nice) {
+                tracing::warn!(error = %e, "could not lower the compaction threads' priority");
+            }
+        })
+        .build()
+        .map_err(|e| EngineError::io(Path::new("(compaction threads)"), std::io::Error::other(e.to_string())))
+}
+
+/// Hot segments per `compaction_trigger` from which compaction stops yielding the CPU (see
+/// [`EngineConfig::compaction_niceness`]): at the default trigger, 16 hot segments.
+pub const URGENT_HOT_SEGMENTS_PER_TRIGGER: usize = 4;
+
 /// The body of a background thread.
 type BackgroundLoop = fn(&Arc<Inner>);
 
@@ -580,7 +620,21 @@ fn compaction_loop(inner: &Arc<Inner>) {
             Some(idle) if quiet_since.elapsed() >= idle && idle_hot_rows(inner) >= IDLE_COMPACTION_MIN_ROWS => 1,
             _ => inner.cfg.compaction_trigger,
         };
-        if let Err(e) = compact_once(inner, trigger) {
+        let urgent =
+            hot_segments(inner) >= inner.cfg.compaction_trigger.saturating_mul(URGENT_HOT_SEGMENTS_PER_TRIGGER);
+        let compacted = match &inner.compaction_pool {
+            Some(pool) if !urgent => {
+                let done = pool.install(|| compact_once(inner, trigger));
+                // The pool's threads have no naps of their own: give them the per-thread upkeep
+                // here (the server returns their free memory once it is idle).
+                if let Some(hook) = inner.cfg.background_thread_hook {
+                    pool.broadcast(|_| hook());
+                }
+                done
+            }
+            _ => compact_once(inner, trigger),
+        };
+        if let Err(e) = compacted {
             tracing::error!(error = %e, "compaction failed; will retry");
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -811,6 +865,10 @@ fn compaction_bytes(seg: &Segment) -> u64 {
 }
 
 /// Rows in hot segments, when nothing is buffered (else 0: the buffer's flush comes first).
+fn hot_segments(inner: &Inner) -> usize {
+    inner.state.lock().segments.iter().filter(|s| s.entry.tier == Tier::Hot).count()
+}
+
 fn idle_hot_rows(inner: &Inner) -> u64 {
     let st = inner.state.lock();
     if st.active_bytes + st.frozen_bytes > 0 {

@@ -453,5 +453,60 @@ fn background_threads_run_their_hook_while_idle_and_as_they_stop() {
     assert!(after_stop >= idle_calls + 2, "{after_stop} calls after stopping, {idle_calls} before");
     let mut seen = THREADS.lock().expect("names").clone();
     seen.sort();
-    assert_eq!(seen, ["am-compact", "am-flush"]);
+    // The compaction thread, the low-priority threads it compacts on, and the flush thread.
+    let mut want = vec!["am-compact".to_owned(), "am-flush".to_owned()];
+    want.extend((0..rayon::current_num_threads()).map(|i| format!("am-compact-{i}")));
+    want.sort();
+    assert_eq!(seen, want);
+}
+
+/// Threads that ran the background hook, with their nice values.
+static HOOKED: std::sync::Mutex<Vec<(String, i32)>> = std::sync::Mutex::new(Vec::new());
+
+fn record_thread() {
+    let name = std::thread::current().name().unwrap_or_default().to_owned();
+    let nice = engine::priority::current_thread_nice();
+    HOOKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((name, nice));
+}
+
+/// Compaction runs on threads of their own at the configured nice value, so a burst of
+/// appends gets the CPU first; the flush thread keeps the process's priority.
+#[test]
+#[cfg(target_os = "linux")]
+fn compaction_threads_yield_the_cpu() {
+    let base = engine::priority::current_thread_nice();
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = EngineConfig {
+        flush_age: Duration::from_millis(20),
+        compaction_trigger: 2,
+        compaction_niceness: 7,
+        background_thread_hook: Some(record_thread),
+        ..Default::default()
+    };
+    let (eng, _) = Engine::open(dir.path(), cfg).expect("open");
+    for round in 0..2u64 {
+        eng.append((round * 100..round * 100 + 100).map(ev).collect()).expect("append");
+        eng.flush().expect("flush");
+    }
+    for _ in 0..500 {
+        if eng.snapshot().segments.iter().all(|s| s.entry.tier == Tier::Warm) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(eng.snapshot().segments.iter().all(|s| s.entry.tier == Tier::Warm), "compacted");
+    eng.close().expect("close");
+    let seen = HOOKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let compactors: std::collections::BTreeSet<&str> =
+        seen.iter().filter(|(n, _)| n.starts_with("am-compact-")).map(|(n, _)| n.as_str()).collect();
+    assert_eq!(compactors.len(), rayon::current_num_threads(), "{seen:?}");
+    for (name, nice) in &seen {
+        if name.starts_with("am-compact-") {
+            assert_eq!(*nice, 7.max(base), "{name}");
+        } else if name == "am-flush" {
+            assert_eq!(*nice, base, "the flush thread keeps its priority");
+        }
+    }
+    assert!(seen.iter().any(|(n, _)| n == "am-flush"), "{seen:?}");
+    assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..200).collect::<Vec<_>>());
 }

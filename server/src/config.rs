@@ -100,6 +100,9 @@ pub struct StorageConfig {
     pub flush_interval: Option<Duration>,
     /// Compact once this many hot segments exist.
     pub compaction_trigger: Option<usize>,
+    /// Nice value (0..=19) of the compaction threads: 0 compacts at the priority of ingest and
+    /// queries; higher lets a burst of ingest go first.
+    pub compaction_niceness: Option<i32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -174,6 +177,7 @@ pub struct Settings {
     pub max_buffered_bytes: usize,
     pub flush_interval: Duration,
     pub compaction_trigger: usize,
+    pub compaction_niceness: i32,
     /// Budget of the decoded block cache ([`query::BlockCache`]).
     pub query_cache_bytes: u64,
     /// Budget of the text page cache ([`query::TextPageCache`]).
@@ -215,6 +219,11 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
     let max_results = args.max_results.or(file.query.max_results).unwrap_or(100_000);
     anyhow::ensure!(max_results > 0, "key `query.max_results`: must be at least 1");
     let max_buffered_mb = args.max_buffered_mb.or(file.storage.max_buffered_mb);
+    let compaction_niceness = file.storage.compaction_niceness.unwrap_or(engine_defaults.compaction_niceness);
+    anyhow::ensure!(
+        (0..=19).contains(&compaction_niceness),
+        "key `storage.compaction_niceness`: {compaction_niceness} is outside 0..19"
+    );
     if let Some(mb) = max_buffered_mb {
         anyhow::ensure!(mb >= 1, "key `storage.max_buffered_mb`: must be at least 1");
     }
@@ -256,6 +265,7 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         max_buffered_bytes: max_buffered_mb.map_or(engine_defaults.max_buffered_bytes, |mb| mb << 20),
         flush_interval: file.storage.flush_interval.unwrap_or(engine_defaults.flush_age),
         compaction_trigger: file.storage.compaction_trigger.unwrap_or(engine_defaults.compaction_trigger).max(1),
+        compaction_niceness,
         query_cache_bytes: cache_mb << 20,
         query_text_cache_bytes: text_cache_mb << 20,
         query_index_cache_bytes: index_cache_mb << 20,
@@ -348,6 +358,12 @@ mod tests {
         let e = resolve(&StartArgs::default(), parse_file("query:\n  max_results: 0\n").expect("parses"))
             .expect_err("zero");
         assert!(e.to_string().contains("query.max_results"), "{e}");
+        let e = resolve(&StartArgs::default(), parse_file("storage:\n  compaction_niceness: 20\n").expect("parses"))
+            .expect_err("past 19");
+        assert!(e.to_string().contains("storage.compaction_niceness"), "{e}");
+        let ok = resolve(&StartArgs::default(), parse_file("storage:\n  compaction_niceness: 0\n").expect("parses"));
+        assert_eq!(ok.expect("0 is allowed").compaction_niceness, 0);
+        assert_eq!(resolve(&StartArgs::default(), FileConfig::default()).expect("defaults").compaction_niceness, 10);
     }
 
     #[test]

@@ -42,6 +42,10 @@ struct Args {
     /// Hot segments that trigger background compaction while appending.
     #[arg(long, default_value_t = 4)]
     compaction_trigger: usize,
+    /// Nice value of the compaction threads (0: the priority of the writers; the engine's
+    /// default if unset).
+    #[arg(long)]
+    compaction_niceness: Option<i32>,
     /// Timed runs per query in the query section (0 skips it).
     #[arg(long, default_value_t = 50)]
     query_runs: usize,
@@ -447,6 +451,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(mb) = args.buffer_mb {
         cfg.max_buffered_bytes = mb << 20;
+    }
+    if let Some(nice) = args.compaction_niceness {
+        cfg.compaction_niceness = nice;
     }
     cfg.hot.text_codec = match args.hot_text_codec.as_str() {
         "lz4" => Codec::Lz4,
