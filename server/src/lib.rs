@@ -12,3 +12,4 @@ pub mod ingest;
 pub mod memory;
 pub mod otlp;
 pub mod process;
+pub mod wire;

@@ -152,6 +152,24 @@ fn grpc_ingest_write_stream_and_rejections() {
             g.unary(tonic::Request::new(garbage), path, RawBytes(vec![0x0a, 0xc8, 0x01, 1, 2, 3])).await;
         let err = r.expect_err("garbage");
         assert!(err.message().to_lowercase().contains("decode"), "{err}");
+        // A well-framed batch whose second event holds `content` (field 11) that is not UTF-8:
+        // refused whole, naming the event and the field.
+        let good = prost::Message::encode_to_vec(&event(9_000));
+        let bad = [0x5a, 2, 0xff, 0xfe];
+        let mut body = Vec::new();
+        for e in [&good[..], &bad[..]] {
+            body.push(0x0a);
+            prost::encoding::encode_varint(e.len() as u64, &mut body);
+            body.extend_from_slice(e);
+        }
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/activemirror.v1.Ingest/Write");
+        g.ready().await.expect("ready");
+        let r: Result<tonic::Response<server::grpc::pb::WriteAck>, _> =
+            g.unary(tonic::Request::new(EventBatch { events: vec![] }), path, RawBytes(body)).await;
+        let err = r.expect_err("not UTF-8");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        assert!(err.message().contains("event 1") && err.message().contains("`content`"), "{err}");
+        assert!(err.message().contains("UTF-8"), "{err}");
     });
     assert_eq!(count(&s.base, None), 240);
     let m = metrics(&s.base);
