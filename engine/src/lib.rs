@@ -864,11 +864,12 @@ fn compaction_bytes(seg: &Segment) -> u64 {
     seg.raw_bytes() + seg.rows() * std::mem::size_of::<Event>() as u64
 }
 
-/// Rows in hot segments, when nothing is buffered (else 0: the buffer's flush comes first).
+/// Hot segments waiting for compaction.
 fn hot_segments(inner: &Inner) -> usize {
     inner.state.lock().segments.iter().filter(|s| s.entry.tier == Tier::Hot).count()
 }
 
+/// Rows in hot segments, when nothing is buffered (else 0: the buffer's flush comes first).
 fn idle_hot_rows(inner: &Inner) -> u64 {
     let st = inner.state.lock();
     if st.active_bytes + st.frozen_bytes > 0 {

@@ -38,8 +38,10 @@ pub struct GrpcState {
     pub metrics: Arc<IngestMetrics>,
 }
 
-/// Field values of one protobuf event in the validator's input shape. proto3 cannot tell an
-/// empty string from a missing one, so empty strings of non-optional fields count as absent.
+/// Field values of one protobuf event, as prost decodes it, in the validator's input shape.
+/// proto3 cannot tell an empty string from a missing one, so empty strings of non-optional
+/// fields count as absent. The server reads events with [`crate::wire::event_input`] instead,
+/// which is tested to give what this gives.
 pub fn event_input(e: pb::Event) -> EventInput<'static> {
     let s = |v: String| (!v.is_empty()).then_some(Cow::Owned(v));
     EventInput {
