@@ -194,6 +194,9 @@ pub struct EngineStats {
     /// Compactions whose inputs were not all in the compaction order (hot segments flushed
     /// by older versions), so their rows were sorted in memory instead of merged.
     pub compactions_sorted_in_memory: AtomicU64,
+    /// Compactions that did not yield the CPU because [`URGENT_HOT_SEGMENTS_PER_TRIGGER`]
+    /// times `compaction_trigger` hot segments waited: ingest was outpacing compaction.
+    pub compactions_urgent: AtomicU64,
     pub backpressure_rejections: AtomicU64,
     /// Segments and rows deleted by retention.
     pub expired_segments: AtomicU64,
@@ -620,8 +623,7 @@ fn compaction_loop(inner: &Arc<Inner>) {
             Some(idle) if quiet_since.elapsed() >= idle && idle_hot_rows(inner) >= IDLE_COMPACTION_MIN_ROWS => 1,
             _ => inner.cfg.compaction_trigger,
         };
-        let urgent =
-            hot_segments(inner) >= inner.cfg.compaction_trigger.saturating_mul(URGENT_HOT_SEGMENTS_PER_TRIGGER);
+        let urgent = compaction_is_urgent(hot_segments(inner), inner.cfg.compaction_trigger);
         let compacted = match &inner.compaction_pool {
             Some(pool) if !urgent => {
                 let done = pool.install(|| compact_once(inner, trigger));
@@ -632,7 +634,14 @@ fn compaction_loop(inner: &Arc<Inner>) {
                 }
                 done
             }
-            _ => compact_once(inner, trigger),
+            Some(_) => {
+                let done = compact_once(inner, trigger);
+                if matches!(done, Ok(true)) {
+                    inner.stats.compactions_urgent.fetch_add(1, Ordering::Relaxed);
+                }
+                done
+            }
+            None => compact_once(inner, trigger),
         };
         if let Err(e) = compacted {
             tracing::error!(error = %e, "compaction failed; will retry");
@@ -864,6 +873,11 @@ fn compaction_bytes(seg: &Segment) -> u64 {
     seg.raw_bytes() + seg.rows() * std::mem::size_of::<Event>() as u64
 }
 
+/// Whether `hot` waiting segments are enough for compaction to stop yielding the CPU.
+fn compaction_is_urgent(hot: usize, trigger: usize) -> bool {
+    hot >= trigger.max(1).saturating_mul(URGENT_HOT_SEGMENTS_PER_TRIGGER)
+}
+
 /// Hot segments waiting for compaction.
 fn hot_segments(inner: &Inner) -> usize {
     inner.state.lock().segments.iter().filter(|s| s.entry.tier == Tier::Hot).count()
@@ -940,6 +954,16 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn compaction_stops_yielding_at_four_times_the_trigger() {
+        assert!(!compaction_is_urgent(15, 4));
+        assert!(compaction_is_urgent(16, 4));
+        assert!(!compaction_is_urgent(3, 1));
+        assert!(compaction_is_urgent(4, 1));
+        assert!(compaction_is_urgent(4, 0), "a trigger of 0 acts as 1, as compact_once does");
+        assert!(!compaction_is_urgent(usize::MAX - 1, usize::MAX), "no overflow");
+    }
 
     proptest! {
         #[test]
