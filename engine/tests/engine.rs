@@ -495,6 +495,10 @@ fn compaction_threads_yield_the_cpu() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(eng.snapshot().segments.iter().all(|s| s.entry.tier == Tier::Warm), "compacted");
+    // Two hot segments are far from urgent (8 at this trigger): the compaction ran on the pool.
+    let stats = eng.stats();
+    assert!(stats.compactions.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(stats.compactions_urgent.load(std::sync::atomic::Ordering::Relaxed), 0);
     eng.close().expect("close");
     let seen = HOOKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     let compactors: std::collections::BTreeSet<&str> =
