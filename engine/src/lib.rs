@@ -83,11 +83,14 @@ pub struct EngineConfig {
     /// flushes would otherwise stay hot (lz4, no token index) until more traffic comes.
     /// `None` turns it off.
     pub idle_compaction: Option<Duration>,
-    /// Nice value (0..=19) of the threads that compact: under a burst they leave the CPU to
-    /// appends, flushes and queries, and catch up when it ends. 0 compacts at the priority of
-    /// everything else. Once [`URGENT_HOT_SEGMENTS_PER_TRIGGER`] times `compaction_trigger`
-    /// hot segments wait, compaction runs at normal priority whatever this says, so a load
-    /// that never ends still gets its segments compacted.
+    /// Nice value (0..=19) of the threads that compact: above 0, compaction runs on threads of
+    /// its own which, under a burst, leave the CPU to appends, flushes and queries and catch
+    /// up when it ends. 0 (the default) compacts on rayon's threads at the priority of
+    /// everything else: the threads of their own cost memory (their malloc arenas), about
+    /// 20-40 MB more at the peak of a flood on a 16 MB buffer. Once
+    /// [`URGENT_HOT_SEGMENTS_PER_TRIGGER`] times `compaction_trigger` hot segments wait,
+    /// compaction runs at normal priority whatever this says, so a load that never ends
+    /// still gets its segments compacted.
     pub compaction_niceness: i32,
     /// Largest compacted segment, in rows.
     pub compaction_max_rows: u64,
@@ -107,6 +110,11 @@ pub struct EngineConfig {
     /// allocator memory back (the server's `memory` module). Must be cheap when it has nothing
     /// to do.
     pub background_thread_hook: Option<fn()>,
+    /// Called on each of the low-priority compaction threads after a compaction that wrote a
+    /// segment (see [`EngineConfig::compaction_niceness`]): those threads allocate from malloc
+    /// arenas of their own, which keep what a compaction freed unless given back (the server
+    /// trims each thread's arena here).
+    pub after_compaction_hook: Option<fn()>,
 }
 
 impl Default for EngineConfig {
@@ -121,12 +129,13 @@ impl Default for EngineConfig {
             cold: WriterOptions::cold(),
             compaction_trigger: 4,
             idle_compaction: Some(Duration::from_secs(5)),
-            compaction_niceness: 10,
+            compaction_niceness: 0,
             compaction_max_rows: 4_000_000,
             compaction_max_bytes: 512 << 20,
             background: true,
             retention: None,
             background_thread_hook: None,
+            after_compaction_hook: None,
         }
     }
 }
@@ -630,6 +639,9 @@ fn compaction_loop(inner: &Arc<Inner>) {
                 // The pool's threads have no naps of their own: give them the per-thread upkeep
                 // here (the server returns their free memory once it is idle).
                 if let Some(hook) = inner.cfg.background_thread_hook {
+                    pool.broadcast(|_| hook());
+                }
+                if let (Ok(true), Some(hook)) = (&done, inner.cfg.after_compaction_hook) {
                     pool.broadcast(|_| hook());
                 }
                 done

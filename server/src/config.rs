@@ -100,8 +100,8 @@ pub struct StorageConfig {
     pub flush_interval: Option<Duration>,
     /// Compact once this many hot segments exist.
     pub compaction_trigger: Option<usize>,
-    /// Nice value (0..=19) of the compaction threads: 0 compacts at the priority of ingest and
-    /// queries; higher lets a burst of ingest go first.
+    /// Nice value (0..=19) of the compaction threads: 0 (the default) compacts at the priority
+    /// of ingest and queries; higher lets a burst of ingest go first, for more memory.
     pub compaction_niceness: Option<i32>,
 }
 
@@ -363,7 +363,9 @@ mod tests {
         assert!(e.to_string().contains("storage.compaction_niceness"), "{e}");
         let ok = resolve(&StartArgs::default(), parse_file("storage:\n  compaction_niceness: 0\n").expect("parses"));
         assert_eq!(ok.expect("0 is allowed").compaction_niceness, 0);
-        assert_eq!(resolve(&StartArgs::default(), FileConfig::default()).expect("defaults").compaction_niceness, 10);
+        assert_eq!(resolve(&StartArgs::default(), FileConfig::default()).expect("defaults").compaction_niceness, 0);
+        let ten = resolve(&StartArgs::default(), parse_file("storage:\n  compaction_niceness: 10\n").expect("parses"));
+        assert_eq!(ten.expect("10 is allowed").compaction_niceness, 10);
     }
 
     #[test]

@@ -87,6 +87,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         // A compaction's input is bounded like the ingest buffer.
         compaction_max_bytes: (settings.max_buffered_bytes as u64).max(32 << 20),
         background_thread_hook: Some(crate::memory::thread_idle),
+        after_compaction_hook: Some(crate::memory::trim_thread_arena),
         ..EngineConfig::default()
     };
     let (engine, report) =
