@@ -2,10 +2,9 @@
 //! and OpenTelemetry's `TraceService/Export` (OTLP/gRPC), both on the one listener.
 //! Acks are sent only after the engine reports the batch durable.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
-use engine::{Engine, EventInput};
+use engine::Engine;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use segments::Event;
@@ -36,37 +35,6 @@ use raw::ingest_server::{Ingest, IngestServer};
 pub struct GrpcState {
     pub engine: Arc<Engine>,
     pub metrics: Arc<IngestMetrics>,
-}
-
-/// Field values of one protobuf event, as prost decodes it, in the validator's input shape.
-/// proto3 cannot tell an empty string from a missing one, so empty strings of non-optional
-/// fields count as absent. The server reads events with [`crate::wire::event_input`] instead,
-/// which is tested to give what this gives.
-pub fn event_input(e: pb::Event) -> EventInput<'static> {
-    let s = |v: String| (!v.is_empty()).then_some(Cow::Owned(v));
-    EventInput {
-        tenant: s(e.tenant),
-        trace_id: s(e.trace_id),
-        span_id: s(e.span_id),
-        parent_span_id: e.parent_span_id.map(Cow::Owned),
-        agent_id: s(e.agent_id),
-        session_id: e.session_id.map(Cow::Owned),
-        timestamp: e.timestamp.map(Cow::Owned),
-        timestamp_ns: e.timestamp_ns,
-        kind: s(e.kind),
-        name: e.name.map(Cow::Owned),
-        content: e.content.map(Cow::Owned),
-        intent: e.intent.map(Cow::Owned),
-        confidence: e.confidence,
-        duration_ms: e.duration_ms,
-        status: e.status.map(Cow::Owned),
-        error_message: e.error_message.map(Cow::Owned),
-        model: e.model.map(Cow::Owned),
-        input_tokens: e.input_tokens,
-        output_tokens: e.output_tokens,
-        cost_usd: e.cost_usd,
-        attributes: (!e.attributes.is_empty()).then_some(e.attributes),
-    }
 }
 
 /// The protobuf form of a stored event (used by clients such as `activemirror bench ingest`).

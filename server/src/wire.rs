@@ -4,7 +4,8 @@
 //! arrived, sliced from the request without copying. [`event_input`] then reads one event's
 //! fields into [`EventInput`], borrowing every string from those bytes, so the ids, the
 //! timestamp and the status the validator only parses are never allocated, and the attributes
-//! go straight into their map. prost's generated `pb::Event` would allocate each of them first.
+//! go straight into their map. prost's generated `pb::Event` would allocate each of them first
+//! (the tests keep that path as the reference this one must match).
 //!
 //! The decoding follows prost's rules for the same message exactly (tested against it on
 //! arbitrary bytes): the last value of a field repeated on the wire wins, unknown fields and
@@ -22,13 +23,6 @@ use engine::EventInput;
 pub struct RawEventBatch {
     #[prost(bytes = "bytes", repeated, tag = "1")]
     pub events: Vec<bytes::Bytes>,
-}
-
-impl RawEventBatch {
-    /// A batch of already built protobuf events (for clients and tests).
-    pub fn from_events(events: &[crate::grpc::pb::Event]) -> Self {
-        RawEventBatch { events: events.iter().map(|e| prost::Message::encode_to_vec(e).into()).collect() }
-    }
 }
 
 /// Why an event's bytes do not decode: the field (or `(message)` for the framing) and what is
@@ -186,9 +180,9 @@ fn present(s: &str) -> Option<Cow<'_, str>> {
     (!s.is_empty()).then_some(Cow::Borrowed(s))
 }
 
-/// Read one `activemirror.v1.Event` into the validator's input, as the generated `pb::Event`
-/// would hold it and `grpc::event_input` would hand it on: proto3 cannot tell an empty string
-/// from a missing one, so empty strings of non-optional fields count as absent.
+/// Read one `activemirror.v1.Event` into the validator's input, as prost's generated
+/// `pb::Event` would hold it: proto3 cannot tell an empty string from a missing one, so empty
+/// strings of non-optional fields count as absent.
 pub fn event_input(bytes: &[u8]) -> Result<EventInput<'_>, WireError> {
     let mut r = Reader { buf: bytes };
     let mut e = EventInput::default();
@@ -241,9 +235,38 @@ mod tests {
     use crate::grpc::pb;
     use proptest::prelude::*;
 
-    /// The input as the generated code and `grpc::event_input` give it, or prost's error.
+    /// The reference: the event as prost decodes it, in the validator's input shape, with
+    /// proto3's rule (an empty string of a non-optional field counts as absent).
+    fn prost_input(e: pb::Event) -> EventInput<'static> {
+        let s = |v: String| (!v.is_empty()).then_some(Cow::Owned(v));
+        EventInput {
+            tenant: s(e.tenant),
+            trace_id: s(e.trace_id),
+            span_id: s(e.span_id),
+            parent_span_id: e.parent_span_id.map(Cow::Owned),
+            agent_id: s(e.agent_id),
+            session_id: e.session_id.map(Cow::Owned),
+            timestamp: e.timestamp.map(Cow::Owned),
+            timestamp_ns: e.timestamp_ns,
+            kind: s(e.kind),
+            name: e.name.map(Cow::Owned),
+            content: e.content.map(Cow::Owned),
+            intent: e.intent.map(Cow::Owned),
+            confidence: e.confidence,
+            duration_ms: e.duration_ms,
+            status: e.status.map(Cow::Owned),
+            error_message: e.error_message.map(Cow::Owned),
+            model: e.model.map(Cow::Owned),
+            input_tokens: e.input_tokens,
+            output_tokens: e.output_tokens,
+            cost_usd: e.cost_usd,
+            attributes: (!e.attributes.is_empty()).then_some(e.attributes),
+        }
+    }
+
+    /// The input as the generated code gives it, or prost's error.
     fn via_prost(bytes: &[u8]) -> Result<String, ()> {
-        <pb::Event as prost::Message>::decode(bytes).map(|e| format!("{:?}", crate::grpc::event_input(e))).map_err(drop)
+        <pb::Event as prost::Message>::decode(bytes).map(|e| format!("{:?}", prost_input(e))).map_err(drop)
     }
 
     fn via_wire(bytes: &[u8]) -> Result<String, ()> {
@@ -331,7 +354,7 @@ mod tests {
         #[test]
         fn reads_every_event_as_prost_does(e in event()) {
             let bytes = prost::Message::encode_to_vec(&e);
-            prop_assert_eq!(via_wire(&bytes), Ok(format!("{:?}", crate::grpc::event_input(e))));
+            prop_assert_eq!(via_wire(&bytes), Ok(format!("{:?}", prost_input(e))));
         }
 
         /// Fields in any order, repeated, of the wrong wire type, unknown, or cut short: the
@@ -410,7 +433,7 @@ mod tests {
     fn a_batch_keeps_each_event_as_sent() {
         let events: Vec<pb::Event> =
             (0..3).map(|i| pb::Event { agent_id: format!("a{i}"), ..Default::default() }).collect();
-        let raw = RawEventBatch::from_events(&events);
+        let raw = RawEventBatch { events: events.iter().map(|e| prost::Message::encode_to_vec(e).into()).collect() };
         let as_batch = prost::Message::encode_to_vec(&pb::EventBatch { events: events.clone() });
         assert_eq!(prost::Message::encode_to_vec(&raw), as_batch, "the same bytes as an EventBatch");
         let back = <RawEventBatch as prost::Message>::decode(&as_batch[..]).expect("decodes");
