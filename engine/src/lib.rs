@@ -76,7 +76,8 @@ pub struct EngineConfig {
     pub wal_file_bytes: u64,
     pub hot: WriterOptions,
     pub cold: WriterOptions,
-    /// Compact once this many hot segments exist.
+    /// Compact once this many hot segments exist; also how many warm segments of similar
+    /// size are merged into one (at least 2).
     pub compaction_trigger: usize,
     /// Once no event has been appended for this long, compact the hot segments however few
     /// (if they hold at least [`IDLE_COMPACTION_MIN_ROWS`] rows): after a burst, the last
@@ -206,6 +207,8 @@ pub struct EngineStats {
     /// Compactions that did not yield the CPU because [`URGENT_HOT_SEGMENTS_PER_TRIGGER`]
     /// times `compaction_trigger` hot segments waited: ingest was outpacing compaction.
     pub compactions_urgent: AtomicU64,
+    /// Compactions that merged warm segments of similar size (see `pick_warm_merge`).
+    pub compactions_warm: AtomicU64,
     pub backpressure_rejections: AtomicU64,
     /// Segments and rows deleted by retention.
     pub expired_segments: AtomicU64,
@@ -481,7 +484,9 @@ impl Engine {
         flush_once(&self.inner)
     }
 
-    /// Compact hot segments into a warm (zstd) one now, regardless of the trigger count.
+    /// Compact hot segments into a warm (zstd) one now, regardless of the trigger count; with
+    /// no hot segment, merge warm segments of similar size if `compaction_trigger` of them
+    /// exist (see [`SMALL_WARM_SEGMENT_ROWS`]).
     pub fn compact(&self) -> Result<bool, EngineError> {
         compact_once(&self.inner, 1)
     }
@@ -904,26 +909,68 @@ fn idle_hot_rows(inner: &Inner) -> u64 {
     st.segments.iter().filter(|s| s.entry.tier == Tier::Hot).map(|s| s.segment.rows()).sum()
 }
 
+/// Warm segments this small are merged with any others as small, whatever their sizes'
+/// ratio (see [`pick_warm_merge`]).
+pub const SMALL_WARM_SEGMENT_ROWS: u64 = 1 << 16;
+
+/// Size-tiered merging of warm segments, given each one's (rows, estimated compaction
+/// bytes) in manifest order: the indexes (ascending) of `fan_in` segments to merge into
+/// one, or `None`. Without it, every compaction of hot segments leaves one more warm
+/// segment, however small: a trickle of events flushed by age every 2 s made a warm
+/// segment of a few hundred rows every 8 s, tens of thousands a day, and every query pays
+/// per segment. The smallest segments go first. A group is merged when its largest
+/// segment is at most twice its smallest, or all are below [`SMALL_WARM_SEGMENT_ROWS`]
+/// (so segments of mixed small sizes never stay unmerged), and its total stays within
+/// `max_rows` and `max_bytes`; segments above half of `max_rows` are left alone. Each row
+/// is rewritten about once per factor of `fan_in` in its segment's growth, as in any
+/// size-tiered LSM.
+fn pick_warm_merge(sizes: &[(u64, u64)], fan_in: usize, max_rows: u64, max_bytes: u64) -> Option<Vec<usize>> {
+    let fan_in = fan_in.max(2);
+    let mut order: Vec<usize> = (0..sizes.len()).filter(|&i| sizes[i].0 <= max_rows / 2).collect();
+    order.sort_by_key(|&i| (sizes[i].0, i));
+    order.windows(fan_in).find_map(|w| {
+        let (smallest, largest) = (sizes[w[0]].0, sizes[w[fan_in - 1]].0);
+        let rows = w.iter().map(|&i| sizes[i].0).fold(0u64, u64::saturating_add);
+        let bytes = w.iter().map(|&i| sizes[i].1).fold(0u64, u64::saturating_add);
+        let similar = largest <= smallest.max(1).saturating_mul(2) || largest < SMALL_WARM_SEGMENT_ROWS;
+        (similar && rows <= max_rows && bytes <= max_bytes).then(|| {
+            let mut picked = w.to_vec();
+            picked.sort_unstable();
+            picked
+        })
+    })
+}
+
 fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
     let _c = inner.compaction_lock.lock();
     let picked: Vec<LiveSegment> = {
         let st = inner.state.lock();
         let hot: Vec<&LiveSegment> = st.segments.iter().filter(|s| s.entry.tier == Tier::Hot).collect();
         if hot.len() < trigger.max(1) {
-            return Ok(false);
+            // No hot segments to compact: merge warm ones of similar size, if any.
+            let warm: Vec<&LiveSegment> = st.segments.iter().filter(|s| s.entry.tier == Tier::Warm).collect();
+            let sizes: Vec<(u64, u64)> =
+                warm.iter().map(|s| (s.segment.rows(), compaction_bytes(&s.segment))).collect();
+            let fan_in = inner.cfg.compaction_trigger;
+            match pick_warm_merge(&sizes, fan_in, inner.cfg.compaction_max_rows, inner.cfg.compaction_max_bytes) {
+                Some(picked) => picked.into_iter().map(|i| warm[i].clone()).collect(),
+                None => return Ok(false),
+            }
+        } else {
+            let (mut rows, mut bytes) = (0, 0);
+            hot.into_iter()
+                .enumerate()
+                .take_while(|(i, s)| {
+                    rows += s.segment.rows();
+                    bytes += compaction_bytes(&s.segment);
+                    *i == 0 || (rows <= inner.cfg.compaction_max_rows && bytes <= inner.cfg.compaction_max_bytes)
+                })
+                .map(|(_, s)| s)
+                .cloned()
+                .collect()
         }
-        let (mut rows, mut bytes) = (0, 0);
-        hot.into_iter()
-            .enumerate()
-            .take_while(|(i, s)| {
-                rows += s.segment.rows();
-                bytes += compaction_bytes(&s.segment);
-                *i == 0 || (rows <= inner.cfg.compaction_max_rows && bytes <= inner.cfg.compaction_max_bytes)
-            })
-            .map(|(_, s)| s)
-            .cloned()
-            .collect()
     };
+    let warm_merge = picked.iter().all(|s| s.entry.tier == Tier::Warm);
     if picked.is_empty() {
         return Ok(false);
     }
@@ -959,6 +1006,9 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
         }
     }
     inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
+    if warm_merge {
+        inner.stats.compactions_warm.fetch_add(1, Ordering::Relaxed);
+    }
     Ok(true)
 }
 
@@ -966,6 +1016,57 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn warm_merges_take_the_smallest_similar_segments() {
+        let k = SMALL_WARM_SEGMENT_ROWS;
+        let sized = |rows: &[u64]| rows.iter().map(|&r| (r, r * 100)).collect::<Vec<_>>();
+        let pick = |rows: &[u64], fan_in| pick_warm_merge(&sized(rows), fan_in, 4_000_000, u64::MAX);
+        assert_eq!(pick(&[800, 800, 800], 4), None, "too few");
+        assert_eq!(pick(&[900, 800, 5_000, 800, 800], 4), Some(vec![0, 1, 3, 4]), "the smallest");
+        assert_eq!(pick(&[900, 800, 50_000, 800], 4), Some(vec![0, 1, 2, 3]), "small ones, any mix");
+        assert_eq!(pick(&[4 * k, k, k, k, k / 4, 2 * k], 4), Some(vec![1, 2, 3, 5]), "twice the smallest at most");
+        assert_eq!(pick(&[k, 3 * k, 9 * k, 27 * k], 4), None, "no similar group");
+        assert_eq!(pick(&[2_100_000; 4], 4), None, "above half the largest segment");
+        assert_eq!(pick(&[1_000_000; 5], 4), Some(vec![0, 1, 2, 3]), "up to the largest segment");
+        assert_eq!(pick(&[0, 0, 7], 1), Some(vec![0, 1]), "a fan-in of 1 acts as 2");
+        let bounded = pick_warm_merge(&sized(&[1000; 4]), 4, 4_000_000, 399_999);
+        assert_eq!(bounded, None, "the byte budget holds");
+    }
+
+    proptest! {
+        /// What is picked obeys every rule, and something is picked whenever some group would
+        /// (byte estimates growing with rows, as they do).
+        #[test]
+        fn warm_merge_picks_are_sound_and_complete(
+            rows in proptest::collection::vec(0u64..300_000, 0..8),
+            fan_in in 2usize..5,
+            max_rows in 100_000u64..1_000_000,
+            max_bytes in 1_000_000u64..100_000_000,
+        ) {
+            let sizes: Vec<(u64, u64)> = rows.iter().map(|&r| (r, r * 100 + 7)).collect();
+            let ok = |set: &[usize]| {
+                let lo = set.iter().map(|&i| rows[i]).min().unwrap_or(0);
+                let hi = set.iter().map(|&i| rows[i]).max().unwrap_or(0);
+                set.iter().all(|&i| rows[i] <= max_rows / 2)
+                    && (hi <= lo.max(1) * 2 || hi < SMALL_WARM_SEGMENT_ROWS)
+                    && set.iter().map(|&i| rows[i]).sum::<u64>() <= max_rows
+                    && set.iter().map(|&i| sizes[i].1).sum::<u64>() <= max_bytes
+            };
+            // Every set of `fan_in` segments, by bit mask.
+            let exists = (0u32..1 << rows.len())
+                .filter(|m| m.count_ones() as usize == fan_in)
+                .any(|m| ok(&(0..rows.len()).filter(|i| m & (1 << i) != 0).collect::<Vec<_>>()));
+            match pick_warm_merge(&sizes, fan_in, max_rows, max_bytes) {
+                Some(set) => {
+                    prop_assert_eq!(set.len(), fan_in);
+                    prop_assert!(set.windows(2).all(|w| w[0] < w[1]), "ascending, distinct: {:?}", set);
+                    prop_assert!(ok(&set), "{:?} of {:?}", set, rows);
+                }
+                None => prop_assert!(!exists, "a group of {:?} qualifies", rows),
+            }
+        }
+    }
 
     #[test]
     fn compaction_stops_yielding_at_four_times_the_trigger() {

@@ -512,3 +512,62 @@ fn compaction_threads_yield_the_cpu() {
     assert!(seen.iter().any(|(n, _)| n == "am-flush"), "{seen:?}");
     assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..200).collect::<Vec<_>>());
 }
+
+/// Compactions of a few hot segments each leave small warm segments; once
+/// `compaction_trigger` of similar size exist they are merged into one, sorted, with every
+/// row once, and the merge survives reopening.
+#[test]
+fn small_warm_segments_are_merged_into_one() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (eng, _) = Engine::open(dir.path(), manual()).expect("open");
+    for round in 0..4u64 {
+        eng.append((round * 100..round * 100 + 100).map(ev).collect()).expect("append");
+        eng.flush().expect("flush");
+        assert!(eng.compact().expect("compact hot"));
+    }
+    let tiers =
+        |eng: &Engine| eng.snapshot().segments.iter().map(|s| (s.entry.tier, s.segment.rows())).collect::<Vec<_>>();
+    assert_eq!(tiers(&eng), vec![(Tier::Warm, 100); 4]);
+    assert!(eng.compact().expect("merge warm"));
+    assert_eq!(tiers(&eng), vec![(Tier::Warm, 400)]);
+    assert_eq!(eng.stats().compactions_warm.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(!eng.compact().expect("nothing left"), "one segment is not merged with itself");
+    assert_eq!(snap_key_ordered(&eng), 1);
+    drop(eng);
+    let (eng, _) = Engine::open(dir.path(), manual()).expect("reopen");
+    assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..400).collect::<Vec<_>>());
+    assert_eq!(std::fs::read_dir(dir.path().join("segments")).expect("dir").count(), 1, "inputs deleted");
+}
+
+/// A trickle of events, flushed by age and compacted a pair of hot segments at a time,
+/// does not pile up warm segments: the background merges keep them to a handful.
+#[test]
+fn a_trickle_of_events_keeps_few_segments() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = EngineConfig {
+        flush_age: Duration::from_millis(5),
+        compaction_trigger: 2,
+        idle_compaction: None,
+        ..Default::default()
+    };
+    let (eng, _) = Engine::open(dir.path(), cfg).expect("open");
+    // The flush thread wakes every 100 ms: about one flush per 5 batches.
+    for b in 0..100u64 {
+        eng.append((b * 20..b * 20 + 20).map(ev).collect()).expect("append");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let flushes = eng.stats().flushes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(flushes >= 12, "flushed by age: {flushes} flushes");
+    let mut segments = usize::MAX;
+    for _ in 0..500 {
+        segments = eng.snapshot().segments.len();
+        if segments <= 3 && eng.snapshot().memory.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Sizes merge pairwise: at most one warm segment per size class plus a hot one left.
+    assert!(segments <= 3, "{segments} segments after {flushes} flushes");
+    assert!(eng.stats().compactions_warm.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..2000).collect::<Vec<_>>());
+}

@@ -66,6 +66,11 @@ pub struct IngestBenchArgs {
     /// Tenant to write as (default: the generator's tenants).
     #[arg(long)]
     pub tenant: Option<String>,
+    /// Offered load in events per second across all clients (0: as fast as the server acks).
+    /// Batch `i` is due at `i * batch / rate` seconds, and its ack latency counts from then,
+    /// so a server that falls behind shows it in the latencies.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Print the summary as one JSON object (for harnesses).
     #[arg(long)]
     pub json: bool,
@@ -87,6 +92,12 @@ pub struct IngestBenchReport {
 }
 
 /// The value at quantile `q` (0..=1) of sorted `v` (nearest rank).
+/// When batch `i` (of `batch` events) is due under an offered load of `rate` events per
+/// second, from the start of the run; `None` for no pacing (`rate` 0).
+fn due_at(i: usize, batch: usize, rate: u64) -> Option<Duration> {
+    (rate > 0).then(|| Duration::from_secs_f64(i as f64 * batch as f64 / rate as f64))
+}
+
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -111,7 +122,7 @@ pub async fn run_ingest(args: &IngestBenchArgs) -> anyhow::Result<IngestBenchRep
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     // Pre-build every batch, dealt round-robin to the clients.
-    let mut per_client: Vec<Vec<(Bytes, u64)>> = vec![Vec::new(); args.clients];
+    let mut per_client: Vec<Vec<(Bytes, u64, Option<Duration>)>> = vec![Vec::new(); args.clients];
     let mut gen = benches::Generator::new(args.seed);
     let mut left = args.events;
     let mut total_bytes = 0u64;
@@ -130,7 +141,7 @@ pub async fn run_ingest(args: &IngestBenchArgs) -> anyhow::Result<IngestBenchRep
             .collect();
         let b = Bytes::from(prost::Message::encode_to_vec(&EventBatch { events }));
         total_bytes += b.len() as u64;
-        per_client[i % args.clients].push((b, n as u64));
+        per_client[i % args.clients].push((b, n as u64, due_at(i, args.batch, args.rate)));
         i += 1;
         left -= n;
         prep.inc(n as u64);
@@ -163,8 +174,14 @@ pub async fn run_ingest(args: &IngestBenchArgs) -> anyhow::Result<IngestBenchRep
             let mut lat = Vec::with_capacity(batches.len());
             let mut acked = 0u64;
             let path = http::uri::PathAndQuery::from_static("/activemirror.v1.Ingest/Write");
-            for (b, n) in batches {
-                let t = Instant::now();
+            for (b, n, due) in batches {
+                let t = match due {
+                    Some(d) => {
+                        tokio::time::sleep_until((start + d).into()).await;
+                        start + d
+                    }
+                    None => Instant::now(),
+                };
                 loop {
                     client.ready().await.map_err(|e| anyhow::anyhow!("connection not ready: {e}"))?;
                     match client.unary(tonic::Request::new(b.clone()), path.clone(), PreEncoded).await {
@@ -237,7 +254,16 @@ pub fn print_report(r: &IngestBenchReport, json: bool) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::quantile;
+    use super::{due_at, quantile};
+    use std::time::Duration;
+
+    #[test]
+    fn paced_batches_are_due_at_the_offered_rate() {
+        assert_eq!(due_at(0, 1000, 100_000), Some(Duration::ZERO));
+        assert_eq!(due_at(100, 1000, 100_000), Some(Duration::from_secs(1)));
+        assert_eq!(due_at(3, 500, 1_000), Some(Duration::from_millis(1500)));
+        assert_eq!(due_at(7, 1000, 0), None, "unpaced");
+    }
 
     #[test]
     fn nearest_rank_quantiles() {

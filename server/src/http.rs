@@ -550,6 +550,7 @@ async fn metrics(State(st): State<Shared>) -> Response {
     let _ = writeln!(s, "activemirror_compactions_total {}", l(&e.compactions));
     let _ = writeln!(s, "activemirror_compactions_sorted_in_memory_total {}", l(&e.compactions_sorted_in_memory));
     let _ = writeln!(s, "activemirror_compactions_urgent_total {}", l(&e.compactions_urgent));
+    let _ = writeln!(s, "activemirror_compactions_warm_total {}", l(&e.compactions_warm));
     let snap = st.engine.snapshot();
     for tier in [engine::Tier::Hot, engine::Tier::Warm] {
         let segs: Vec<_> = snap.segments.iter().filter(|x| x.entry.tier == tier).collect();
