@@ -49,10 +49,20 @@ pub struct Segment {
     /// memory (about 47 bytes per event) and only `LIKE` reads it.
     text_section: Option<TextSection>,
     /// The text dictionary that [`DICT_PAGES`] chunks were compressed against.
-    text_dict: Option<DecompressionDictionary>,
+    text_dict: Option<TextDictionary>,
     /// Unique among the segments this process opened (a cache key that no later segment
     /// reuses, unlike a path or an address).
     uid: u64,
+}
+
+/// A segment's text dictionary: where it lies in the file (checksummed at open), prepared for
+/// decompression the first time a page needs it. A prepared dictionary holds a copy of the
+/// dictionary and its entropy tables, about 90 KB for the 64 KiB default, and most queries
+/// read no text: an open segment used to hold one from the start, which was most of the 130 KB
+/// an idle server kept per segment.
+struct TextDictionary {
+    range: std::ops::Range<usize>,
+    prepared: std::sync::OnceLock<DecompressionDictionary>,
 }
 
 /// Source of [`Segment::uid`].
@@ -161,11 +171,11 @@ impl Segment {
             if ext.dict_offset < 8 || end.is_none_or(|e| e > data_end as u64) {
                 return Err(bad("text dictionary outside the data area".into()));
             }
-            let dict = &bytes[ext.dict_offset as usize..(ext.dict_offset + u64::from(ext.dict_len)) as usize];
-            if crc32fast::hash(dict) != ext.dict_crc {
+            let range = ext.dict_offset as usize..(ext.dict_offset + u64::from(ext.dict_len)) as usize;
+            if crc32fast::hash(&bytes[range.clone()]) != ext.dict_crc {
                 return Err(bad("text dictionary checksum mismatch".into()));
             }
-            Some(DecompressionDictionary::new(dict).ok_or_else(|| bad("text dictionary does not load".into()))?)
+            Some(TextDictionary { range, prepared: std::sync::OnceLock::new() })
         };
         let mut row = 0u64;
         for (b, meta) in blocks.iter().enumerate() {
@@ -260,6 +270,23 @@ impl Segment {
     /// Whether the segment carries a text dictionary (its text is in dictionary pages).
     pub fn has_text_dictionary(&self) -> bool {
         self.text_dict.is_some()
+    }
+
+    /// Whether the text dictionary has been prepared (a page compressed against it was read).
+    pub fn text_dictionary_prepared(&self) -> bool {
+        self.text_dict.as_ref().is_some_and(|d| d.prepared.get().is_some())
+    }
+
+    /// The text dictionary, prepared on first use.
+    fn prepared_text_dictionary(&self) -> Result<&DecompressionDictionary, String> {
+        let dict = self.text_dict.as_ref().ok_or("no text dictionary")?;
+        if let Some(prepared) = dict.prepared.get() {
+            return Ok(prepared);
+        }
+        let bytes = self.bytes.get(dict.range.clone()).ok_or("text dictionary outside the file")?;
+        let prepared = DecompressionDictionary::new(bytes).ok_or("text dictionary does not load")?;
+        // Two readers may prepare it at once: one copy is kept, the other dropped.
+        Ok(dict.prepared.get_or_init(|| prepared))
     }
     pub fn index(&self) -> &Arc<SegmentIndex> {
         &self.index
@@ -454,7 +481,7 @@ impl Segment {
             return Err(bad(format!("page of rows {:?}: checksum mismatch", page.rows)));
         }
         let raw = if codec_id & DICT_PAGES != 0 {
-            let dict = self.text_dict.as_ref().ok_or_else(|| bad("no text dictionary".into()))?;
+            let dict = self.prepared_text_dictionary().map_err(bad)?;
             decompress_with(dict, bytes, page.raw_len).map_err(bad)?
         } else {
             codec.decompress(bytes, page.raw_len).map_err(bad)?

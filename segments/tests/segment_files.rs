@@ -60,6 +60,15 @@ fn roundtrip_through_disk_with_index() {
     assert_eq!(info.rows, 1000);
     let seg = Segment::open(&path).expect("open");
     assert!(seg.has_text_dictionary(), "1,000 rows of text train a dictionary");
+    // The dictionary is prepared when text is first read, not at open.
+    assert!(!seg.text_dictionary_prepared());
+    for col in ColumnId::ALL.iter().filter(|c| **c != ColumnId::Content) {
+        seg.read_column(0, *col).expect("a column other than the text");
+    }
+    assert!(!seg.text_dictionary_prepared(), "columns other than the text need no dictionary");
+    let first = seg.read_text_rows(0, ColumnId::Content, &[0, 3]).expect("text rows");
+    assert_eq!(first.get(0), events[0].content.as_deref());
+    assert!(seg.text_dictionary_prepared());
     assert_eq!(seg.rows(), 1000);
     assert_eq!(seg.blocks().len(), 8);
     assert_eq!(seg.read_all().expect("read"), events);
