@@ -79,6 +79,10 @@ pub struct EngineConfig {
     /// Compact once this many hot segments exist; also how many warm segments of similar
     /// size are merged into one (at least 2).
     pub compaction_trigger: usize,
+    /// Largest time span (newest event minus oldest) of a segment made by merging warm
+    /// segments; with `retention`, at most a quarter of it, so that merging does not keep
+    /// expired rows much longer (retention drops a segment once its newest row expires).
+    pub merge_span: Duration,
     /// Once no event has been appended for this long, compact the hot segments however few
     /// (if they hold at least [`IDLE_COMPACTION_MIN_ROWS`] rows): after a burst, the last
     /// flushes would otherwise stay hot (lz4, no token index) until more traffic comes.
@@ -129,6 +133,7 @@ impl Default for EngineConfig {
             hot: WriterOptions::hot(),
             cold: WriterOptions::cold(),
             compaction_trigger: 4,
+            merge_span: Duration::from_secs(3600),
             idle_compaction: Some(Duration::from_secs(5)),
             compaction_niceness: 0,
             compaction_max_rows: 4_000_000,
@@ -913,32 +918,85 @@ fn idle_hot_rows(inner: &Inner) -> u64 {
 /// ratio (see [`pick_warm_merge`]).
 pub const SMALL_WARM_SEGMENT_ROWS: u64 = 1 << 16;
 
-/// Size-tiered merging of warm segments, given each one's (rows, estimated compaction
-/// bytes) in manifest order: the indexes (ascending) of `fan_in` segments to merge into
-/// one, or `None`. Without it, every compaction of hot segments leaves one more warm
-/// segment, however small: a trickle of events flushed by age every 2 s made a warm
-/// segment of a few hundred rows every 8 s, tens of thousands a day, and every query pays
-/// per segment. The smallest segments go first. A group is merged when its largest
-/// segment is at most twice its smallest, or all are below [`SMALL_WARM_SEGMENT_ROWS`]
-/// (so segments of mixed small sizes never stay unmerged), and its total stays within
-/// `max_rows` and `max_bytes`; segments above half of `max_rows` are left alone. Each row
-/// is rewritten about once per factor of `fan_in` in its segment's growth, as in any
-/// size-tiered LSM.
-fn pick_warm_merge(sizes: &[(u64, u64)], fan_in: usize, max_rows: u64, max_bytes: u64) -> Option<Vec<usize>> {
-    let fan_in = fan_in.max(2);
-    let mut order: Vec<usize> = (0..sizes.len()).filter(|&i| sizes[i].0 <= max_rows / 2).collect();
-    order.sort_by_key(|&i| (sizes[i].0, i));
-    order.windows(fan_in).find_map(|w| {
-        let (smallest, largest) = (sizes[w[0]].0, sizes[w[fan_in - 1]].0);
-        let rows = w.iter().map(|&i| sizes[i].0).fold(0u64, u64::saturating_add);
-        let bytes = w.iter().map(|&i| sizes[i].1).fold(0u64, u64::saturating_add);
-        let similar = largest <= smallest.max(1).saturating_mul(2) || largest < SMALL_WARM_SEGMENT_ROWS;
-        (similar && rows <= max_rows && bytes <= max_bytes).then(|| {
-            let mut picked = w.to_vec();
-            picked.sort_unstable();
-            picked
-        })
-    })
+/// A warm segment as [`pick_warm_merge`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WarmCandidate {
+    rows: u64,
+    /// Estimated compaction bytes ([`compaction_bytes`]).
+    bytes: u64,
+    min_ts: i64,
+    max_ts: i64,
+}
+
+/// What one merge of warm segments may take and make.
+#[derive(Debug, Clone, Copy)]
+struct MergeLimits {
+    fan_in: usize,
+    max_rows: u64,
+    max_bytes: u64,
+    /// Largest time span (newest event minus oldest, in ns) of a merged segment.
+    max_span_ns: i64,
+}
+
+impl MergeLimits {
+    fn of(cfg: &EngineConfig) -> Self {
+        let span = match cfg.retention {
+            Some(r) => cfg.merge_span.min(r / 4),
+            None => cfg.merge_span,
+        };
+        MergeLimits {
+            fan_in: cfg.compaction_trigger,
+            max_rows: cfg.compaction_max_rows,
+            max_bytes: cfg.compaction_max_bytes,
+            max_span_ns: span.as_nanos().min(i64::MAX as u128) as i64,
+        }
+    }
+}
+
+/// Size-tiered merging of warm segments, given them in manifest order: the indexes
+/// (ascending) of `fan_in` segments to merge into one, or `None`. Without it, every
+/// compaction of hot segments leaves one more warm segment, however small: a trickle of
+/// 1,000 events/s made a warm segment of 12,000 rows every 12 s, and each open segment
+/// costs memory and a memory map, and every query pays per segment.
+///
+/// Candidates are taken smallest first, `fan_in` of adjacent sizes at a time. A group is
+/// merged when its largest segment is at most twice its smallest, or all are below
+/// [`SMALL_WARM_SEGMENT_ROWS`] (so segments of mixed small sizes never stay unmerged), its
+/// total stays within `max_rows` and `max_bytes`, and its events span at most
+/// `max_span_ns`: a merged segment is deleted by retention only once its newest event
+/// expires, and a query's time bounds prune whole segments only as far as their spans
+/// allow. Segments above half of `max_rows` are left alone. Each row is rewritten about
+/// once per factor of `fan_in` in its segment's growth, as in any size-tiered LSM.
+fn pick_warm_merge(segs: &[WarmCandidate], limits: &MergeLimits) -> Option<Vec<usize>> {
+    let fan_in = limits.fan_in.max(2);
+    let mut order: Vec<usize> = (0..segs.len()).filter(|&i| segs[i].rows <= limits.max_rows / 2).collect();
+    order.sort_by_key(|&i| (segs[i].rows, i));
+    // From each segment, smallest first, gather the next larger ones that fit with it.
+    for (a, &first) in order.iter().enumerate() {
+        let smallest = segs[first].rows;
+        let mut group = vec![first];
+        let (mut rows, mut bytes) = (smallest, segs[first].bytes);
+        let (mut oldest, mut newest) = (segs[first].min_ts, segs[first].max_ts);
+        for &next in &order[a + 1..] {
+            let s = &segs[next];
+            let similar = s.rows <= smallest.max(1).saturating_mul(2) || s.rows < SMALL_WARM_SEGMENT_ROWS;
+            if !similar || rows.saturating_add(s.rows) > limits.max_rows {
+                break; // Only larger segments follow.
+            }
+            let (lo, hi) = (oldest.min(s.min_ts), newest.max(s.max_ts));
+            let spanned = i128::from(hi) - i128::from(lo) <= i128::from(limits.max_span_ns);
+            if !spanned || bytes.saturating_add(s.bytes) > limits.max_bytes {
+                continue;
+            }
+            group.push(next);
+            (rows, bytes, oldest, newest) = (rows + s.rows, bytes + s.bytes, lo, hi);
+            if group.len() == fan_in {
+                group.sort_unstable();
+                return Some(group);
+            }
+        }
+    }
+    None
 }
 
 fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
@@ -949,10 +1007,16 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
         if hot.len() < trigger.max(1) {
             // No hot segments to compact: merge warm ones of similar size, if any.
             let warm: Vec<&LiveSegment> = st.segments.iter().filter(|s| s.entry.tier == Tier::Warm).collect();
-            let sizes: Vec<(u64, u64)> =
-                warm.iter().map(|s| (s.segment.rows(), compaction_bytes(&s.segment))).collect();
-            let fan_in = inner.cfg.compaction_trigger;
-            match pick_warm_merge(&sizes, fan_in, inner.cfg.compaction_max_rows, inner.cfg.compaction_max_bytes) {
+            let candidates: Vec<WarmCandidate> = warm
+                .iter()
+                .map(|s| WarmCandidate {
+                    rows: s.segment.rows(),
+                    bytes: compaction_bytes(&s.segment),
+                    min_ts: s.segment.min_ts(),
+                    max_ts: s.segment.max_ts(),
+                })
+                .collect();
+            match pick_warm_merge(&candidates, &MergeLimits::of(&inner.cfg)) {
                 Some(picked) => picked.into_iter().map(|i| warm[i].clone()).collect(),
                 None => return Ok(false),
             }
@@ -1017,11 +1081,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Warm segments of these sizes, each holding one instant.
+    fn candidates(rows: &[u64]) -> Vec<WarmCandidate> {
+        rows.iter().map(|&r| WarmCandidate { rows: r, bytes: r * 100, min_ts: 0, max_ts: 0 }).collect()
+    }
+
+    fn limits(fan_in: usize) -> MergeLimits {
+        MergeLimits { fan_in, max_rows: 4_000_000, max_bytes: u64::MAX, max_span_ns: i64::MAX }
+    }
+
     #[test]
     fn warm_merges_take_the_smallest_similar_segments() {
         let k = SMALL_WARM_SEGMENT_ROWS;
-        let sized = |rows: &[u64]| rows.iter().map(|&r| (r, r * 100)).collect::<Vec<_>>();
-        let pick = |rows: &[u64], fan_in| pick_warm_merge(&sized(rows), fan_in, 4_000_000, u64::MAX);
+        let pick = |rows: &[u64], fan_in| pick_warm_merge(&candidates(rows), &limits(fan_in));
         assert_eq!(pick(&[800, 800, 800], 4), None, "too few");
         assert_eq!(pick(&[900, 800, 5_000, 800, 800], 4), Some(vec![0, 1, 3, 4]), "the smallest");
         assert_eq!(pick(&[900, 800, 50_000, 800], 4), Some(vec![0, 1, 2, 3]), "small ones, any mix");
@@ -1030,40 +1102,69 @@ mod tests {
         assert_eq!(pick(&[2_100_000; 4], 4), None, "above half the largest segment");
         assert_eq!(pick(&[1_000_000; 5], 4), Some(vec![0, 1, 2, 3]), "up to the largest segment");
         assert_eq!(pick(&[0, 0, 7], 1), Some(vec![0, 1]), "a fan-in of 1 acts as 2");
-        let bounded = pick_warm_merge(&sized(&[1000; 4]), 4, 4_000_000, 399_999);
-        assert_eq!(bounded, None, "the byte budget holds");
+        let bounded = MergeLimits { max_bytes: 399_999, ..limits(4) };
+        assert_eq!(pick_warm_merge(&candidates(&[1000; 4]), &bounded), None, "the byte budget holds");
+    }
+
+    #[test]
+    fn warm_merges_keep_within_the_time_span() {
+        let hour = 3_600_000_000_000i64;
+        // Five equal segments of ten minutes each; the fourth two hours after the others.
+        let mut segs = candidates(&[1000; 5]);
+        for (i, start) in [0, 0, 10 * 60 * 1_000_000_000, 2 * hour, 0].into_iter().enumerate() {
+            segs[i].min_ts = start;
+            segs[i].max_ts = start + hour / 6;
+        }
+        let within = MergeLimits { max_span_ns: hour, ..limits(4) };
+        assert_eq!(pick_warm_merge(&segs, &within), Some(vec![0, 1, 2, 4]), "the late one left out");
+        assert_eq!(pick_warm_merge(&segs[..4], &within), None, "no four within the hour");
+        assert_eq!(pick_warm_merge(&segs[..4], &limits(4)), Some(vec![0, 1, 2, 3]), "unbounded");
+        // Retention bounds the span to a quarter of it.
+        let cfg = EngineConfig { retention: Some(Duration::from_secs(2 * 3600)), ..EngineConfig::default() };
+        assert_eq!(MergeLimits::of(&cfg).max_span_ns, hour / 2);
+        assert_eq!(MergeLimits::of(&EngineConfig::default()).max_span_ns, hour);
     }
 
     proptest! {
-        /// What is picked obeys every rule, and something is picked whenever some group would
-        /// (byte estimates growing with rows, as they do).
+        /// What is picked obeys every rule; without a span limit, something is picked whenever
+        /// some group would qualify (byte estimates growing with rows, as they do).
         #[test]
         fn warm_merge_picks_are_sound_and_complete(
             rows in proptest::collection::vec(0u64..300_000, 0..8),
+            starts in proptest::collection::vec(0i64..10_000, 8),
             fan_in in 2usize..5,
             max_rows in 100_000u64..1_000_000,
             max_bytes in 1_000_000u64..100_000_000,
+            max_span in prop_oneof![Just(i64::MAX), 0i64..12_000],
         ) {
-            let sizes: Vec<(u64, u64)> = rows.iter().map(|&r| (r, r * 100 + 7)).collect();
+            let segs: Vec<WarmCandidate> = rows
+                .iter()
+                .zip(&starts)
+                .map(|(&r, &t)| WarmCandidate { rows: r, bytes: r * 100 + 7, min_ts: t, max_ts: t + 500 })
+                .collect();
+            let lim = MergeLimits { fan_in, max_rows, max_bytes, max_span_ns: max_span };
             let ok = |set: &[usize]| {
                 let lo = set.iter().map(|&i| rows[i]).min().unwrap_or(0);
                 let hi = set.iter().map(|&i| rows[i]).max().unwrap_or(0);
+                let oldest = set.iter().map(|&i| segs[i].min_ts).min().unwrap_or(0);
+                let newest = set.iter().map(|&i| segs[i].max_ts).max().unwrap_or(0);
                 set.iter().all(|&i| rows[i] <= max_rows / 2)
                     && (hi <= lo.max(1) * 2 || hi < SMALL_WARM_SEGMENT_ROWS)
                     && set.iter().map(|&i| rows[i]).sum::<u64>() <= max_rows
-                    && set.iter().map(|&i| sizes[i].1).sum::<u64>() <= max_bytes
+                    && set.iter().map(|&i| segs[i].bytes).sum::<u64>() <= max_bytes
+                    && newest - oldest <= max_span
             };
             // Every set of `fan_in` segments, by bit mask.
             let exists = (0u32..1 << rows.len())
                 .filter(|m| m.count_ones() as usize == fan_in)
                 .any(|m| ok(&(0..rows.len()).filter(|i| m & (1 << i) != 0).collect::<Vec<_>>()));
-            match pick_warm_merge(&sizes, fan_in, max_rows, max_bytes) {
+            match pick_warm_merge(&segs, &lim) {
                 Some(set) => {
                     prop_assert_eq!(set.len(), fan_in);
                     prop_assert!(set.windows(2).all(|w| w[0] < w[1]), "ascending, distinct: {:?}", set);
                     prop_assert!(ok(&set), "{:?} of {:?}", set, rows);
                 }
-                None => prop_assert!(!exists, "a group of {:?} qualifies", rows),
+                None => prop_assert!(!exists || max_span != i64::MAX, "a group of {:?} qualifies", rows),
             }
         }
     }

@@ -103,6 +103,10 @@ pub struct StorageConfig {
     /// Nice value (0..=19) of the compaction threads: 0 (the default) compacts at the priority
     /// of ingest and queries; higher lets a burst of ingest go first, for more memory.
     pub compaction_niceness: Option<i32>,
+    /// Largest time span of a segment made by merging warm segments (with retention, at most
+    /// a quarter of `retention.max_age`).
+    #[serde(deserialize_with = "duration")]
+    pub merge_span: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -178,6 +182,7 @@ pub struct Settings {
     pub flush_interval: Duration,
     pub compaction_trigger: usize,
     pub compaction_niceness: i32,
+    pub merge_span: Duration,
     /// Budget of the decoded block cache ([`query::BlockCache`]).
     pub query_cache_bytes: u64,
     /// Budget of the text page cache ([`query::TextPageCache`]).
@@ -224,6 +229,8 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         (0..=19).contains(&compaction_niceness),
         "key `storage.compaction_niceness`: {compaction_niceness} is outside 0..19"
     );
+    let merge_span = file.storage.merge_span.unwrap_or(engine_defaults.merge_span);
+    anyhow::ensure!(!merge_span.is_zero(), "key `storage.merge_span`: must be more than zero");
     if let Some(mb) = max_buffered_mb {
         anyhow::ensure!(mb >= 1, "key `storage.max_buffered_mb`: must be at least 1");
     }
@@ -266,6 +273,7 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         flush_interval: file.storage.flush_interval.unwrap_or(engine_defaults.flush_age),
         compaction_trigger: file.storage.compaction_trigger.unwrap_or(engine_defaults.compaction_trigger).max(1),
         compaction_niceness,
+        merge_span,
         query_cache_bytes: cache_mb << 20,
         query_text_cache_bytes: text_cache_mb << 20,
         query_index_cache_bytes: index_cache_mb << 20,
@@ -366,6 +374,13 @@ mod tests {
         assert_eq!(resolve(&StartArgs::default(), FileConfig::default()).expect("defaults").compaction_niceness, 0);
         let ten = resolve(&StartArgs::default(), parse_file("storage:\n  compaction_niceness: 10\n").expect("parses"));
         assert_eq!(ten.expect("10 is allowed").compaction_niceness, 10);
+        let span = |yaml: &str| resolve(&StartArgs::default(), parse_file(yaml).expect("parses"));
+        assert_eq!(span("").expect("default").merge_span, Duration::from_secs(3600));
+        assert_eq!(span("storage:\n  merge_span: 15m\n").expect("15m").merge_span, Duration::from_secs(900));
+        let e = span("storage:\n  merge_span: 0s\n").expect_err("zero");
+        assert!(e.to_string().contains("storage.merge_span"), "{e}");
+        let e = parse_file("storage:\n  merge_span: often\n").expect_err("not a duration");
+        assert!(e.to_string().contains("storage.merge_span"), "{e}");
     }
 
     #[test]
