@@ -959,8 +959,9 @@ impl MergeLimits {
 /// 1,000 events/s made a warm segment of 12,000 rows every 12 s, and each open segment
 /// costs memory and a memory map, and every query pays per segment.
 ///
-/// Candidates are taken smallest first, `fan_in` of adjacent sizes at a time. A group is
-/// merged when its largest segment is at most twice its smallest, or all are below
+/// From each candidate, smallest first, the next larger ones that fit with it are gathered
+/// until `fan_in` are. A group is merged when its largest segment is at most twice its
+/// smallest, or all are below
 /// [`SMALL_WARM_SEGMENT_ROWS`] (so segments of mixed small sizes never stay unmerged), its
 /// total stays within `max_rows` and `max_bytes`, and its events span at most
 /// `max_span_ns`: a merged segment is deleted by retention only once its newest event
