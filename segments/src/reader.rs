@@ -58,8 +58,8 @@ pub struct Segment {
 /// A segment's text dictionary: where it lies in the file (checksummed at open), prepared for
 /// decompression the first time a page needs it. A prepared dictionary holds a copy of the
 /// dictionary and its entropy tables, about 90 KB for the 64 KiB default, and most queries
-/// read no text: an open segment used to hold one from the start, which was most of the 130 KB
-/// an idle server kept per segment.
+/// read no text: an open segment used to hold one from the start, about 90 of the 160 KB an
+/// idle server kept per segment.
 struct TextDictionary {
     range: std::ops::Range<usize>,
     prepared: std::sync::OnceLock<DecompressionDictionary>,
@@ -288,6 +288,7 @@ impl Segment {
         // Two readers may prepare it at once: one copy is kept, the other dropped.
         Ok(dict.prepared.get_or_init(|| prepared))
     }
+
     pub fn index(&self) -> &Arc<SegmentIndex> {
         &self.index
     }

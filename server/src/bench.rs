@@ -91,13 +91,13 @@ pub struct IngestBenchReport {
     pub retries_after_backpressure: u64,
 }
 
-/// The value at quantile `q` (0..=1) of sorted `v` (nearest rank).
 /// When batch `i` (of `batch` events) is due under an offered load of `rate` events per
 /// second, from the start of the run; `None` for no pacing (`rate` 0).
 fn due_at(i: usize, batch: usize, rate: u64) -> Option<Duration> {
     (rate > 0).then(|| Duration::from_secs_f64(i as f64 * batch as f64 / rate as f64))
 }
 
+/// The value at quantile `q` (0..=1) of sorted `v` (nearest rank).
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
