@@ -285,6 +285,44 @@ async fn provider_matches_datafusion_memtable() {
     assert!(QUERIES.len() >= 40);
 }
 
+/// Warm segments merged into one (size-tiered merging of compacted segments) answer every
+/// query of the suite as DataFusion does over the same events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_warm_segments_match_datafusion_memtable() {
+    let events: Vec<Event> = Generator::new(23).take(24_000).collect();
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = EngineConfig {
+        background: false,
+        hot: segments::WriterOptions { block_rows: 1000, ..segments::WriterOptions::hot() },
+        cold: segments::WriterOptions { block_rows: 3000, ..segments::WriterOptions::cold() },
+        ..Default::default()
+    };
+    let (eng, _) = Engine::open(dir.path(), cfg).expect("open");
+    let eng = Arc::new(eng);
+    for chunk in events.chunks(5000) {
+        eng.append(chunk.to_vec()).expect("append");
+        eng.flush().expect("flush");
+        assert!(eng.compact().expect("compact the hot segment"));
+    }
+    assert_eq!(eng.snapshot().segments.len(), 5, "five warm segments");
+    assert!(eng.compact().expect("merge"), "four of similar size are merged");
+    assert_eq!(eng.stats().compactions_warm.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let rows: Vec<u64> = eng.snapshot().segments.iter().map(|s| s.segment.rows()).collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let ours = query::session(eng.clone(), None).await.expect("session");
+    let theirs = SessionContext::new();
+    let table = MemTable::try_new(baseline_schema(), vec![vec![baseline_batch(&events)]]).expect("mem");
+    theirs.register_table("events", Arc::new(table)).expect("register");
+    theirs.sql(query::TRACES_VIEW).await.expect("view").collect().await.expect("view");
+    let mut failures = Vec::new();
+    for q in QUERIES {
+        if render(&ours, q).await != render(&theirs, q).await {
+            failures.push(*q);
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} queries differ: {failures:#?}", failures.len(), QUERIES.len());
+}
+
 /// Lookups of one trace, answered without the planner (`query::point`), give what
 /// DataFusion gives over the baseline table and over our own table through its planner:
 /// traces in segments, in memory and across both, sorted on every column type and null
