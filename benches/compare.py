@@ -225,6 +225,13 @@ class OurServer:
     def peak_rss(self):
         return self.status_bytes("VmHWM")
 
+    def cpu_seconds(self):
+        """User plus system CPU time the server has used so far (`/proc/PID/stat`)."""
+        with open(f"/proc/{self.p.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # After the command name: state is field 3, utime and stime are fields 14 and 15.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss(self):
         return self.status_bytes("VmRSS")
 
@@ -626,6 +633,10 @@ def bench_size(args, n, work):
                 g["idle_rss"] = samples[-1]
                 g["idle_settled_s"] = next(i + 1 for i in range(len(samples))
                                            if all(abs(x - samples[-1]) <= 0.05 * samples[-1] for x in samples[i:]))
+            # The server's CPU for the whole run, the compaction after the last ack included
+            # (45 s later, outside the smoke run): the cost per event, which the rate does not
+            # show when compaction is left for after the burst.
+            g["server_cpu_s"] = server.cpu_seconds()
             runs.append(g)
             print(f"  gRPC ingest {g['events_per_sec']:.0f} ev/s, ack p50 {g['ack_p50_ms']:.1f} ms "
                   f"p99 {g['ack_p99_ms']:.1f} ms", flush=True)
@@ -748,7 +759,9 @@ def report(results, out_dir, started):
                      f"{len(g['all_events_per_sec'])} runs): "
                      f"**{g['events_per_sec']:,.0f} events/s** (runs: "
                      f"{', '.join(f'{v:,.0f}' for v in g['all_events_per_sec'])}), {g['mb_per_sec']:.1f} MB/s, ack p50 "
-                     f"{g['ack_p50_ms']:.1f} ms, p99 {g['ack_p99_ms']:.1f} ms; server peak RSS "
+                     f"{g['ack_p50_ms']:.1f} ms, p99 {g['ack_p99_ms']:.1f} ms; server CPU "
+                     f"{g.get('server_cpu_s', 0):.1f} s including the compaction after the run "
+                     f"({g.get('server_cpu_s', 0) / max(g['events'], 1) * 1e6:.1f} us per event); server peak RSS "
                      f"{res['rss']['ours gRPC ingest'] / 2**20:.0f} MB, resident 45 s after the run "
                      f"{max(r.get('idle_rss', 0) for r in g.get('runs', [g])) / 2**20:.0f} MB (largest of the runs; "
                      f"settled within 5% of it {max(r.get('idle_settled_s', 0) for r in g.get('runs', [g]))} s after "
