@@ -233,8 +233,9 @@ async fn fixture() -> Fixture {
     fixture_with(Generator::new(11).take(30_000).collect()).await
 }
 
-/// As `fixture`, over the given 30,000 events.
-async fn fixture_with(events: Vec<Event>) -> Fixture {
+/// An engine driven by hand (no background threads) with small blocks, so the suite's
+/// events span many of them.
+fn suite_engine() -> (tempfile::TempDir, Arc<Engine>) {
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = EngineConfig {
         background: false,
@@ -243,7 +244,21 @@ async fn fixture_with(events: Vec<Event>) -> Fixture {
         ..Default::default()
     };
     let (eng, _) = Engine::open(dir.path(), cfg).expect("open");
-    let eng = Arc::new(eng);
+    (dir, Arc::new(eng))
+}
+
+/// DataFusion's own session over `events` as a plain in-memory table, with the `traces` view.
+async fn baseline_session(events: &[Event]) -> SessionContext {
+    let theirs = SessionContext::new();
+    let table = MemTable::try_new(baseline_schema(), vec![vec![baseline_batch(events)]]).expect("mem");
+    theirs.register_table("events", Arc::new(table)).expect("register");
+    theirs.sql(query::TRACES_VIEW).await.expect("view").collect().await.expect("view");
+    theirs
+}
+
+/// As `fixture`, over the given 30,000 events.
+async fn fixture_with(events: Vec<Event>) -> Fixture {
+    let (dir, eng) = suite_engine();
     for (i, chunk) in events.chunks(5000).enumerate() {
         eng.append(chunk.to_vec()).expect("append");
         if i < 5 {
@@ -259,10 +274,7 @@ async fn fixture_with(events: Vec<Event>) -> Fixture {
     assert!(snap.segments.iter().any(|s| s.segment.has_text_dictionary()));
 
     let ours = query::session(eng.clone(), None).await.expect("session");
-    let theirs = SessionContext::new();
-    let table = MemTable::try_new(baseline_schema(), vec![vec![baseline_batch(&events)]]).expect("mem");
-    theirs.register_table("events", Arc::new(table)).expect("register");
-    theirs.sql(query::TRACES_VIEW).await.expect("view").collect().await.expect("view");
+    let theirs = baseline_session(&events).await;
     Fixture { _dir: dir, engine: eng, events, ours, theirs }
 }
 
@@ -290,15 +302,7 @@ async fn provider_matches_datafusion_memtable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merged_warm_segments_match_datafusion_memtable() {
     let events: Vec<Event> = Generator::new(23).take(24_000).collect();
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = EngineConfig {
-        background: false,
-        hot: segments::WriterOptions { block_rows: 1000, ..segments::WriterOptions::hot() },
-        cold: segments::WriterOptions { block_rows: 3000, ..segments::WriterOptions::cold() },
-        ..Default::default()
-    };
-    let (eng, _) = Engine::open(dir.path(), cfg).expect("open");
-    let eng = Arc::new(eng);
+    let (_dir, eng) = suite_engine();
     for chunk in events.chunks(5000) {
         eng.append(chunk.to_vec()).expect("append");
         eng.flush().expect("flush");
@@ -310,10 +314,7 @@ async fn merged_warm_segments_match_datafusion_memtable() {
     let rows: Vec<u64> = eng.snapshot().segments.iter().map(|s| s.segment.rows()).collect();
     assert_eq!(rows.len(), 2, "{rows:?}");
     let ours = query::session(eng.clone(), None).await.expect("session");
-    let theirs = SessionContext::new();
-    let table = MemTable::try_new(baseline_schema(), vec![vec![baseline_batch(&events)]]).expect("mem");
-    theirs.register_table("events", Arc::new(table)).expect("register");
-    theirs.sql(query::TRACES_VIEW).await.expect("view").collect().await.expect("view");
+    let theirs = baseline_session(&events).await;
     let mut failures = Vec::new();
     for q in QUERIES {
         if render(&ours, q).await != render(&theirs, q).await {
