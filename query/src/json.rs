@@ -373,8 +373,8 @@ mod tests {
                 let many = to_json_array_on(batches, threads, 0).expect("threads");
                 assert_eq!(String::from_utf8_lossy(&many), String::from_utf8_lossy(&one), "{threads} threads");
             }
-            let parsed: serde_json::Value = serde_json::from_slice(&to_json_array_on(batches, 3, 0).expect("json"))
-                .expect("valid JSON");
+            let parsed: serde_json::Value =
+                serde_json::from_slice(&to_json_array_on(batches, 3, 0).expect("json")).expect("valid JSON");
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             assert_eq!(parsed.as_array().map(Vec::len), Some(rows));
         }
