@@ -234,8 +234,10 @@ struct Inner {
     manifest_lock: Mutex<()>,
     /// One flush at a time (the frozen batches belong to it).
     flush_lock: Mutex<()>,
-    /// One compaction at a time.
-    compaction_lock: Mutex<()>,
+    /// One compaction at a time. Holds the warm segments (see [`WarmSet`]) among which the
+    /// last search found no merge, so that the compaction thread, which wakes every 100 ms,
+    /// searches again only once they change.
+    compaction_lock: Mutex<Option<WarmSet>>,
     /// Next segment file number: taken before a segment is written, so writers running at
     /// once never share one. Stored in the manifest as `next_segment_id`.
     next_segment_id: AtomicU64,
@@ -354,7 +356,7 @@ impl Engine {
             write_order: Mutex::new(()),
             manifest_lock: Mutex::new(()),
             flush_lock: Mutex::new(()),
-            compaction_lock: Mutex::new(()),
+            compaction_lock: Mutex::new(None),
             next_segment_id,
             shutdown: AtomicBool::new(false),
             wake: Condvar::new(),
@@ -1000,14 +1002,36 @@ fn pick_warm_merge(segs: &[WarmCandidate], limits: &MergeLimits) -> Option<Vec<u
     None
 }
 
+/// Which warm segments exist: their count and the sum of their [`Segment::uid`]s. A new
+/// segment's uid exceeds every earlier one, so any change to the set (segments added,
+/// removed, or both) changes one of the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WarmSet {
+    count: usize,
+    uid_sum: u64,
+}
+
+impl WarmSet {
+    fn of(warm: &[LiveSegment]) -> Self {
+        WarmSet { count: warm.len(), uid_sum: warm.iter().fold(0u64, |a, s| a.wrapping_add(s.segment.uid())) }
+    }
+}
+
 fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
-    let _c = inner.compaction_lock.lock();
+    let mut fruitless = inner.compaction_lock.lock();
     let picked: Vec<LiveSegment> = {
         let st = inner.state.lock();
         let hot: Vec<&LiveSegment> = st.segments.iter().filter(|s| s.entry.tier == Tier::Hot).collect();
         if hot.len() < trigger.max(1) {
-            // No hot segments to compact: merge warm ones of similar size, if any.
-            let warm: Vec<&LiveSegment> = st.segments.iter().filter(|s| s.entry.tier == Tier::Warm).collect();
+            // No hot segments to compact: merge warm ones of similar size, if any. The search
+            // runs outside the state lock (appends take it), and only when the warm segments
+            // changed since the last one that found nothing.
+            let warm: Vec<LiveSegment> = st.segments.iter().filter(|s| s.entry.tier == Tier::Warm).cloned().collect();
+            drop(st);
+            let set = WarmSet::of(&warm);
+            if *fruitless == Some(set) {
+                return Ok(false);
+            }
             let candidates: Vec<WarmCandidate> = warm
                 .iter()
                 .map(|s| WarmCandidate {
@@ -1019,7 +1043,10 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
                 .collect();
             match pick_warm_merge(&candidates, &MergeLimits::of(&inner.cfg)) {
                 Some(picked) => picked.into_iter().map(|i| warm[i].clone()).collect(),
-                None => return Ok(false),
+                None => {
+                    *fruitless = Some(set);
+                    return Ok(false);
+                }
             }
         } else {
             let (mut rows, mut bytes) = (0, 0);

@@ -53,6 +53,8 @@ pub struct Segment {
     /// Unique among the segments this process opened (a cache key that no later segment
     /// reuses, unlike a path or an address).
     uid: u64,
+    /// [`Segment::raw_bytes`], summed once at open.
+    raw_bytes: u64,
 }
 
 /// A segment's text dictionary: where it lies in the file (checksummed at open), prepared for
@@ -239,7 +241,19 @@ impl Segment {
             return Err(bad("token index block count differs from the footer".into()));
         }
         let uid = NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Segment { path, bytes, header, blocks, chunks, index: Arc::new(index), text_section, text_dict, uid })
+        let raw_bytes = chunks.iter().map(|c| u64::from(c.raw_len)).sum();
+        Ok(Segment {
+            path,
+            bytes,
+            header,
+            blocks,
+            chunks,
+            index: Arc::new(index),
+            text_section,
+            text_dict,
+            uid,
+            raw_bytes,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -336,10 +350,7 @@ impl Segment {
     /// Uncompressed bytes of every column block: what decoding the whole segment produces
     /// before it becomes rows (used to bound the memory of compaction).
     pub fn raw_bytes(&self) -> u64 {
-        (0..self.blocks.len())
-            .flat_map(|b| ColumnId::ALL.iter().map(move |c| (b, *c)))
-            .map(|(b, c)| u64::from(self.chunk(b, c).raw_len))
-            .sum()
+        self.raw_bytes
     }
 
     /// Stored (compressed) bytes of the index section: bitmaps, trace directory, token index.

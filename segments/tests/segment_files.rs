@@ -71,6 +71,11 @@ fn roundtrip_through_disk_with_index() {
     assert!(seg.text_dictionary_prepared());
     assert_eq!(seg.rows(), 1000);
     assert_eq!(seg.blocks().len(), 8);
+    let raw: u64 = (0..8)
+        .flat_map(|b| ColumnId::ALL.iter().map(move |c| (b, *c)))
+        .map(|(b, c)| u64::from(seg.chunk(b, c).raw_len))
+        .sum();
+    assert_eq!(seg.raw_bytes(), raw, "every chunk's raw length, summed at open");
     assert_eq!(seg.read_all().expect("read"), events);
     // Block min/max bound every row of the block.
     for (b, meta) in seg.blocks().iter().enumerate() {

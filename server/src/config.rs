@@ -98,7 +98,8 @@ pub struct StorageConfig {
     /// Flush the in-memory buffer at least this often.
     #[serde(deserialize_with = "duration")]
     pub flush_interval: Option<Duration>,
-    /// Compact once this many hot segments exist.
+    /// Compact once this many hot segments exist (and merge this many warm ones of similar
+    /// size).
     pub compaction_trigger: Option<usize>,
     /// Nice value (0..=19) of the compaction threads: 0 (the default) compacts at the priority
     /// of ingest and queries; higher lets a burst of ingest go first, for more memory.
