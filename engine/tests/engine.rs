@@ -539,6 +539,77 @@ fn small_warm_segments_are_merged_into_one() {
     assert_eq!(std::fs::read_dir(dir.path().join("segments")).expect("dir").count(), 1, "inputs deleted");
 }
 
+/// Four warm segments of 100 rows, each compacted alone from a hot one.
+fn four_warm_segments(dir: &std::path::Path, cfg: EngineConfig) -> Engine {
+    let (eng, _) = Engine::open(dir, cfg).expect("open");
+    for round in 0..4u64 {
+        eng.append((round * 100..round * 100 + 100).map(ev).collect()).expect("append");
+        eng.flush().expect("flush");
+        assert!(eng.compact().expect("compact hot"));
+    }
+    assert!(eng.snapshot().segments.iter().all(|s| s.entry.tier == Tier::Warm && s.segment.rows() == 100));
+    eng
+}
+
+/// Warm segments are merged as they stream by, so what bounds a warm merge is the memory
+/// the merge holds (the new segment's indexes), not the inputs' rows decoded: a budget
+/// below one input's decoded columns still lets four of them merge, and a budget below
+/// what the merge's indexes take does not.
+#[test]
+fn warm_merges_are_bounded_by_the_memory_of_the_merge() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // One input's rows decoded as events: sorting all four in memory would take 4 times this.
+    let decoded = {
+        let eng = four_warm_segments(dir.path(), manual());
+        eng.snapshot().segments[0].segment.raw_bytes() + 100 * std::mem::size_of::<Event>() as u64
+    };
+    let cfg = EngineConfig { compaction_max_bytes: decoded, ..manual() };
+    let (eng, _) = Engine::open(dir.path(), cfg).expect("reopen");
+    assert!(eng.compact().expect("merge warm"), "merged within a budget of {decoded} bytes");
+    assert_eq!(eng.snapshot().segments.len(), 1);
+    assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..400).collect::<Vec<_>>());
+    assert_eq!(snap_key_ordered(&eng), 1);
+
+    let dir = tempfile::tempdir().expect("tmp");
+    // 400 rows' trace directory and bitmaps alone take more than this.
+    let eng = four_warm_segments(dir.path(), EngineConfig { compaction_max_bytes: 1000, ..manual() });
+    assert!(!eng.compact().expect("no merge"), "the merge's own memory exceeds the budget");
+    assert_eq!(eng.snapshot().segments.len(), 4);
+}
+
+/// A warm segment out of the compaction order (none is written so, but a file may be) is
+/// merged by sorting the rows in memory only when they fit the budget; else the segments
+/// stay as they are, with nothing lost and no file left behind.
+#[test]
+fn unordered_warm_segments_are_sorted_in_memory_only_within_the_budget() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let files: Vec<String> = {
+        let eng = four_warm_segments(dir.path(), manual());
+        eng.snapshot().segments.iter().map(|s| s.entry.file.clone()).collect()
+    };
+    let path = dir.path().join("segments").join(&files[2]);
+    let mut rows = segments::Segment::open(&path).expect("open").read_all().expect("read");
+    rows.sort_by_key(|e| std::cmp::Reverse(e.timestamp_ns));
+    segments::SegmentWriter::new(segments::WriterOptions::cold()).write(&path, &rows).expect("rewrite");
+    let decoded = segments::Segment::open(&path).expect("open").raw_bytes() + 100 * std::mem::size_of::<Event>() as u64;
+
+    let (eng, _) =
+        Engine::open(dir.path(), EngineConfig { compaction_max_bytes: decoded, ..manual() }).expect("reopen");
+    assert!(!eng.compact().expect("left alone"));
+    assert!(!eng.compact().expect("not retried while the segments are the same"));
+    assert_eq!(eng.snapshot().segments.len(), 4);
+    assert_eq!(eng.stats().compactions_sorted_in_memory.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(std::fs::read_dir(dir.path().join("segments")).expect("dir").count(), 4, "no temporary file");
+    assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..400).collect::<Vec<_>>());
+    drop(eng);
+
+    let (eng, _) = Engine::open(dir.path(), manual()).expect("reopen");
+    assert!(eng.compact().expect("sorted in memory"));
+    assert_eq!(eng.stats().compactions_sorted_in_memory.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(snap_key_ordered(&eng), 1);
+    assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..400).collect::<Vec<_>>());
+}
+
 /// A trickle of events, flushed by age and compacted a pair of hot segments at a time,
 /// does not pile up warm segments: the background merges keep them to a handful.
 #[test]

@@ -183,6 +183,15 @@ impl TextIndexBuilder {
     }
 }
 
+/// A token of more than 8 bytes in [`TokenBlocks`].
+#[derive(Debug, Clone, Copy)]
+struct LongToken {
+    head: u64,
+    at: usize,
+    len: u32,
+    block: u32,
+}
+
 /// The token sets of a segment's blocks, kept as they arrive (block by block, owning their
 /// long tokens), until [`TokenBlocks::finish`] turns them into a [`TextIndex`]. A segment
 /// written in pieces drops each piece's text once encoded; its tokens wait here.
@@ -192,8 +201,9 @@ pub struct TokenBlocks {
     short: Vec<(u64, u32)>,
     /// The long tokens' bytes, one after another.
     long_text: String,
-    /// (start in `long_text`, length, block) of each long token.
-    long: Vec<(usize, u32, u32)>,
+    /// Each long token: its first 8 bytes as [`long_head`] gives them, start in `long_text`,
+    /// length and block.
+    long: Vec<LongToken>,
     n_blocks: u32,
 }
 
@@ -203,7 +213,7 @@ impl TokenBlocks {
         let b = self.n_blocks;
         self.short.extend(set.short.into_iter().map(|k| (k, b)));
         for t in set.long {
-            self.long.push((self.long_text.len(), t.len() as u32, b));
+            self.long.push(LongToken { head: long_head(t), at: self.long_text.len(), len: t.len() as u32, block: b });
             self.long_text.push_str(t);
         }
         self.n_blocks += 1;
@@ -215,52 +225,55 @@ impl TokenBlocks {
     }
 
     /// The index of every block added.
+    ///
+    /// Both lists are sorted in place, short tokens by (integer key, block), long ones by
+    /// (text, block), and merged as they are read: a compacted segment holds millions of
+    /// (token, block) pairs, and a sorted copy of them all would triple the memory they take
+    /// at the end of a merge.
     pub fn finish(self) -> TextIndex {
-        let text = self.long_text.as_str();
-        // Sorted by (first 8 bytes as a big-endian integer, rest of the token, block). A short
-        // token is its integer alone (with an empty string); a long one adds its text. Short
-        // tokens never need a string compare, and the order is the tokens' byte order: when a
-        // short token's integer equals a long token's head, the short one is a prefix of it
-        // and sorts first, as the empty string does.
-        let mut pairs: Vec<(u64, &str, u32)> = Vec::with_capacity(self.short.len() + self.long.len());
-        pairs.extend(self.short.iter().map(|&(k, b)| (k, "", b)));
-        pairs.extend(self.long.iter().map(|&(at, len, b)| {
-            // Token boundaries are character boundaries: `push_block` appended whole strings.
-            let t = text.get(at..at + len as usize).unwrap_or("");
-            (long_head(t), t, b)
-        }));
-        drop(self.short);
-        // (The empty-string cases are spelled out: comparing two strings calls `memcmp` even
-        // when both are empty.)
-        let rest = |a: &str, b: &str| match (a.is_empty(), b.is_empty()) {
-            (true, true) => std::cmp::Ordering::Equal,
-            (true, false) => std::cmp::Ordering::Less,
-            (false, true) => std::cmp::Ordering::Greater,
-            (false, false) => a.cmp(b),
-        };
-        let same_token = |a: &(u64, &str, u32), b: &(u64, &str, u32)| a.0 == b.0 && rest(a.1, b.1).is_eq();
-        let order =
-            |a: &(u64, &str, u32), b: &(u64, &str, u32)| a.0.cmp(&b.0).then_with(|| rest(a.1, b.1)).then(a.2.cmp(&b.2));
-        // A compacted segment holds millions of pairs: sort on every core.
-        rayon::slice::ParallelSliceMut::par_sort_unstable_by(&mut pairs[..], order);
-        let mut out = TextIndexBuilder::new(self.n_blocks, pairs.len());
+        use rayon::slice::ParallelSliceMut;
+        let TokenBlocks { mut short, long_text, mut long, n_blocks } = self;
+        // A short token's integer orders as its bytes do (zero padding sorts first).
+        short.par_sort_unstable();
+        let text = long_text.as_str();
+        // Token boundaries are character boundaries: `push_block` appended whole strings.
+        let long_token = |t: &LongToken| text.get(t.at..t.at + t.len as usize).unwrap_or("");
+        // By the first 8 bytes as an integer, then the rest: byte order, with most
+        // comparisons settled without a `memcmp`.
+        long.par_sort_unstable_by(|a, b| {
+            a.head.cmp(&b.head).then_with(|| long_token(a).cmp(long_token(b))).then(a.block.cmp(&b.block))
+        });
+        let mut out = TextIndexBuilder::new(n_blocks, short.len() + long.len());
         let mut token = Vec::with_capacity(64);
         let mut list = Vec::new();
-        let mut i = 0;
-        while i < pairs.len() {
-            let first = pairs[i];
-            token.clear();
-            if first.1.is_empty() {
-                // Tokens hold no NUL byte: the key's length is where its zero padding starts.
-                let len = 8 - (first.0.trailing_zeros() / 8) as usize;
-                token.extend_from_slice(&first.0.to_be_bytes()[..len]);
-            } else {
-                token.extend_from_slice(first.1.as_bytes());
-            }
+        let (mut i, mut j) = (0, 0);
+        while i < short.len() || j < long.len() {
             list.clear();
-            while i < pairs.len() && same_token(&pairs[i], &first) {
-                list.push(pairs[i].2);
-                i += 1;
+            token.clear();
+            // When a short token's integer equals a long token's head, the short one is a
+            // prefix of it and sorts first.
+            let short_next = match (short.get(i), long.get(j)) {
+                (Some(s), Some(l)) => s.0 <= l.head,
+                (s, _) => s.is_some(),
+            };
+            if short_next {
+                let key = short[i].0;
+                // Tokens hold no NUL byte: the key's length is where its zero padding starts.
+                let len = 8 - (key.trailing_zeros() / 8) as usize;
+                token.extend_from_slice(&key.to_be_bytes()[..len.min(8)]);
+                while let Some(&(k, b)) = short.get(i).filter(|p| p.0 == key) {
+                    debug_assert_eq!(k, key);
+                    list.push(b);
+                    i += 1;
+                }
+            } else {
+                let first = long[j];
+                let t = long_token(&first);
+                token.extend_from_slice(t.as_bytes());
+                while let Some(p) = long.get(j).filter(|p| p.head == first.head && long_token(p) == t) {
+                    list.push(p.block);
+                    j += 1;
+                }
             }
             out.push(&token, &list);
         }

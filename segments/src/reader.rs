@@ -346,7 +346,6 @@ impl Segment {
         }
         Ok(Some(text))
     }
-    /// Stored (compressed) bytes of one column over all blocks.
     /// Uncompressed bytes of every column block: what decoding the whole segment produces
     /// before it becomes rows (used to bound the memory of compaction).
     pub fn raw_bytes(&self) -> u64 {
@@ -363,6 +362,7 @@ impl Segment {
         (raw, self.text_section.map_or(0, |t| raw.saturating_sub(t.at as u64)))
     }
 
+    /// Stored (compressed) bytes of one column over all blocks.
     pub fn column_bytes(&self, col: ColumnId) -> u64 {
         (0..self.blocks.len()).map(|b| u64::from(self.chunk(b, col).len)).sum()
     }
