@@ -140,11 +140,14 @@ impl<'a> Reader<'a> {
         let at = self.pos;
         let len = self.u32()? as usize;
         let bytes = self.take(len)?;
-        let b = RoaringBitmap::deserialize_from(bytes)
+        let mut b = RoaringBitmap::deserialize_from(bytes)
             .map_err(|_| IndexDecodeError::Corrupt { at, what: "invalid roaring bitmap" })?;
         if b.max().is_some_and(|m| m >= rows) {
             return Err(IndexDecodeError::Corrupt { at, what: "row id beyond the segment" });
         }
+        // Segments written before value bitmaps were stored in their smallest form hold runs
+        // as arrays and bitmaps: a segment's bitmaps stay in memory while it is open.
+        b.optimize();
         Ok(b)
     }
 }
@@ -270,6 +273,7 @@ pub(crate) fn decode_text(bytes: &[u8]) -> Result<TextIndex, IndexDecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::IndexedColumn;
     use proptest::prelude::*;
 
     /// Both parts: what a reader gets on open, then the token index it decodes on demand.
@@ -306,6 +310,40 @@ mod tests {
         let mut longer = new.clone();
         longer.push(0);
         assert!(decode_all(&longer).is_err(), "trailing bytes after the text section");
+    }
+
+    /// Rows in the compaction order hold each agent's rows as one run: built or decoded
+    /// (also from a segment that stored the run as plain containers), its bitmap is a run
+    /// container of a few bytes, where plain containers of 20,000 rows take 8 KB each.
+    #[test]
+    fn contiguous_values_are_kept_as_runs() {
+        let mut b = crate::IndexBuilder::new();
+        for row in 0..100_000u32 {
+            let agent = format!("agent-{}", row / 20_000);
+            let kind = ["thought", "tool_call", "llm_call"][(row * 7919 % 3) as usize];
+            b.push([Some("t"), Some(&agent), None, Some(kind), Some("ok"), None], [(row / 10) as u8; 16]);
+        }
+        let idx = b.finish();
+        let agents = |idx: &SegmentIndex| -> Vec<(u64, usize)> {
+            idx.column(IndexedColumn::AgentId).bitmaps().map(|(_, b)| (b.len(), b.serialized_size())).collect()
+        };
+        assert_eq!(agents(&idx).len(), 5);
+        assert!(agents(&idx).iter().all(|&(rows, bytes)| rows == 20_000 && bytes < 64), "{:?}", agents(&idx));
+        // The same index with plain containers, as older segments stored it.
+        let mut plain = idx.clone();
+        for col in plain.columns.iter_mut() {
+            for bm in col.entries.values_mut() {
+                bm.remove_run_compression();
+            }
+        }
+        assert!(agents(&plain).iter().all(|&(_, bytes)| bytes > 8192), "{:?}", agents(&plain));
+        let mut buf = Vec::new();
+        encode(&plain, None, &mut buf);
+        let (decoded, _) = decode(&buf).expect("decode");
+        assert!(agents(&decoded).iter().all(|&(_, bytes)| bytes < 64), "{:?}", agents(&decoded));
+        assert_eq!(decoded, idx, "the same rows");
+        let kinds: Vec<u64> = decoded.column(IndexedColumn::Kind).bitmaps().map(|(_, b)| b.len()).collect();
+        assert_eq!(kinds.iter().sum::<u64>(), 100_000);
     }
 
     proptest! {
