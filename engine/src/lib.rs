@@ -83,6 +83,11 @@ pub struct EngineConfig {
     /// segments; with `retention`, at most a quarter of it, so that merging does not keep
     /// expired rows much longer (retention drops a segment once its newest row expires).
     pub merge_span: Duration,
+    /// Largest time span of a segment made by merging warm segments whose events are all
+    /// older than this before the newest event stored (never less than `merge_span`; with
+    /// `retention`, at most a quarter of it). Settled data is read by wider time ranges, and
+    /// every query pays per segment: an hour's span makes at least 24 segments a day.
+    pub settled_merge_span: Duration,
     /// Once no event has been appended for this long, compact the hot segments however few
     /// (if they hold at least [`IDLE_COMPACTION_MIN_ROWS`] rows): after a burst, the last
     /// flushes would otherwise stay hot (lz4, no token index) until more traffic comes.
@@ -135,6 +140,7 @@ impl Default for EngineConfig {
             cold: WriterOptions::cold(),
             compaction_trigger: 4,
             merge_span: Duration::from_secs(3600),
+            settled_merge_span: Duration::from_secs(24 * 3600),
             idle_compaction: Some(Duration::from_secs(5)),
             compaction_niceness: 0,
             compaction_max_rows: 4_000_000,
@@ -955,19 +961,34 @@ struct MergeLimits {
     max_bytes: u64,
     /// Largest time span (newest event minus oldest, in ns) of a merged segment.
     max_span_ns: i64,
+    /// A merged segment whose newest event is older than this (ns) may span up to
+    /// `settled_span_ns` instead.
+    settled_before_ns: i64,
+    settled_span_ns: i64,
 }
 
 impl MergeLimits {
-    fn of(cfg: &EngineConfig) -> Self {
-        let span = match cfg.retention {
-            Some(r) => cfg.merge_span.min(r / 4),
-            None => cfg.merge_span,
-        };
+    /// The limits for warm segments when the newest event stored is at `newest_ns`.
+    fn of(cfg: &EngineConfig, newest_ns: i64) -> Self {
+        let ns = |d: Duration| d.as_nanos().min(i64::MAX as u128) as i64;
+        let settled_age = cfg.settled_merge_span.max(cfg.merge_span);
+        let quarter = cfg.retention.map_or(Duration::MAX, |r| r / 4);
         MergeLimits {
             fan_in: cfg.compaction_trigger,
             max_rows: cfg.compaction_max_rows,
             max_bytes: cfg.compaction_max_bytes,
-            max_span_ns: span.as_nanos().min(i64::MAX as u128) as i64,
+            max_span_ns: ns(cfg.merge_span.min(quarter)),
+            settled_before_ns: newest_ns.saturating_sub(ns(settled_age)),
+            settled_span_ns: ns(settled_age.min(quarter)),
+        }
+    }
+
+    /// Largest span of a merged segment whose newest event is at `newest_ns`.
+    fn span_for(&self, newest_ns: i64) -> i64 {
+        if newest_ns < self.settled_before_ns {
+            self.settled_span_ns.max(self.max_span_ns)
+        } else {
+            self.max_span_ns
         }
     }
 }
@@ -983,9 +1004,10 @@ impl MergeLimits {
 /// smallest, or all are below
 /// [`SMALL_WARM_SEGMENT_ROWS`] (so segments of mixed small sizes never stay unmerged), its
 /// total stays within `max_rows` and `max_bytes`, and its events span at most
-/// `max_span_ns`: a merged segment is deleted by retention only once its newest event
-/// expires, and a query's time bounds prune whole segments only as far as their spans
-/// allow. Segments above half of `max_rows` are left alone. Each row is rewritten about
+/// `max_span_ns`, or `settled_span_ns` when its newest event is before `settled_before_ns`:
+/// a merged segment is deleted by retention only once its newest event expires, and a
+/// query's time bounds prune whole segments only as far as their spans allow (recent data
+/// is read by the narrowest ranges). Segments above half of `max_rows` are left alone. Each row is rewritten about
 /// once per factor of `fan_in` in its segment's growth, as in any size-tiered LSM.
 fn pick_warm_merge(segs: &[WarmCandidate], limits: &MergeLimits) -> Option<Vec<usize>> {
     let fan_in = limits.fan_in.max(2);
@@ -1004,7 +1026,7 @@ fn pick_warm_merge(segs: &[WarmCandidate], limits: &MergeLimits) -> Option<Vec<u
                 break; // Only larger segments follow.
             }
             let (lo, hi) = (oldest.min(s.min_ts), newest.max(s.max_ts));
-            let spanned = i128::from(hi) - i128::from(lo) <= i128::from(limits.max_span_ns);
+            let spanned = i128::from(hi) - i128::from(lo) <= i128::from(limits.span_for(hi));
             if !spanned || bytes.saturating_add(s.bytes) > limits.max_bytes {
                 continue;
             }
@@ -1019,18 +1041,21 @@ fn pick_warm_merge(segs: &[WarmCandidate], limits: &MergeLimits) -> Option<Vec<u
     None
 }
 
-/// Which warm segments exist: their count and the sum of their [`Segment::uid`]s. A new
-/// segment's uid exceeds every earlier one, so any change to the set (segments added,
-/// removed, or both) changes one of the two.
+/// Which warm segments exist: their count and the sum of their [`Segment::uid`]s (a new
+/// segment's uid exceeds every earlier one, so any change to the set, segments added,
+/// removed or both, changes one of the two), and the newest event stored, which decides
+/// which of them are settled ([`MergeLimits::of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct WarmSet {
     count: usize,
     uid_sum: u64,
+    newest_ns: i64,
 }
 
 impl WarmSet {
-    fn of(warm: &[LiveSegment]) -> Self {
-        WarmSet { count: warm.len(), uid_sum: warm.iter().fold(0u64, |a, s| a.wrapping_add(s.segment.uid())) }
+    fn of(warm: &[LiveSegment], newest_ns: i64) -> Self {
+        let uid_sum = warm.iter().fold(0u64, |a, s| a.wrapping_add(s.segment.uid()));
+        WarmSet { count: warm.len(), uid_sum, newest_ns }
     }
 }
 
@@ -1046,8 +1071,9 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
             // runs outside the state lock (appends take it), and only when the warm segments
             // changed since the last one that found nothing.
             let warm: Vec<LiveSegment> = st.segments.iter().filter(|s| s.entry.tier == Tier::Warm).cloned().collect();
+            let newest = st.segments.iter().map(|s| s.segment.max_ts()).max().unwrap_or(i64::MIN);
             drop(st);
-            let set = WarmSet::of(&warm);
+            let set = WarmSet::of(&warm, newest);
             if *fruitless == Some(set) {
                 return Ok(false);
             }
@@ -1061,7 +1087,7 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
                 })
                 .collect();
             warm_set = Some(set);
-            match pick_warm_merge(&candidates, &MergeLimits::of(&inner.cfg)) {
+            match pick_warm_merge(&candidates, &MergeLimits::of(&inner.cfg, newest)) {
                 Some(picked) => picked.into_iter().map(|i| warm[i].clone()).collect(),
                 None => {
                     *fruitless = Some(set);
@@ -1147,7 +1173,14 @@ mod tests {
     }
 
     fn limits(fan_in: usize) -> MergeLimits {
-        MergeLimits { fan_in, max_rows: 4_000_000, max_bytes: u64::MAX, max_span_ns: i64::MAX }
+        MergeLimits {
+            fan_in,
+            max_rows: 4_000_000,
+            max_bytes: u64::MAX,
+            max_span_ns: i64::MAX,
+            settled_before_ns: i64::MIN,
+            settled_span_ns: i64::MAX,
+        }
     }
 
     #[test]
@@ -1181,8 +1214,42 @@ mod tests {
         assert_eq!(pick_warm_merge(&segs[..4], &limits(4)), Some(vec![0, 1, 2, 3]), "unbounded");
         // Retention bounds the span to a quarter of it.
         let cfg = EngineConfig { retention: Some(Duration::from_secs(2 * 3600)), ..EngineConfig::default() };
-        assert_eq!(MergeLimits::of(&cfg).max_span_ns, hour / 2);
-        assert_eq!(MergeLimits::of(&EngineConfig::default()).max_span_ns, hour);
+        assert_eq!(MergeLimits::of(&cfg, 0).max_span_ns, hour / 2);
+        assert_eq!(MergeLimits::of(&cfg, 0).span_for(-100 * hour), hour / 2, "settled or not");
+        assert_eq!(MergeLimits::of(&EngineConfig::default(), 0).max_span_ns, hour);
+    }
+
+    /// Segments whose events are all a day older than the newest event stored may merge into
+    /// a segment spanning up to a day; newer ones only up to the hour.
+    #[test]
+    fn settled_warm_segments_merge_across_a_day() {
+        let hour = 3_600_000_000_000i64;
+        let now = 100 * 24 * hour;
+        let lim = MergeLimits::of(&EngineConfig::default(), now);
+        assert_eq!((lim.span_for(now), lim.span_for(now - 25 * hour)), (hour, 24 * hour));
+        assert_eq!(lim.span_for(now - 24 * hour), hour, "settled strictly before a day");
+        // Four segments of an hour each, four hours apart: settled two days ago, or recent.
+        let hourly = |end: i64| -> Vec<WarmCandidate> {
+            (0..4i64)
+                .map(|i| WarmCandidate {
+                    rows: 1000,
+                    bytes: 1,
+                    min_ts: end - 16 * hour + 4 * i * hour,
+                    max_ts: end - 15 * hour + 4 * i * hour,
+                })
+                .collect()
+        };
+        assert_eq!(pick_warm_merge(&hourly(now - 48 * hour), &lim), Some(vec![0, 1, 2, 3]), "settled");
+        assert_eq!(pick_warm_merge(&hourly(now), &lim), None, "recent");
+        // Settled is judged by the group's newest event: a group of 13 hours ending 30 hours
+        // before the newest event stored merges, one ending 20 hours before does not.
+        assert!(pick_warm_merge(&hourly(now - 27 * hour), &lim).is_some());
+        assert!(pick_warm_merge(&hourly(now - 17 * hour), &lim).is_none());
+        // Never less than `merge_span`, and within a quarter of the retention.
+        let short = EngineConfig { settled_merge_span: Duration::from_secs(60), ..EngineConfig::default() };
+        assert_eq!(MergeLimits::of(&short, now).span_for(i64::MIN), hour);
+        let kept = EngineConfig { retention: Some(Duration::from_secs(8 * 3600)), ..EngineConfig::default() };
+        assert_eq!(MergeLimits::of(&kept, now).span_for(i64::MIN), 2 * hour);
     }
 
     proptest! {
@@ -1196,13 +1263,22 @@ mod tests {
             max_rows in 100_000u64..1_000_000,
             max_bytes in 1_000_000u64..100_000_000,
             max_span in prop_oneof![Just(i64::MAX), 0i64..12_000],
+            settled_before in 0i64..12_000,
+            settled_span in prop_oneof![Just(i64::MAX), 0i64..12_000],
         ) {
             let segs: Vec<WarmCandidate> = rows
                 .iter()
                 .zip(&starts)
                 .map(|(&r, &t)| WarmCandidate { rows: r, bytes: r * 100 + 7, min_ts: t, max_ts: t + 500 })
                 .collect();
-            let lim = MergeLimits { fan_in, max_rows, max_bytes, max_span_ns: max_span };
+            let lim = MergeLimits {
+                fan_in,
+                max_rows,
+                max_bytes,
+                max_span_ns: max_span,
+                settled_before_ns: settled_before,
+                settled_span_ns: settled_span,
+            };
             let ok = |set: &[usize]| {
                 let lo = set.iter().map(|&i| rows[i]).min().unwrap_or(0);
                 let hi = set.iter().map(|&i| rows[i]).max().unwrap_or(0);
@@ -1212,7 +1288,7 @@ mod tests {
                     && (hi <= lo.max(1) * 2 || hi < SMALL_WARM_SEGMENT_ROWS)
                     && set.iter().map(|&i| rows[i]).sum::<u64>() <= max_rows
                     && set.iter().map(|&i| segs[i].bytes).sum::<u64>() <= max_bytes
-                    && newest - oldest <= max_span
+                    && newest - oldest <= if newest < settled_before { settled_span.max(max_span) } else { max_span }
             };
             // Every set of `fan_in` segments, by bit mask.
             let exists = (0u32..1 << rows.len())
@@ -1224,7 +1300,11 @@ mod tests {
                     prop_assert!(set.windows(2).all(|w| w[0] < w[1]), "ascending, distinct: {:?}", set);
                     prop_assert!(ok(&set), "{:?} of {:?}", set, rows);
                 }
-                None => prop_assert!(!exists || max_span != i64::MAX, "a group of {:?} qualifies", rows),
+                None => prop_assert!(
+                    !exists || max_span != i64::MAX,
+                    "a group of {:?} qualifies",
+                    rows
+                ),
             }
         }
     }

@@ -610,6 +610,38 @@ fn unordered_warm_segments_are_sorted_in_memory_only_within_the_budget() {
     assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..400).collect::<Vec<_>>());
 }
 
+/// Data settles: four warm segments of an hour each, spread over 13 hours, are merged once
+/// the newest event stored is more than a day younger than all of them, not before.
+#[test]
+fn settled_warm_segments_merge_beyond_the_hour() {
+    const HOUR: i64 = 3_600_000_000_000;
+    let at = |i: u64, ts: i64| Event { timestamp_ns: ts, ..ev(i) };
+    let dir = tempfile::tempdir().expect("tmp");
+    let (eng, _) = Engine::open(dir.path(), manual()).expect("open");
+    let start = 1_700_000_000_000_000_000i64;
+    for seg in 0..4u64 {
+        let first = start + 4 * seg as i64 * HOUR;
+        eng.append((seg * 100..seg * 100 + 100).map(|i| at(i, first + (i % 100) as i64 * HOUR / 100)).collect())
+            .expect("append");
+        eng.flush().expect("flush");
+        assert!(eng.compact().expect("compact hot"));
+    }
+    assert!(!eng.compact().expect("not yet"), "13 hours of recent data stay in hourly segments");
+    // Twenty hours after the last of them: not settled yet.
+    eng.append(vec![at(400, start + 33 * HOUR)]).expect("append");
+    eng.flush().expect("flush");
+    assert!(eng.compact().expect("compact hot"));
+    assert!(!eng.compact().expect("not yet"), "within a day of the newest event");
+    // Two days after: settled.
+    eng.append(vec![at(401, start + 61 * HOUR)]).expect("append");
+    eng.flush().expect("flush");
+    assert!(eng.compact().expect("compact hot"));
+    assert!(eng.compact().expect("settled"), "merged once a day older than the newest event");
+    let rows: Vec<u64> = eng.snapshot().segments.iter().map(|s| s.segment.rows()).collect();
+    assert!(rows.contains(&400), "the four merged into one: {rows:?}");
+    assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..402).collect::<Vec<_>>());
+}
+
 /// A trickle of events, flushed by age and compacted a pair of hot segments at a time,
 /// does not pile up warm segments: the background merges keep them to a handful.
 #[test]

@@ -108,6 +108,10 @@ pub struct StorageConfig {
     /// a quarter of `retention.max_age`).
     #[serde(deserialize_with = "duration")]
     pub merge_span: Option<Duration>,
+    /// Largest time span of a segment merged from warm segments whose events are all older
+    /// than this before the newest event stored (at least `merge_span`).
+    #[serde(deserialize_with = "duration")]
+    pub settled_merge_span: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -184,6 +188,7 @@ pub struct Settings {
     pub compaction_trigger: usize,
     pub compaction_niceness: i32,
     pub merge_span: Duration,
+    pub settled_merge_span: Duration,
     /// Budget of the decoded block cache ([`query::BlockCache`]).
     pub query_cache_bytes: u64,
     /// Budget of the text page cache ([`query::TextPageCache`]).
@@ -232,6 +237,8 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
     );
     let merge_span = file.storage.merge_span.unwrap_or(engine_defaults.merge_span);
     anyhow::ensure!(!merge_span.is_zero(), "key `storage.merge_span`: must be more than zero");
+    let settled_merge_span = file.storage.settled_merge_span.unwrap_or(engine_defaults.settled_merge_span);
+    anyhow::ensure!(!settled_merge_span.is_zero(), "key `storage.settled_merge_span`: must be more than zero");
     if let Some(mb) = max_buffered_mb {
         anyhow::ensure!(mb >= 1, "key `storage.max_buffered_mb`: must be at least 1");
     }
@@ -275,6 +282,7 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         compaction_trigger: file.storage.compaction_trigger.unwrap_or(engine_defaults.compaction_trigger).max(1),
         compaction_niceness,
         merge_span,
+        settled_merge_span,
         query_cache_bytes: cache_mb << 20,
         query_text_cache_bytes: text_cache_mb << 20,
         query_index_cache_bytes: index_cache_mb << 20,
@@ -382,6 +390,11 @@ mod tests {
         assert!(e.to_string().contains("storage.merge_span"), "{e}");
         let e = parse_file("storage:\n  merge_span: often\n").expect_err("not a duration");
         assert!(e.to_string().contains("storage.merge_span"), "{e}");
+        assert_eq!(span("").expect("default").settled_merge_span, Duration::from_secs(86_400));
+        let week = span("storage:\n  settled_merge_span: 7d\n").expect("7d").settled_merge_span;
+        assert_eq!(week, Duration::from_secs(7 * 86_400));
+        let e = span("storage:\n  settled_merge_span: 0s\n").expect_err("zero");
+        assert!(e.to_string().contains("storage.settled_merge_span"), "{e}");
     }
 
     #[test]

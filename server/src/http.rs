@@ -84,6 +84,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         compaction_trigger: settings.compaction_trigger,
         compaction_niceness: settings.compaction_niceness,
         merge_span: settings.merge_span,
+        settled_merge_span: settings.settled_merge_span,
         retention: settings.retention,
         // A compaction's input is bounded like the ingest buffer.
         compaction_max_bytes: (settings.max_buffered_bytes as u64).max(32 << 20),
