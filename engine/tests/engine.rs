@@ -642,6 +642,50 @@ fn settled_warm_segments_merge_beyond_the_hour() {
     assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..402).collect::<Vec<_>>());
 }
 
+/// Three days of slow traffic (20 events every 20 minutes), flushed and compacted as it
+/// comes, with `settled_merge_span` as given: the segments it leaves, and how many of them
+/// are settled (a day older than the newest event). Every segment obeys its span (an hour for
+/// the last day, `settled` before it) and every event is there once.
+fn three_slow_days(settled_merge_span: Duration) -> (usize, usize) {
+    const HOUR: i64 = 3_600_000_000_000;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (eng, _) = Engine::open(dir.path(), EngineConfig { settled_merge_span, ..manual() }).expect("open");
+    let start = 1_700_000_000_000_000_000i64;
+    let flushes = 3 * 24 * 3;
+    for f in 0..flushes as u64 {
+        let batch = (f * 20..f * 20 + 20).map(|i| Event { timestamp_ns: start + (i as i64) * HOUR / 60, ..ev(i) });
+        eng.append(batch.collect()).expect("append");
+        eng.flush().expect("flush");
+        while eng.compact().expect("compact") {}
+    }
+    let snap = eng.snapshot();
+    let newest = snap.segments.iter().map(|s| s.segment.max_ts()).max().expect("segments");
+    let settled_span = settled_merge_span.as_nanos() as i64;
+    let mut settled = 0;
+    for s in &snap.segments {
+        let span = s.segment.max_ts() - s.segment.min_ts();
+        if s.segment.max_ts() < newest - settled_span {
+            settled += 1;
+            assert!(span <= settled_span, "{}: {} hours", s.entry.file, span / HOUR);
+        } else {
+            assert!(span <= HOUR, "{}: {} minutes", s.entry.file, span / (HOUR / 60));
+        }
+    }
+    assert_eq!(ids(&snap.all_events().expect("read")), (0..flushes as u64 * 20).collect::<Vec<_>>());
+    (snap.segments.len(), settled)
+}
+
+/// Slow traffic leaves a segment per flush while recent (four flushes of 20 minutes exceed
+/// the hour), and settled days collapse into a few segments; with an hour for settled data
+/// too, nothing would ever merge.
+#[test]
+fn days_of_slow_traffic_keep_few_segments_within_their_spans() {
+    let (segments, settled) = three_slow_days(Duration::from_secs(24 * 3600));
+    assert!(settled <= 6, "{settled} settled segments of {segments}");
+    assert!(segments <= 73 + 6, "{segments} segments");
+    assert_eq!(three_slow_days(Duration::from_secs(3600)).0, 3 * 24 * 3, "an hour for all: one per flush");
+}
+
 /// A trickle of events, flushed by age and compacted a pair of hot segments at a time,
 /// does not pile up warm segments: the background merges keep them to a handful.
 #[test]
