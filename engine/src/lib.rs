@@ -965,6 +965,9 @@ struct MergeLimits {
     /// `settled_span_ns` instead.
     settled_before_ns: i64,
     settled_span_ns: i64,
+    /// The newest event stored: a group whose newest event is more than its span older is
+    /// closed ([`pick_closing_merge`]).
+    newest_ns: i64,
 }
 
 impl MergeLimits {
@@ -980,6 +983,7 @@ impl MergeLimits {
             max_span_ns: ns(cfg.merge_span.min(quarter)),
             settled_before_ns: newest_ns.saturating_sub(ns(settled_age)),
             settled_span_ns: ns(settled_age.min(quarter)),
+            newest_ns,
         }
     }
 
@@ -1041,6 +1045,56 @@ fn pick_warm_merge(segs: &[WarmCandidate], limits: &MergeLimits) -> Option<Vec<u
     None
 }
 
+/// Closing merges, for when [`pick_warm_merge`] finds no group of similar sizes: the indexes
+/// (ascending) of the most warm segments (at least 2) whose events fit in one span
+/// ([`MergeLimits::span_for`]) from the oldest of them, once that span has closed: it ended
+/// more than another span before the newest event stored (so that events arriving a little
+/// late still find it open). Within `max_rows` and `max_bytes`; or `None`.
+///
+/// Size tiers alone leave the segments of each span as they were when it closed: slow traffic,
+/// flushed every 20 minutes, left three segments an hour, as four exceed the hour. Merged
+/// once closed, an hour or a settled day of them becomes one segment in one rewrite, and no
+/// later flush adds to it (a span still open would be merged again at every flush). Segments
+/// above half of `max_rows` are left alone, as by size.
+fn pick_closing_merge(segs: &[WarmCandidate], limits: &MergeLimits) -> Option<Vec<usize>> {
+    let mut order: Vec<usize> = (0..segs.len()).filter(|&i| segs[i].rows <= limits.max_rows / 2).collect();
+    order.sort_by_key(|&i| (segs[i].min_ts, segs[i].max_ts, i));
+    let mut best: Option<(Vec<usize>, u64)> = None;
+    // From each segment, oldest first, gather every later one that keeps the group closed and
+    // within its span and bounds (a subset of such a group is such a group too).
+    for (a, &first) in order.iter().enumerate() {
+        let mut group = vec![first];
+        let (mut rows, mut bytes) = (segs[first].rows, segs[first].bytes);
+        let (oldest, mut newest) = (segs[first].min_ts, segs[first].max_ts);
+        for &next in &order[a + 1..] {
+            let s = &segs[next];
+            let hi = newest.max(s.max_ts);
+            let span = limits.span_for(hi);
+            let closed = i128::from(oldest) + 2 * i128::from(span) < i128::from(limits.newest_ns);
+            let within = i128::from(hi) - i128::from(oldest.min(s.min_ts)) <= i128::from(span);
+            if closed
+                && within
+                && rows.saturating_add(s.rows) <= limits.max_rows
+                && bytes.saturating_add(s.bytes) <= limits.max_bytes
+            {
+                group.push(next);
+                (rows, bytes, newest) = (rows + s.rows, bytes + s.bytes, hi);
+            }
+        }
+        let better = match &best {
+            None => true,
+            Some((g, r)) => group.len() > g.len() || (group.len() == g.len() && rows < *r),
+        };
+        if group.len() >= 2 && better {
+            best = Some((group, rows));
+        }
+    }
+    best.map(|(mut g, _)| {
+        g.sort_unstable();
+        g
+    })
+}
+
 /// Which warm segments exist: their count and the sum of their [`Segment::uid`]s (a new
 /// segment's uid exceeds every earlier one, so any change to the set, segments added,
 /// removed or both, changes one of the two), and the newest event stored, which decides
@@ -1087,7 +1141,8 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
                 })
                 .collect();
             warm_set = Some(set);
-            match pick_warm_merge(&candidates, &MergeLimits::of(&inner.cfg, newest)) {
+            let limits = MergeLimits::of(&inner.cfg, newest);
+            match pick_warm_merge(&candidates, &limits).or_else(|| pick_closing_merge(&candidates, &limits)) {
                 Some(picked) => picked.into_iter().map(|i| warm[i].clone()).collect(),
                 None => {
                     *fruitless = Some(set);
@@ -1180,6 +1235,7 @@ mod tests {
             max_span_ns: i64::MAX,
             settled_before_ns: i64::MIN,
             settled_span_ns: i64::MAX,
+            newest_ns: 0,
         }
     }
 
@@ -1252,7 +1308,80 @@ mod tests {
         assert_eq!(MergeLimits::of(&kept, now).span_for(i64::MIN), 2 * hour);
     }
 
+    /// Segments of a closed hour merge into one whatever their sizes; an open hour's wait.
+    #[test]
+    fn closed_spans_merge_into_one_segment() {
+        let (min, hour) = (60_000_000_000i64, 3_600_000_000_000i64);
+        let seg = |rows: u64, from_min: i64, to_min: i64| WarmCandidate {
+            rows,
+            bytes: rows,
+            min_ts: from_min * min,
+            max_ts: to_min * min,
+        };
+        let lim = |newest_ns| MergeLimits { max_span_ns: hour, settled_span_ns: hour, newest_ns, ..limits(4) };
+        let hourly = [seg(10, 0, 19), seg(5_000, 20, 39), seg(70_000, 40, 59)];
+        assert_eq!(pick_closing_merge(&hourly, &lim(2 * hour + 1)), Some(vec![0, 1, 2]), "closed");
+        assert_eq!(pick_closing_merge(&hourly, &lim(2 * hour)), None, "open until an hour after the hour");
+        assert_eq!(pick_warm_merge(&hourly, &lim(3 * hour)), None, "not by size");
+        // Across an hour's edge: the most segments that fit in an hour, then the fewest rows.
+        let edge = [seg(30, 0, 20), seg(20, 40, 60), seg(10, 70, 90)];
+        assert_eq!(pick_closing_merge(&edge, &lim(5 * hour)), Some(vec![1, 2]));
+        assert_eq!(pick_closing_merge(&edge, &lim(2 * hour + 35 * min)), Some(vec![0, 1]), "the later not closed");
+        // Never above half the largest segment, nor past the byte budget.
+        let big = [seg(2_100_000, 0, 10), seg(10, 20, 30)];
+        assert_eq!(pick_closing_merge(&big, &lim(5 * hour)), None);
+        let budget = MergeLimits { max_bytes: 5_010, ..lim(5 * hour) };
+        assert_eq!(pick_closing_merge(&hourly, &budget), Some(vec![0, 1]));
+    }
+
     proptest! {
+        /// A closing merge obeys every rule, and is found whenever some group would qualify
+        /// under one span.
+        #[test]
+        fn closing_merge_picks_are_sound_and_complete(
+            segs in proptest::collection::vec((0u64..300_000, 0i64..10_000, 0i64..3_000), 0..8),
+            max_span in 0i64..4_000,
+            settled_before in 0i64..12_000,
+            settled_span in 0i64..8_000,
+            newest in 0i64..16_000,
+            max_bytes in 1_000_000u64..60_000_000,
+        ) {
+            let segs: Vec<WarmCandidate> = segs
+                .iter()
+                .map(|&(r, t, len)| WarmCandidate { rows: r, bytes: r * 100 + 7, min_ts: t, max_ts: t + len })
+                .collect();
+            let lim = MergeLimits {
+                fan_in: 4,
+                max_rows: 1_000_000,
+                max_bytes,
+                max_span_ns: max_span,
+                settled_before_ns: settled_before,
+                settled_span_ns: settled_span,
+                newest_ns: newest,
+            };
+            let ok = |set: &[usize]| {
+                let oldest = set.iter().map(|&i| segs[i].min_ts).min().unwrap_or(0);
+                let hi = set.iter().map(|&i| segs[i].max_ts).max().unwrap_or(0);
+                let span = if hi < settled_before { settled_span.max(max_span) } else { max_span };
+                set.len() >= 2
+                    && set.iter().all(|&i| segs[i].rows <= 500_000)
+                    && set.iter().map(|&i| segs[i].rows).sum::<u64>() <= 1_000_000
+                    && set.iter().map(|&i| segs[i].bytes).sum::<u64>() <= max_bytes
+                    && hi - oldest <= span
+                    && oldest + 2 * span < newest
+            };
+            let exists = (0u32..1 << segs.len()).any(|m| ok(&(0..segs.len()).filter(|i| m & (1 << i) != 0).collect::<Vec<_>>()));
+            match pick_closing_merge(&segs, &lim) {
+                Some(set) => {
+                    prop_assert!(set.windows(2).all(|w| w[0] < w[1]), "ascending, distinct: {:?}", set);
+                    prop_assert!(ok(&set), "{:?} of {:?}", set, segs);
+                }
+                // Complete where one span applies to every group (a settled pair may need a
+                // wider closed window than the group it came from).
+                None => prop_assert!(!exists || settled_span > max_span, "a group of {:?} qualifies", segs),
+            }
+        }
+
         /// What is picked obeys every rule; without a span limit, something is picked whenever
         /// some group would qualify (byte estimates growing with rows, as they do).
         #[test]
@@ -1278,6 +1407,7 @@ mod tests {
                 max_span_ns: max_span,
                 settled_before_ns: settled_before,
                 settled_span_ns: settled_span,
+                newest_ns: 20_000,
             };
             let ok = |set: &[usize]| {
                 let lo = set.iter().map(|&i| rows[i]).min().unwrap_or(0);
