@@ -173,7 +173,7 @@ fn compaction_keeps_every_row_sorted_and_indexed() {
     assert_eq!(ids(&rows), (0..500).collect::<Vec<_>>());
     let key = |e: &Event| (e.tenant.clone(), e.agent_id.clone(), e.timestamp_ns, e.trace_id);
     assert!(rows.windows(2).all(|w| key(&w[0]) <= key(&w[1])), "warm segments keep the compaction order");
-    let idx = snap.segments[0].segment.index();
+    let idx = snap.segments[0].segment.load_index().expect("index");
     let t1 = idx.column(index::IndexedColumn::Tenant).rows(Some("t1")).expect("t1").len();
     assert_eq!(t1 as usize, rows.iter().filter(|e| e.tenant == "t1").count());
     drop(snap);
@@ -301,7 +301,7 @@ fn bulk_load_writes_one_warm_segment_that_survives_reopen_beside_appends() {
             }],
             trace_ids: None,
         };
-        assert_eq!(snap.segments[0].segment.index().evaluate(&conj).len(), t1);
+        assert_eq!(snap.segments[0].segment.load_index().expect("index").evaluate(&conj).len(), t1);
     }
     let (eng, report) = Engine::open(dir.path(), manual()).expect("reopen");
     assert_eq!(report.segment_rows, 500);

@@ -140,14 +140,11 @@ impl<'a> Reader<'a> {
         let at = self.pos;
         let len = self.u32()? as usize;
         let bytes = self.take(len)?;
-        let mut b = RoaringBitmap::deserialize_from(bytes)
+        let b = RoaringBitmap::deserialize_from(bytes)
             .map_err(|_| IndexDecodeError::Corrupt { at, what: "invalid roaring bitmap" })?;
         if b.max().is_some_and(|m| m >= rows) {
             return Err(IndexDecodeError::Corrupt { at, what: "row id beyond the segment" });
         }
-        // Segments written before value bitmaps were stored in their smallest form hold runs
-        // as arrays and bitmaps: a segment's bitmaps stay in memory while it is open.
-        b.optimize();
         Ok(b)
     }
 }
@@ -183,7 +180,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(SegmentIndex, Option<TextSection>)
                 }
                 _ => return Err(IndexDecodeError::Corrupt { at, what: "bad null marker" }),
             };
-            let b = r.bitmap(rows)?;
+            let mut b = r.bitmap(rows)?;
+            // Segments written before value bitmaps were stored in their smallest form hold
+            // runs as arrays and bitmaps, and the bitmaps stay in memory while in use.
+            b.optimize();
             entries.insert(key, b);
         }
         col.entries = entries;

@@ -78,6 +78,19 @@ impl SegmentIndex {
         &self.columns[c.ordinal()]
     }
 
+    /// Heap bytes held, about (what keeping it in memory costs): the bitmaps as roaring
+    /// serializes them, which is within a few percent of their containers, plus their values
+    /// and the trace directory.
+    pub fn memory_bytes(&self) -> u64 {
+        let values: usize = self
+            .columns
+            .iter()
+            .flat_map(|c| c.entries.iter())
+            .map(|(k, b)| b.serialized_size() + k.as_ref().map_or(0, String::capacity) + 64)
+            .sum();
+        (values + self.traces.memory_bytes() + std::mem::size_of::<SegmentIndex>()) as u64
+    }
+
     /// Rows that satisfy every term of `conj`.
     pub fn evaluate(&self, conj: &Conjunction) -> RoaringBitmap {
         conj.evaluate(self)

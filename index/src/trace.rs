@@ -69,6 +69,11 @@ impl TraceIndex {
         true
     }
 
+    /// Heap bytes held.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.ids.capacity() * 16 + self.starts.capacity() * std::mem::size_of::<usize>() + self.gaps.capacity()
+    }
+
     /// Trim spare capacity once every trace is added.
     pub(crate) fn shrink(&mut self) {
         self.ids.shrink_to_fit();

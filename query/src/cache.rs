@@ -7,7 +7,9 @@
 //!
 //! A third cache holds segments' token indexes of `content` ([`TextIndexCache`]), which
 //! segments decode only when a `LIKE` needs them: they take about 47 bytes per event, so an
-//! idle server or one that never searches text holds none.
+//! idle server or one that never searches text holds none. A fourth holds their value
+//! bitmaps and trace directories ([`SegmentIndexCache`]), which most filtered queries use:
+//! about 5.5 bytes per event, so that a store's memory does not grow with all it holds.
 //!
 //! Free text has its own, smaller budget: it is most of the bytes, and a query that reads
 //! much of it must not push out the columns every aggregation reads. The scan reads only the
@@ -18,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, ArrayRef};
-use index::TextIndex;
+use index::{SegmentIndex, TextIndex};
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use segments::{ColumnId, StrColumn};
@@ -31,6 +33,10 @@ pub const DEFAULT_TEXT_CACHE_BYTES: u64 = DEFAULT_BLOCK_CACHE_BYTES / 4;
 
 /// Default budget of the token index cache: the indexes of about five million events.
 pub const DEFAULT_TEXT_INDEX_CACHE_BYTES: u64 = 256 << 20;
+
+/// Default budget of the segment index cache: the bitmaps and trace directories of about 45
+/// million events.
+pub const DEFAULT_SEGMENT_INDEX_CACHE_BYTES: u64 = 256 << 20;
 
 /// Which column block an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,6 +83,12 @@ impl Decoded for Arc<TextIndex> {
     }
 }
 
+impl Decoded for Arc<SegmentIndex> {
+    fn bytes(&self) -> u64 {
+        self.memory_bytes()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Bytes;
 
@@ -102,6 +114,9 @@ pub type TextPageCache = DecodedCache<PageKey, Arc<StrColumn>>;
 
 /// Token indexes of `content` by [`segments::Segment::uid`].
 pub type TextIndexCache = DecodedCache<u64, Arc<TextIndex>>;
+
+/// Value bitmaps and trace directories by [`segments::Segment::uid`].
+pub type SegmentIndexCache = DecodedCache<u64, Arc<SegmentIndex>>;
 
 impl<K, V> std::fmt::Debug for DecodedCache<K, V>
 where
@@ -212,6 +227,21 @@ pub fn text_index_cache() -> &'static TextIndexCache {
     CACHE.get_or_init(|| TextIndexCache::new(DEFAULT_TEXT_INDEX_CACHE_BYTES, DEFAULT_TEXT_INDEX_CACHE_BYTES / 16))
 }
 
+/// The process's segment index cache (budget [`DEFAULT_SEGMENT_INDEX_CACHE_BYTES`] until
+/// [`DecodedCache::set_capacity`] changes it). Sized for few items like the token index
+/// cache: one shard, so a large segment's index fits whatever the others.
+pub fn segment_index_cache() -> &'static SegmentIndexCache {
+    static CACHE: OnceLock<SegmentIndexCache> = OnceLock::new();
+    CACHE.get_or_init(|| {
+        SegmentIndexCache::new(DEFAULT_SEGMENT_INDEX_CACHE_BYTES, DEFAULT_SEGMENT_INDEX_CACHE_BYTES / 16)
+    })
+}
+
+/// `segment`'s value bitmaps and trace directory, from the cache or decoded into it.
+pub fn segment_index(segment: &segments::Segment) -> Result<Arc<SegmentIndex>, segments::SegmentError> {
+    segment_index_cache().get_or_decode(segment.uid(), || segment.load_index().map(Arc::new))
+}
+
 /// `segment`'s token index of `content`, from the cache or decoded into it; `None` when it has
 /// none, or when it fails to decode (a file that passed its checksum on open, so a writer
 /// bug: logged, and the scan then reads every block, which gives the same rows).
@@ -243,20 +273,58 @@ pub fn prefetch_text_indexes(segments: &[&segments::Segment]) {
     let missing: Vec<&segments::Segment> =
         segments.iter().copied().filter(|s| s.has_text_index() && !text_index_cache().contains(&s.uid())).collect();
     // (Without a budget nothing would stay for the scan: it decodes them itself.)
-    if missing.is_empty() || text_index_cache().entries.capacity() == 0 {
+    if text_index_cache().entries.capacity() > 0 {
+        decode_on_every_core(&missing, |seg| {
+            segment_text_index(seg);
+        });
+    }
+}
+
+/// Bring the value bitmaps and trace directories of `segments` into the cache, decoding the
+/// missing ones on every core (the first filtered query after a start decodes one per
+/// segment), as [`prefetch_text_indexes`] does. Errors are left for the scan to meet.
+pub fn prefetch_segment_indexes(segments: &[&segments::Segment]) {
+    let missing: Vec<&segments::Segment> =
+        segments.iter().copied().filter(|s| !segment_index_cache().contains(&s.uid())).collect();
+    if segment_index_cache().entries.capacity() > 0 && missing.len() > 1 {
+        decode_on_every_core(&missing, |seg| {
+            let _ = segment_index(seg);
+        });
+    }
+}
+
+/// Called by each thread [`prefetch_text_indexes`] and [`prefetch_segment_indexes`] start,
+/// before it exits: the server returns the thread's free allocator memory there (a thread's
+/// malloc arena keeps what it freed, and the next thread inherits it untrimmed).
+static DECODE_THREAD_EXIT_HOOK: OnceLock<fn()> = OnceLock::new();
+
+/// Set [`DECODE_THREAD_EXIT_HOOK`] (once per process; later calls are ignored).
+pub fn set_decode_thread_exit_hook(hook: fn()) {
+    let _ = DECODE_THREAD_EXIT_HOOK.set(hook);
+}
+
+/// Run `decode` on each of `segments`, on every core, off the tokio worker (see
+/// [`prefetch_text_indexes`]).
+fn decode_on_every_core(segments: &[&segments::Segment], decode: impl Fn(&segments::Segment) + Sync) {
+    if segments.is_empty() {
         return;
     }
     let decode_all = || {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(missing.len());
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(segments.len());
         let next = std::sync::atomic::AtomicUsize::new(0);
         let work = || {
-            while let Some(seg) = missing.get(next.fetch_add(1, Ordering::Relaxed)) {
-                segment_text_index(seg);
+            while let Some(seg) = segments.get(next.fetch_add(1, Ordering::Relaxed)) {
+                decode(seg);
             }
         };
         std::thread::scope(|scope| {
             for _ in 1..threads {
-                scope.spawn(work);
+                scope.spawn(|| {
+                    work();
+                    if let Some(hook) = DECODE_THREAD_EXIT_HOOK.get() {
+                        hook();
+                    }
+                });
             }
             work();
         });

@@ -63,10 +63,12 @@ pub fn count_groups(units: &[ScanUnit], cols: &[IndexedColumn]) -> Option<HashMa
             _ => None,
         });
         let mut combos: Vec<(Vec<Option<String>>, Option<RoaringBitmap>)> = vec![(Vec::new(), filter.cloned())];
+        // (An index that fails to load leaves the query to the ordinary aggregate.)
+        let index = crate::cache::segment_index(segment).ok()?;
         for c in cols {
             let mut next = Vec::new();
             for (key, bm) in &combos {
-                for (v, vbm) in segment.index().column(*c).bitmaps() {
+                for (v, vbm) in index.column(*c).bitmaps() {
                     let inter = match bm {
                         Some(b) => b & vbm,
                         None => vbm.clone(),

@@ -28,7 +28,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use engine::Engine;
 
 pub use cache::{
-    block_cache, text_index_cache, text_page_cache, BlockCache, BlockCacheStats, TextIndexCache, TextPageCache,
+    block_cache, segment_index_cache, text_index_cache, text_page_cache, BlockCache, BlockCacheStats,
+    SegmentIndexCache, TextIndexCache, TextPageCache,
 };
 pub use provider::{plan_scan, EventsTable, PruningStats, ScanPlan};
 pub use pushdown::ScanPredicate;

@@ -360,7 +360,7 @@ impl PointQuery {
         let events = table.schema();
         let indices: Vec<usize> = read.iter().map(|c| c.index()).collect();
         let read_schema = Arc::new(events.project(&indices)?);
-        let plan = table.plan(&self.filters);
+        let plan = table.plan(&self.filters)?;
         let mut batches = Vec::new();
         for unit in &plan.units {
             if let Some(b) = read_unit(unit, &read, &read_schema, None, None, None, &[])? {

@@ -217,13 +217,22 @@ fn term_matches(e: &Event, t: &Term) -> bool {
 const DENSE_SELECTION: u64 = 16;
 
 /// Plan a scan of `snap` under predicate `p`.
-pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
+pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> Result<ScanPlan> {
     let mut plan = ScanPlan::default();
     let st = &mut plan.stats;
     let time_ok = |lo: i64, hi: i64| p.min_ts.is_none_or(|m| hi >= m) && p.max_ts.is_none_or(|m| lo <= m);
     // The segments that time bounds and index conditions keep, with their selections (`None`:
     // every row).
     let mut kept: Vec<(&Arc<segments::Segment>, Option<Arc<RoaringBitmap>>)> = Vec::new();
+    if !p.conj.is_empty() {
+        let indexed: Vec<&segments::Segment> = snap
+            .segments
+            .iter()
+            .map(|l| &*l.segment)
+            .filter(|s| s.rows() > 0 && time_ok(s.min_ts(), s.max_ts()))
+            .collect();
+        crate::cache::prefetch_segment_indexes(&indexed);
+    }
     for live in &snap.segments {
         let seg = &live.segment;
         st.segments_total += 1;
@@ -232,7 +241,10 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
         if seg.rows() == 0 || !time_ok(seg.min_ts(), seg.max_ts()) {
             continue;
         }
-        let bitmap = (!p.conj.is_empty()).then(|| Arc::new(seg.index().evaluate(&p.conj)));
+        let bitmap = match p.conj.is_empty() {
+            true => None,
+            false => Some(Arc::new(crate::cache::segment_index(seg).map_err(ext)?.evaluate(&p.conj))),
+        };
         if bitmap.as_ref().is_some_and(|b| b.is_empty()) {
             continue;
         }
@@ -324,10 +336,10 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> ScanPlan {
         st.rows_kept += unit.rows() as u64;
         plan.units.push(unit);
     }
-    plan
+    Ok(plan)
 }
 
-fn ext<E: std::error::Error + Send + Sync + 'static>(e: E) -> DataFusionError {
+pub(crate) fn ext<E: std::error::Error + Send + Sync + 'static>(e: E) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
@@ -966,7 +978,7 @@ impl EventsTable {
     }
 
     /// Plan (without executing) the scan for `filters`.
-    pub fn plan(&self, filters: &[Expr]) -> ScanPlan {
+    pub fn plan(&self, filters: &[Expr]) -> Result<ScanPlan> {
         plan_scan(&self.engine.snapshot(), &self.predicate(filters))
     }
 }
@@ -1005,7 +1017,7 @@ impl TableProvider for EventsTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let predicate = self.predicate(filters);
-        let plan = plan_scan(&self.engine.snapshot(), &predicate);
+        let plan = plan_scan(&self.engine.snapshot(), &predicate)?;
         tracing::debug!(stats = ?plan.stats, "events scan pruning");
         let residual: Vec<Expr> = filters
             .iter()

@@ -273,11 +273,15 @@ impl RuntimeFilter {
                 } else if p.conj.is_empty() {
                     Some(ScanUnit::Block { segment, block, rows })
                 } else {
-                    let bitmap = current
-                        .bitmaps
-                        .entry(segment.uid())
-                        .or_insert_with(|| Arc::new(segment.index().evaluate(&p.conj)))
-                        .clone();
+                    let bitmap = match current.bitmaps.get(&segment.uid()) {
+                        Some(b) => b.clone(),
+                        None => {
+                            let index = crate::cache::segment_index(&segment).map_err(crate::provider::ext)?;
+                            let b = Arc::new(index.evaluate(&p.conj));
+                            current.bitmaps.insert(segment.uid(), b.clone());
+                            b
+                        }
+                    };
                     let start = meta.first_row as u32;
                     let kept = narrow(rows, bitmap, start, meta.rows)?;
                     kept.map(|rows| ScanUnit::Block { segment, block, rows })

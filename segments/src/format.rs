@@ -98,16 +98,8 @@ impl Codec {
         }
         let (mut pos, mut start) = (0usize, 0usize);
         if let Codec::Zstd(_) = self {
-            while pos < stored.len() {
-                let frame = &stored[pos..];
-                let (Ok(len), Ok(Some(content))) = (
-                    zstd::zstd_safe::find_frame_compressed_size(frame),
-                    zstd::zstd_safe::get_frame_content_size(frame),
-                ) else {
-                    break;
-                };
-                let content = usize::try_from(content).unwrap_or(usize::MAX);
-                if start.saturating_add(content) > from || len == 0 || len > frame.len() {
+            for (len, content) in zstd_frames(stored) {
+                if start.saturating_add(content) > from {
                     break;
                 }
                 pos += len;
@@ -118,6 +110,52 @@ impl Codec {
         raw.drain(..from - start);
         Ok(raw)
     }
+
+    /// Bytes `0..until` of what `stored` decompresses to: of zstd input made by
+    /// [`Codec::compress_parallel`] (several frames, each naming its decompressed size), the
+    /// frames that start at or past `until` are not read. Otherwise the whole is decompressed.
+    pub fn decompress_head(self, stored: &[u8], raw_len: usize, until: usize) -> Result<Vec<u8>, String> {
+        if until > raw_len {
+            return Err(format!("offset {until} beyond the {raw_len} decompressed bytes"));
+        }
+        if let Codec::Zstd(_) = self {
+            let (mut pos, mut end) = (0usize, 0usize);
+            for (len, content) in zstd_frames(stored) {
+                if end >= until {
+                    break;
+                }
+                pos += len;
+                end = end.saturating_add(content);
+            }
+            if end >= until && end <= raw_len {
+                let mut raw = self.decompress(&stored[..pos], end)?;
+                raw.truncate(until);
+                return Ok(raw);
+            }
+        }
+        let mut raw = self.decompress(stored, raw_len)?;
+        raw.truncate(until);
+        Ok(raw)
+    }
+}
+
+/// (compressed, decompressed) sizes of the zstd frames `stored` begins with, in order, up to
+/// the first that does not name both (or is cut short).
+fn zstd_frames(stored: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let frame = stored.get(pos..).filter(|f| !f.is_empty())?;
+        let (Ok(len), Ok(Some(content))) =
+            (zstd::zstd_safe::find_frame_compressed_size(frame), zstd::zstd_safe::get_frame_content_size(frame))
+        else {
+            return None;
+        };
+        if len == 0 || len > frame.len() {
+            return None;
+        }
+        pos += len;
+        Some((len, usize::try_from(content).unwrap_or(usize::MAX)))
+    })
 }
 
 thread_local! {
@@ -240,6 +278,11 @@ mod tests {
                 let got = codec.decompress_tail(&stored, data.len(), from);
                 match data.get(from..) {
                     Some(want) => proptest::prop_assert_eq!(got.expect("tail"), want.to_vec()),
+                    None => proptest::prop_assert!(got.is_err()),
+                }
+                let got = codec.decompress_head(&stored, data.len(), from);
+                match data.get(..from) {
+                    Some(want) => proptest::prop_assert_eq!(got.expect("head"), want.to_vec()),
                     None => proptest::prop_assert!(got.is_err()),
                 }
             }

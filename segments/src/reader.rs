@@ -43,7 +43,6 @@ pub struct Segment {
     header: FooterHeader,
     blocks: Vec<BlockMeta>,
     chunks: Vec<ChunkMeta>,
-    index: Arc<SegmentIndex>,
     /// Where the token index of `content` lies in the decompressed index section: decoded
     /// only when a query asks ([`Segment::load_text_index`]), as it is most of the index's
     /// memory (about 47 bytes per event) and only `LIKE` reads it.
@@ -233,27 +232,19 @@ impl Segment {
         let codec = Codec::from_u32(header.index_codec).ok_or_else(|| bad("unknown index codec".into()))?;
         let idx_raw =
             codec.decompress(idx_stored, header.index_raw_len as usize).map_err(|e| bad(format!("index: {e}")))?;
+        // Decoded to validate it, then dropped: the query layer loads it again when a query
+        // needs it and keeps it within a memory budget ([`Segment::load_index`]).
         let (index, text_section) = SegmentIndex::decode(&idx_raw).map_err(|e| bad(format!("index: {e}")))?;
         if index.rows != header.rows {
             return Err(bad("index row count differs from the footer".into()));
         }
+        drop((index, idx_raw));
         if text_section.is_some_and(|t| t.n_blocks != header.n_blocks) {
             return Err(bad("token index block count differs from the footer".into()));
         }
         let uid = NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let raw_bytes = chunks.iter().map(|c| u64::from(c.raw_len)).sum();
-        Ok(Segment {
-            path,
-            bytes,
-            header,
-            blocks,
-            chunks,
-            index: Arc::new(index),
-            text_section,
-            text_dict,
-            uid,
-            raw_bytes,
-        })
+        Ok(Segment { path, bytes, header, blocks, chunks, text_section, text_dict, uid, raw_bytes })
     }
 
     pub fn path(&self) -> &Path {
@@ -303,9 +294,31 @@ impl Segment {
         Ok(dict.prepared.get_or_init(|| prepared))
     }
 
-    pub fn index(&self) -> &Arc<SegmentIndex> {
-        &self.index
+    /// The stored index section and its codec. Bounds and checksum were verified on open, and
+    /// the file is immutable.
+    fn index_section(&self) -> Result<(&[u8], Codec), &'static str> {
+        let start = self.header.index_offset as usize;
+        let stored = self.bytes.get(start..start + self.header.index_len as usize).ok_or("outside the file")?;
+        Ok((stored, Codec::from_u32(self.header.index_codec).ok_or("unknown codec")?))
     }
+
+    /// Decode the value bitmaps and the trace directory. Not kept: an open segment used to
+    /// hold them from the start, about 5.5 bytes per row, so a store's memory grew with all
+    /// it held; callers cache them within a memory budget (the query layer). Decompresses
+    /// only the index frames before the token index.
+    pub fn load_index(&self) -> Result<SegmentIndex, SegmentError> {
+        let bad = |what: String| Self::corrupt(&self.path, None, None, format!("index: {what}"));
+        let (stored, codec) = self.index_section().map_err(|e| bad(e.into()))?;
+        let raw_len = self.header.index_raw_len as usize;
+        let until = self.text_section.map_or(raw_len, |t| t.at);
+        let raw = codec.decompress_head(stored, raw_len, until).map_err(bad)?;
+        let (index, _) = SegmentIndex::decode(&raw).map_err(|e| bad(e.to_string()))?;
+        if index.rows != self.header.rows {
+            return Err(bad("row count differs from the footer".into()));
+        }
+        Ok(index)
+    }
+
     /// Drop this process's mapping of the file's pages (they stay in the page cache, and the
     /// next read maps them again): an idle server then counts none of its data as resident.
     /// A no-op for segments held in memory or off Linux.
@@ -332,13 +345,7 @@ impl Segment {
     pub fn load_text_index(&self) -> Result<Option<TextIndex>, SegmentError> {
         let Some(section) = self.text_section else { return Ok(None) };
         let bad = |what: String| Self::corrupt(&self.path, None, None, format!("token index: {what}"));
-        let start = self.header.index_offset as usize;
-        // Bounds and checksum were verified on open, and the file is immutable.
-        let stored = self
-            .bytes
-            .get(start..start + self.header.index_len as usize)
-            .ok_or_else(|| bad("outside the file".into()))?;
-        let codec = Codec::from_u32(self.header.index_codec).ok_or_else(|| bad("unknown codec".into()))?;
+        let (stored, codec) = self.index_section().map_err(|e| bad(e.into()))?;
         let raw = codec.decompress_tail(stored, self.header.index_raw_len as usize, section.at).map_err(bad)?;
         let text = TextIndex::decode(&raw).map_err(|e| bad(e.to_string()))?;
         if text.n_blocks() != self.header.n_blocks {

@@ -89,7 +89,7 @@ fn roundtrip_through_disk_with_index() {
         assert_eq!(ch.null_count as usize, rows.len() - confs.len());
     }
     // Indexes agree with a scan.
-    let idx = seg.index();
+    let idx = seg.load_index().expect("index");
     let refund = idx.column(index::IndexedColumn::Intent).rows(Some("refund")).expect("refund rows");
     let want: Vec<u32> = events
         .iter()
@@ -167,7 +167,7 @@ proptest! {
         f.finish().expect("finish");
         let seg = Segment::open(&path).expect("open");
         prop_assert_eq!(seg.read_all().expect("read"), events.clone());
-        let trace = seg.index().traces.rows(&[3u8; 16]).expect("trace 3");
+        let trace = seg.load_index().expect("index").traces.rows(&[3u8; 16]).expect("trace 3");
         prop_assert_eq!(trace.iter().collect::<Vec<_>>(), (21..28).collect::<Vec<u32>>());
         let text = seg.load_text_index().expect("decodes").expect("has one");
         let pieces = index::text::like_pieces("%number 123 %").expect("pieces");

@@ -50,6 +50,11 @@ pub struct StartArgs {
     /// queries, in MiB (0 turns it off: each search decodes them again) [default: 256].
     #[arg(long, env = "ACTIVEMIRROR_QUERY_INDEX_CACHE_MB")]
     pub query_index_cache_mb: Option<u64>,
+    /// Memory for segments' value bitmaps and trace directories (read by filters on the
+    /// indexed columns and `trace_id`), kept between queries, in MiB (0 turns it off: each
+    /// query decodes them again) [default: 256].
+    #[arg(long, env = "ACTIVEMIRROR_QUERY_SEGMENT_INDEX_CACHE_MB")]
+    pub query_segment_index_cache_mb: Option<u64>,
     /// Memory all running queries together may hold in joins, sorts and aggregations, in MiB;
     /// past it they spill or fail with "Resources exhausted" [default: 2048].
     #[arg(long, env = "ACTIVEMIRROR_QUERY_MEMORY_MB")]
@@ -136,6 +141,8 @@ pub struct QueryFileConfig {
     pub text_cache_mb: Option<u64>,
     /// Memory for token indexes of `content` kept between queries, in MiB (0: none).
     pub index_cache_mb: Option<u64>,
+    /// Memory for segments' value bitmaps and trace directories kept between queries, in MiB.
+    pub segment_index_cache_mb: Option<u64>,
     /// Memory running queries may hold together, in MiB.
     pub memory_mb: Option<u64>,
 }
@@ -195,6 +202,8 @@ pub struct Settings {
     pub query_text_cache_bytes: u64,
     /// Budget of the token index cache ([`query::TextIndexCache`]).
     pub query_index_cache_bytes: u64,
+    /// Budget of the segment index cache ([`query::SegmentIndexCache`]).
+    pub query_segment_index_cache_bytes: u64,
 }
 
 /// Reads and checks a YAML config file; errors name the file, the key and what is wrong.
@@ -260,6 +269,14 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         index_cache_mb <= 1 << 30,
         "key `query.index_cache_mb`: {index_cache_mb} MiB is more than any machine has"
     );
+    let segment_index_cache_mb = args
+        .query_segment_index_cache_mb
+        .or(file.query.segment_index_cache_mb)
+        .unwrap_or(query::cache::DEFAULT_SEGMENT_INDEX_CACHE_BYTES >> 20);
+    anyhow::ensure!(
+        segment_index_cache_mb <= 1 << 30,
+        "key `query.segment_index_cache_mb`: {segment_index_cache_mb} MiB is more than any machine has"
+    );
     let retention = args.retention.or(file.retention.max_age);
     if let Some(r) = retention {
         anyhow::ensure!(!r.is_zero(), "key `retention.max_age`: must be more than zero");
@@ -286,6 +303,7 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         query_cache_bytes: cache_mb << 20,
         query_text_cache_bytes: text_cache_mb << 20,
         query_index_cache_bytes: index_cache_mb << 20,
+        query_segment_index_cache_bytes: segment_index_cache_mb << 20,
     })
 }
 
@@ -348,6 +366,14 @@ mod tests {
         assert_eq!(resolve(&StartArgs::default(), index()).expect("resolves").query_index_cache_bytes, 40 << 20);
         let args = StartArgs { query_index_cache_mb: Some(0), ..Default::default() };
         assert_eq!(resolve(&args, index()).expect("resolves").query_index_cache_bytes, 0, "the flag wins");
+        let seg = || parse_file("query:\n  segment_index_cache_mb: 8\n").expect("parses");
+        assert_eq!(resolve(&StartArgs::default(), seg()).expect("resolves").query_segment_index_cache_bytes, 8 << 20);
+        let args = StartArgs { query_segment_index_cache_mb: Some(1), ..Default::default() };
+        assert_eq!(resolve(&args, seg()).expect("resolves").query_segment_index_cache_bytes, 1 << 20, "the flag wins");
+        let s = resolve(&StartArgs::default(), FileConfig::default()).expect("defaults");
+        assert_eq!(s.query_segment_index_cache_bytes, 256 << 20);
+        let e = parse_file("query:\n  segment_index_cache_mb: lots\n").expect_err("not a number");
+        assert!(e.to_string().contains("segment_index_cache_mb"), "{e}");
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     query::block_cache().set_capacity(settings.query_cache_bytes);
     query::text_page_cache().set_capacity(settings.query_text_cache_bytes);
     query::text_index_cache().set_capacity(settings.query_index_cache_bytes);
+    query::segment_index_cache().set_capacity(settings.query_segment_index_cache_bytes);
+    query::cache::set_decode_thread_exit_hook(crate::memory::trim_thread_arena);
     let body_limit = settings.max_body_bytes;
     let ingest_metrics = Arc::new(IngestMetrics::default());
     let state = Arc::new(AppState {
@@ -580,6 +582,7 @@ async fn metrics(State(st): State<Shared>) -> Response {
         ("block_cache", query::block_cache().stats()),
         ("text_cache", query::text_page_cache().stats()),
         ("index_cache", query::text_index_cache().stats()),
+        ("segment_index_cache", query::segment_index_cache().stats()),
     ] {
         let _ = writeln!(s, "activemirror_{name}_hits_total {}", c.hits);
         let _ = writeln!(s, "activemirror_{name}_misses_total {}", c.misses);

@@ -102,6 +102,18 @@ fn should_release(busy_since_last: bool, anon_now: Option<u64>, anon_after_last:
     }
 }
 
+/// What the period after a release (`delta` of [`activity`]) settles: the memory to measure
+/// growth from (`anon` as read now, the threads having trimmed their arenas), and whether
+/// another release is due at the next light period. Queries in that period may have grown
+/// memory already (a first query after a start decodes segment indexes): taken as the
+/// baseline, that growth would stay until the next busy period, so a release follows instead.
+fn after_settling(delta: [u64; 4], anon: Option<u64>, after_last: Option<u64>) -> (Option<u64>, bool) {
+    match delta[3] {
+        0 => (anon.or(after_last), false),
+        _ => (after_last, true),
+    }
+}
+
 /// Runs for the server's life: at the end of each [`QUIET_PERIOD`] in which the server was
 /// idle or lightly loaded, return freed heap memory to the operating system if there was a
 /// busy period or memory grew since the last time (and once right after start).
@@ -126,7 +138,7 @@ pub async fn release_when_idle(engine: Arc<Engine>) {
         let anon = crate::process::anonymous_resident_bytes();
         if settling {
             settling = false;
-            after_last = anon.or(after_last);
+            (after_last, busy_since_last) = after_settling(delta, anon, after_last);
             continue;
         }
         if should_release(busy_since_last, anon, after_last) {
@@ -342,6 +354,17 @@ mod tests {
         assert!(!should_release(false, mb(55), mb(40)), "grown by less");
         assert!(!should_release(false, mb(30), mb(40)));
         assert!(!should_release(false, None, mb(40)));
+    }
+
+    #[test]
+    fn queries_while_a_release_settles_bring_another() {
+        let mb = |n: u64| Some(n << 20);
+        assert_eq!(after_settling([0; 4], mb(6), mb(200)), (mb(6), false), "what the release left");
+        assert_eq!(after_settling([3, 1, 0, 0], mb(7), mb(200)), (mb(7), false), "a trickle of events");
+        assert_eq!(after_settling([0; 4], None, mb(200)), (mb(200), false));
+        let (base, again) = after_settling([0, 0, 0, 1], mb(32), mb(30));
+        assert!(again, "a query meanwhile: release again");
+        assert!(should_release(again, mb(32), base));
     }
 
     /// Queries count as activity: memory freed by a query burst is returned once it is over,

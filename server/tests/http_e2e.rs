@@ -111,6 +111,7 @@ fn ingest_query_reject_and_survive_sigkill() {
     assert!(m.contains("activemirror_text_cache_misses_total "), "{m}");
     // And the token index cache (256 MiB by default).
     assert!(m.contains(&format!("activemirror_index_cache_capacity_bytes {}", 256u64 << 20)), "{m}");
+    assert!(m.contains(&format!("activemirror_segment_index_cache_capacity_bytes {}", 256u64 << 20)), "{m}");
     // The process's own figures, under the names Prometheus client libraries use, and how
     // often the idle server returned memory (a count; whether it ran yet depends on timing).
     let gauge = |name: &str| -> f64 {

@@ -324,6 +324,32 @@ async fn merged_warm_segments_match_datafusion_memtable() {
     assert!(failures.is_empty(), "{} of {} queries differ: {failures:#?}", failures.len(), QUERIES.len());
 }
 
+/// Segments' value bitmaps and trace directories are loaded on demand into a budgeted cache:
+/// with no budget (decoded again for every query) and with one that holds only some of them
+/// (evicted and decoded again), every query gives what DataFusion gives, and the cache keeps
+/// within its budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_indexes_decoded_again_give_the_same_answers() {
+    let Fixture { engine, ours, theirs, .. } = fixture().await;
+    let cache = query::segment_index_cache();
+    let one = engine.snapshot().segments[0].segment.load_index().expect("index").memory_bytes();
+    for budget in [0, one * 3 / 2] {
+        cache.set_capacity(budget);
+        cache.clear();
+        let before = cache.stats().misses;
+        let mut failures = Vec::new();
+        for q in QUERIES {
+            if render(&ours, q).await != render(&theirs, q).await {
+                failures.push(*q);
+            }
+        }
+        assert!(failures.is_empty(), "budget {budget}: {} queries differ: {failures:#?}", failures.len());
+        let stats = cache.stats();
+        assert!(stats.bytes <= budget, "{stats:?}");
+        assert!(stats.misses - before > engine.snapshot().segments.len() as u64, "decoded again: {stats:?}");
+    }
+}
+
 /// Lookups of one trace, answered without the planner (`query::point`), give what
 /// DataFusion gives over the baseline table and over our own table through its planner:
 /// traces in segments, in memory and across both, sorted on every column type and null
@@ -551,7 +577,7 @@ async fn indexed_and_time_predicates_prune_blocks() {
     let plan_for = |sql: &str| {
         let df = futures_lite_block(ctx.sql(sql)).expect("plan");
         let filters = scan_filters(df);
-        table.plan(&filters)
+        table.plan(&filters).expect("scan plan")
     };
     let all = plan_for("SELECT * FROM t");
     assert_eq!(all.stats.rows_kept, 20_000);
