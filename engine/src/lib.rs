@@ -1170,8 +1170,8 @@ fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
     // Warm segments are picked by what a streaming merge holds, which may be far less than
     // their rows sorted in memory; should one turn out not to be in the compaction order
     // (none is written so), the rows are sorted in memory only within the budget.
-    let decoded: u64 = picked.iter().map(|s| compaction_bytes(&s.segment)).sum();
-    let sort_in_memory = !warm_merge || decoded <= inner.cfg.compaction_max_bytes;
+    let sort_in_memory = !warm_merge
+        || picked.iter().map(|s| compaction_bytes(&s.segment)).sum::<u64>() <= inner.cfg.compaction_max_bytes;
     let Some(live) = compact_segments(inner, &picked, sort_in_memory)? else {
         tracing::warn!(
             segments = picked.len(),
