@@ -126,6 +126,9 @@ pub struct EngineConfig {
     /// arenas of their own, which keep what a compaction freed unless given back (the server
     /// trims each thread's arena here).
     pub after_compaction_hook: Option<fn()>,
+    /// Called once a merge of warm segments is picked, before it starts (tests flush hot
+    /// segments from it, to see them compacted between the merge's pieces).
+    pub warm_merge_hook: Option<fn()>,
 }
 
 impl Default for EngineConfig {
@@ -149,6 +152,7 @@ impl Default for EngineConfig {
             retention: None,
             background_thread_hook: None,
             after_compaction_hook: None,
+            warm_merge_hook: None,
         }
     }
 }
@@ -241,10 +245,15 @@ struct Inner {
     manifest_lock: Mutex<()>,
     /// One flush at a time (the frozen batches belong to it).
     flush_lock: Mutex<()>,
-    /// One compaction at a time. Holds the warm segments (see [`WarmSet`]) among which the
-    /// last search found no merge, so that the compaction thread, which wakes every 100 ms,
-    /// searches again only once they change.
-    compaction_lock: Mutex<Option<WarmSet>>,
+    /// One compaction of hot segments at a time.
+    hot_lane: Mutex<()>,
+    /// One merge of warm segments at a time. Holds the warm segments (see [`WarmSet`]) among
+    /// which the last search with the whole memory budget found no merge, so that the
+    /// compaction thread, which wakes every 100 ms, searches again only once they change.
+    warm_lane: Mutex<Option<WarmSet>>,
+    /// What a running warm merge and the hot compaction between its pieces hold (see
+    /// [`LaneBudget`]).
+    lane_budget: Mutex<LaneBudget>,
     /// Next segment file number: taken before a segment is written, so writers running at
     /// once never share one. Stored in the manifest as `next_segment_id`.
     next_segment_id: AtomicU64,
@@ -363,7 +372,9 @@ impl Engine {
             write_order: Mutex::new(()),
             manifest_lock: Mutex::new(()),
             flush_lock: Mutex::new(()),
-            compaction_lock: Mutex::new(None),
+            hot_lane: Mutex::new(()),
+            warm_lane: Mutex::new(None),
+            lane_budget: Mutex::new(LaneBudget::default()),
             next_segment_id,
             shutdown: AtomicBool::new(false),
             wake: Condvar::new(),
@@ -874,18 +885,20 @@ fn open_written(
 }
 
 /// Merge `picked` into one warm segment: streamed when every input is in the compaction order
-/// (see [`merge`]), else (hot segments flushed by older versions, in time order) their rows
-/// sorted in memory if `sort_in_memory` allows it; `None` when it does not.
+/// (see [`merge`]), calling `between_pieces` after each piece, else (hot segments flushed by
+/// older versions, in time order) their rows sorted in memory if `sort_in_memory` allows it;
+/// `None` when it does not.
 fn compact_segments(
     inner: &Inner,
     picked: &[LiveSegment],
     sort_in_memory: bool,
+    between_pieces: &mut dyn FnMut(),
 ) -> Result<Option<LiveSegment>, EngineError> {
     let writer = SegmentWriter::new(inner.cfg.cold);
     let inputs: Vec<&Segment> = picked.iter().map(|s| &*s.segment).collect();
     let (file, path) = new_segment_file(inner);
     let piece_rows = inner.cfg.cold.block_rows.max(1) * MERGE_PIECE_BLOCKS;
-    let merged = merge::merge_segments(&writer, &inputs, &path, piece_rows);
+    let merged = merge::merge_segments(&writer, &inputs, &path, piece_rows, between_pieces);
     match merged {
         Ok(Some(_)) => open_written(file, &path, Ok(()), Tier::Warm).map(Some),
         Ok(None) if !sort_in_memory => Ok(None),
@@ -1113,73 +1126,163 @@ impl WarmSet {
     }
 }
 
+/// Estimated memory held by a running warm merge and by a hot compaction. A merge of large
+/// warm segments takes seconds (3 million rows about 10 s on 2 cores), and the hot segments
+/// flushed meanwhile must not wait for it: they are compacted between the merge's pieces, on
+/// the same thread (a thread of its own would keep its malloc arena, and on 2 cores would
+/// only share them). Each picks its inputs within what the other holds of
+/// `compaction_max_bytes` (a hot compaction takes at least one segment whatever is left), so
+/// that together they stay within it.
+#[derive(Debug, Default)]
+struct LaneBudget {
+    /// The running hot compaction's inputs, decoded ([`compaction_bytes`]).
+    hot: u64,
+    /// The running warm merge's estimate ([`merge_bytes`]).
+    warm: u64,
+}
+
+/// A lane's share of [`LaneBudget`], given back when dropped.
+struct LaneShare<'a> {
+    inner: &'a Inner,
+    warm: bool,
+}
+
+impl Drop for LaneShare<'_> {
+    fn drop(&mut self) {
+        let mut budget = self.inner.lane_budget.lock();
+        if self.warm {
+            budget.warm = 0;
+        } else {
+            budget.hot = 0;
+        }
+    }
+}
+
+/// Compact hot segments now if at least `trigger` of them wait, else merge warm ones if a
+/// merge is due.
 fn compact_once(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
-    let mut fruitless = inner.compaction_lock.lock();
-    // The warm segments a warm merge was picked from.
-    let mut warm_set = None;
-    let picked: Vec<LiveSegment> = {
+    if compact_hot(inner, trigger)? {
+        return Ok(true);
+    }
+    merge_warm(inner)
+}
+
+/// The oldest hot segments, if at least `trigger` of them wait, into one warm segment, within
+/// the rows and memory a compaction may take.
+fn compact_hot(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
+    let _lane = inner.hot_lane.lock();
+    let (picked, _share) = {
+        let mut budget = inner.lane_budget.lock();
+        let available = inner.cfg.compaction_max_bytes.saturating_sub(budget.warm);
         let st = inner.state.lock();
         let hot: Vec<&LiveSegment> = st.segments.iter().filter(|s| s.entry.tier == Tier::Hot).collect();
         if hot.len() < trigger.max(1) {
-            // No hot segments to compact: merge warm ones of similar size, if any. The search
-            // runs outside the state lock (appends take it), and only when the warm segments
-            // changed since the last one that found nothing.
-            let warm: Vec<LiveSegment> = st.segments.iter().filter(|s| s.entry.tier == Tier::Warm).cloned().collect();
-            let newest = st.segments.iter().map(|s| s.segment.max_ts()).max().unwrap_or(i64::MIN);
-            drop(st);
-            let set = WarmSet::of(&warm, newest);
-            if *fruitless == Some(set) {
-                return Ok(false);
-            }
-            let candidates: Vec<WarmCandidate> = warm
-                .iter()
-                .map(|s| WarmCandidate {
-                    rows: s.segment.rows(),
-                    bytes: merge_bytes(&s.segment),
-                    min_ts: s.segment.min_ts(),
-                    max_ts: s.segment.max_ts(),
-                })
-                .collect();
-            warm_set = Some(set);
-            let limits = MergeLimits::of(&inner.cfg, newest);
-            match pick_warm_merge(&candidates, &limits).or_else(|| pick_closing_merge(&candidates, &limits)) {
-                Some(picked) => picked.into_iter().map(|i| warm[i].clone()).collect(),
-                None => {
-                    *fruitless = Some(set);
-                    return Ok(false);
-                }
-            }
-        } else {
-            let (mut rows, mut bytes) = (0, 0);
-            hot.into_iter()
-                .enumerate()
-                .take_while(|(i, s)| {
-                    rows += s.segment.rows();
-                    bytes += compaction_bytes(&s.segment);
-                    *i == 0 || (rows <= inner.cfg.compaction_max_rows && bytes <= inner.cfg.compaction_max_bytes)
-                })
-                .map(|(_, s)| s)
-                .cloned()
-                .collect()
+            return Ok(false);
         }
+        let sizes: Vec<(u64, u64)> = hot.iter().map(|s| (s.segment.rows(), compaction_bytes(&s.segment))).collect();
+        let take = hot_compaction_len(&sizes, inner.cfg.compaction_max_rows, available);
+        let picked: Vec<LiveSegment> = hot.into_iter().take(take).cloned().collect();
+        budget.hot = sizes[..take].iter().map(|&(_, b)| b).sum();
+        (picked, LaneShare { inner, warm: false })
     };
-    let warm_merge = picked.iter().all(|s| s.entry.tier == Tier::Warm);
-    if picked.is_empty() {
-        return Ok(false);
+    match compact_segments(inner, &picked, true, &mut || {})? {
+        Some(live) => install_compacted(inner, &picked, live, false),
+        None => Ok(false),
+    }
+}
+
+/// How many of the oldest hot segments (their rows and decoded bytes, oldest first) one
+/// compaction takes: as many as stay within `max_rows` and `max_bytes` together, and at least
+/// one, so that a segment larger than the budget is still compacted.
+fn hot_compaction_len(sizes: &[(u64, u64)], max_rows: u64, max_bytes: u64) -> usize {
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    let within = sizes
+        .iter()
+        .take_while(|&&(r, b)| {
+            rows = rows.saturating_add(r);
+            bytes = bytes.saturating_add(b);
+            rows <= max_rows && bytes <= max_bytes
+        })
+        .count();
+    within.max(1).min(sizes.len())
+}
+
+/// Merge warm segments of similar size ([`pick_warm_merge`]) or those of a closed span
+/// ([`pick_closing_merge`]), within what a running hot compaction left of the memory budget;
+/// between the merge's pieces, compact the hot segments flushed meanwhile.
+fn merge_warm(inner: &Inner) -> Result<bool, EngineError> {
+    let mut fruitless = inner.warm_lane.lock();
+    let (picked, set, available, _share) = {
+        let mut budget = inner.lane_budget.lock();
+        let whole_budget = budget.hot == 0;
+        let available = inner.cfg.compaction_max_bytes.saturating_sub(budget.hot);
+        // The search runs outside the state lock (appends take it), and only when the warm
+        // segments changed since the last one that found nothing.
+        let (warm, newest) = {
+            let st = inner.state.lock();
+            let warm: Vec<LiveSegment> = st.segments.iter().filter(|s| s.entry.tier == Tier::Warm).cloned().collect();
+            (warm, st.segments.iter().map(|s| s.segment.max_ts()).max().unwrap_or(i64::MIN))
+        };
+        let set = WarmSet::of(&warm, newest);
+        if *fruitless == Some(set) {
+            return Ok(false);
+        }
+        let candidates: Vec<WarmCandidate> = warm
+            .iter()
+            .map(|s| WarmCandidate {
+                rows: s.segment.rows(),
+                bytes: merge_bytes(&s.segment),
+                min_ts: s.segment.min_ts(),
+                max_ts: s.segment.max_ts(),
+            })
+            .collect();
+        let limits = MergeLimits { max_bytes: available, ..MergeLimits::of(&inner.cfg, newest) };
+        let Some(picked) = pick_warm_merge(&candidates, &limits).or_else(|| pick_closing_merge(&candidates, &limits))
+        else {
+            // With part of the budget taken by a hot compaction, a later search may find one.
+            if whole_budget {
+                *fruitless = Some(set);
+            }
+            return Ok(false);
+        };
+        budget.warm = picked.iter().map(|&i| candidates[i].bytes).sum();
+        let picked: Vec<LiveSegment> = picked.into_iter().map(|i| warm[i].clone()).collect();
+        (picked, set, available, LaneShare { inner, warm: true })
+    };
+    if let Some(hook) = inner.cfg.warm_merge_hook {
+        hook();
     }
     // Warm segments are picked by what a streaming merge holds, which may be far less than
     // their rows sorted in memory; should one turn out not to be in the compaction order
-    // (none is written so), the rows are sorted in memory only within the budget.
-    let sort_in_memory = !warm_merge
-        || picked.iter().map(|s| compaction_bytes(&s.segment)).sum::<u64>() <= inner.cfg.compaction_max_bytes;
-    let Some(live) = compact_segments(inner, &picked, sort_in_memory)? else {
-        tracing::warn!(
-            segments = picked.len(),
-            "warm segments out of the compaction order are too large to merge in memory; left as they are"
-        );
-        *fruitless = warm_set;
-        return Ok(false);
+    // (none is written so), the rows are sorted in memory only within the memory the hot
+    // lane left when the merge was picked.
+    let sort_in_memory = picked.iter().map(|s| compaction_bytes(&s.segment)).sum::<u64>() <= available;
+    let mut hot_between_pieces = || {
+        if let Err(e) = compact_hot(inner, inner.cfg.compaction_trigger) {
+            tracing::error!(error = %e, "compaction during a merge of warm segments failed; will retry");
+        }
     };
+    match compact_segments(inner, &picked, sort_in_memory, &mut hot_between_pieces)? {
+        Some(live) => install_compacted(inner, &picked, live, true),
+        None => {
+            tracing::warn!(
+                segments = picked.len(),
+                "warm segments out of the compaction order are too large to merge in memory; left as they are"
+            );
+            *fruitless = Some(set);
+            Ok(false)
+        }
+    }
+}
+
+/// Replace the segments `picked` by `live`, their compaction, in the manifest and the live
+/// set, and delete their files.
+fn install_compacted(
+    inner: &Inner,
+    picked: &[LiveSegment],
+    live: LiveSegment,
+    warm_merge: bool,
+) -> Result<bool, EngineError> {
     let gone: HashSet<String> = picked.iter().map(|s| s.entry.file.clone()).collect();
     {
         let _m = inner.manifest_lock.lock();
@@ -1437,6 +1540,18 @@ mod tests {
                 ),
             }
         }
+    }
+
+    #[test]
+    fn hot_compactions_take_what_the_budget_left_and_at_least_one_segment() {
+        let sizes = [(100, 1_000), (100, 1_000), (100, 1_000), (100, 1_000)];
+        assert_eq!(hot_compaction_len(&sizes, 1_000, 10_000), 4);
+        assert_eq!(hot_compaction_len(&sizes, 1_000, 2_500), 2, "a warm merge holds the rest");
+        assert_eq!(hot_compaction_len(&sizes, 250, 10_000), 2, "rows bound it too");
+        assert_eq!(hot_compaction_len(&sizes, 1_000, 0), 1, "one segment whatever the budget");
+        assert_eq!(hot_compaction_len(&[(5_000, 9_000)], 10, 10), 1);
+        assert_eq!(hot_compaction_len(&[], 10, 10), 0);
+        assert_eq!(hot_compaction_len(&[(u64::MAX, u64::MAX), (1, 1)], u64::MAX, u64::MAX), 2);
     }
 
     #[test]

@@ -116,13 +116,15 @@ fn sample_text(inputs: &[&Segment], budget: usize) -> Result<(Vec<String>, usize
 }
 
 /// Write the merge of `inputs` (each in the compaction order) to `path` as one segment, in
-/// pieces of `piece_rows` rows. `Ok(None)`, with nothing written, when an input is not in the
-/// compaction order.
+/// pieces of `piece_rows` rows, calling `between_pieces` after each piece is written (a long
+/// merge lets other work run there). `Ok(None)`, with nothing written, when an input is not
+/// in the compaction order.
 pub fn merge_segments(
     writer: &SegmentWriter,
     inputs: &[&Segment],
     path: &Path,
     piece_rows: usize,
+    between_pieces: &mut dyn FnMut(),
 ) -> Result<Option<SegmentInfo>, SegmentError> {
     let dict = match writer.options().text_dictionary {
         Some(td) => {
@@ -146,6 +148,9 @@ pub fn merge_segments(
         );
         pushed?;
         next = following?;
+        if next.is_some() {
+            between_pieces();
+        }
     }
     // Unfinished, `file` removes its temporary file when dropped.
     match merger.unsorted {
@@ -218,8 +223,14 @@ mod tests {
             let inputs: Vec<&Segment> = segs.iter().collect();
             let out = dir.path().join("out.seg");
             let w = SegmentWriter::new(options(block_rows));
-            let info = merge_segments(&w, &inputs, &out, block_rows * piece_blocks).expect("merge").expect("sorted");
+            let mut calls = 0usize;
+            let piece_rows = block_rows * piece_blocks;
+            let info = merge_segments(&w, &inputs, &out, piece_rows, &mut || calls += 1)
+                .expect("merge")
+                .expect("sorted");
             prop_assert_eq!(info.rows as usize, want.len());
+            // Called between pieces: once fewer than there are pieces.
+            prop_assert_eq!(calls, want.len().div_ceil(piece_rows).saturating_sub(1));
             let merged = Segment::open(&out).expect("open");
             prop_assert_eq!(merged.read_all().expect("read"), want.clone());
             // Every block but the last is whole.
@@ -235,7 +246,7 @@ mod tests {
             hot.write(&path, &by_time).expect("write");
             let time_seg = Segment::open(&path).expect("open");
             let out2 = dir.path().join("out2.seg");
-            let got = merge_segments(&w, &[&time_seg], &out2, block_rows).expect("merge");
+            let got = merge_segments(&w, &[&time_seg], &out2, block_rows, &mut || {}).expect("merge");
             prop_assert_eq!(got.is_none(), unsorted);
             prop_assert_eq!(out2.exists(), !unsorted);
             prop_assert!(!out2.with_extension("tmp").exists());
@@ -260,7 +271,7 @@ mod tests {
         let inputs: Vec<&Segment> = segs.iter().collect();
         let out = dir.path().join("out.seg");
         let w = SegmentWriter::new(options(256));
-        merge_segments(&w, &inputs, &out, 512).expect("merge").expect("sorted");
+        merge_segments(&w, &inputs, &out, 512, &mut || {}).expect("merge").expect("sorted");
         let merged = Segment::open(&out).expect("open");
         assert!(merged.has_text_dictionary());
         assert_eq!(merged.rows(), 6000);

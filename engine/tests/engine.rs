@@ -551,6 +551,73 @@ fn four_warm_segments(dir: &std::path::Path, cfg: EngineConfig) -> Engine {
     eng
 }
 
+/// A merge of warm segments takes seconds for millions of rows; the hot segments flushed
+/// meanwhile are compacted between its pieces, not after it. Two hot segments are flushed as
+/// a merge of two 10,000-row warm segments (two pieces of 16,384 rows) starts: their
+/// compaction is installed before the merge's, and every row is there once.
+#[test]
+fn hot_segments_are_compacted_between_the_pieces_of_a_warm_merge() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, PoisonError};
+    static ENGINE: Mutex<Option<Arc<Engine>>> = Mutex::new(None);
+    static FLUSHED: AtomicBool = AtomicBool::new(false);
+    fn engine() -> Option<Arc<Engine>> {
+        ENGINE.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+    /// The hook: as the first warm merge starts, two hot segments of 300 rows.
+    fn flush_two_hot_segments() {
+        if FLUSHED.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut eng = engine();
+        for _ in 0..1000 {
+            if eng.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            eng = engine();
+        }
+        let eng = eng.expect("the test stores the engine");
+        for first in [20_000u64, 20_300] {
+            eng.append((first..first + 300).map(ev).collect()).expect("append");
+            eng.flush().expect("flush");
+        }
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    {
+        let (eng, _) = Engine::open(dir.path(), manual()).expect("open");
+        for first in [0u64, 10_000] {
+            eng.append((first..first + 10_000).map(ev).collect()).expect("append");
+            eng.flush().expect("flush");
+            assert!(eng.compact().expect("compact hot"));
+        }
+    }
+    let cfg = EngineConfig {
+        compaction_trigger: 2,
+        idle_compaction: None,
+        warm_merge_hook: Some(flush_two_hot_segments),
+        ..Default::default()
+    };
+    let eng = Arc::new(Engine::open(dir.path(), cfg).expect("open").0);
+    *ENGINE.lock().unwrap_or_else(PoisonError::into_inner) = Some(eng.clone());
+    for _ in 0..2000 {
+        if eng.stats().compactions_warm.load(Ordering::Relaxed) >= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(eng.stats().compactions_warm.load(Ordering::Relaxed), 1, "the warm merge ran");
+    let segments: Vec<(Tier, u64)> = eng.snapshot().segments.iter().map(|s| (s.entry.tier, s.segment.rows())).collect();
+    assert_eq!(segments, [(Tier::Warm, 600), (Tier::Warm, 20_000)], "the hot compaction landed first");
+    ENGINE.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let eng = Arc::into_inner(eng).expect("the only handle");
+    eng.close().expect("close");
+    assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..20_600).collect::<Vec<_>>());
+    drop(eng);
+    let (eng, _) = Engine::open(dir.path(), manual()).expect("reopen");
+    assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..20_600).collect::<Vec<_>>());
+}
+
 /// Warm segments are merged as they stream by, so what bounds a warm merge is the memory
 /// the merge holds (the new segment's indexes), not the inputs' rows decoded: a budget
 /// below one input's decoded columns still lets four of them merge, and a budget below
