@@ -593,7 +593,13 @@ pub const URGENT_HOT_SEGMENTS_PER_TRIGGER: usize = 4;
 /// The body of a background thread.
 type BackgroundLoop = fn(&Arc<Inner>);
 
-/// Tell the background threads to stop and wait for them (a running compaction finishes).
+/// Whether the engine is closing: background work stops at its next step.
+fn stopping(inner: &Inner) -> bool {
+    inner.shutdown.load(Ordering::Acquire)
+}
+
+/// Tell the background threads to stop and wait for them (a running merge stops at its next
+/// piece, leaving its inputs as they were).
 fn stop_workers(inner: &Inner, workers: &mut Vec<JoinHandle<()>>) {
     inner.shutdown.store(true, Ordering::Release);
     inner.wake.notify_all();
@@ -887,12 +893,13 @@ fn open_written(
 /// Merge `picked` into one warm segment: streamed when every input is in the compaction order
 /// (see [`merge`]), calling `between_pieces` after each piece, else (hot segments flushed by
 /// older versions, in time order) their rows sorted in memory if `sort_in_memory` allows it;
-/// `None` when it does not.
+/// `None` when it does not, or when the engine is stopping (a merge stops between pieces
+/// then, so that closing does not wait for one of millions of rows).
 fn compact_segments(
     inner: &Inner,
     picked: &[LiveSegment],
     sort_in_memory: bool,
-    between_pieces: &mut dyn FnMut(),
+    between_pieces: &mut dyn FnMut() -> bool,
 ) -> Result<Option<LiveSegment>, EngineError> {
     let writer = SegmentWriter::new(inner.cfg.cold);
     let inputs: Vec<&Segment> = picked.iter().map(|s| &*s.segment).collect();
@@ -901,7 +908,7 @@ fn compact_segments(
     let merged = merge::merge_segments(&writer, &inputs, &path, piece_rows, between_pieces);
     match merged {
         Ok(Some(_)) => open_written(file, &path, Ok(()), Tier::Warm).map(Some),
-        Ok(None) if !sort_in_memory => Ok(None),
+        Ok(None) if !sort_in_memory || stopping(inner) => Ok(None),
         Ok(None) => {
             inner.stats.compactions_sorted_in_memory.fetch_add(1, Ordering::Relaxed);
             let mut events = Vec::new();
@@ -1185,7 +1192,7 @@ fn compact_hot(inner: &Inner, trigger: usize) -> Result<bool, EngineError> {
         budget.hot = sizes[..take].iter().map(|&(_, b)| b).sum();
         (picked, LaneShare { inner, warm: false })
     };
-    match compact_segments(inner, &picked, true, &mut || {})? {
+    match compact_segments(inner, &picked, true, &mut || !stopping(inner))? {
         Some(live) => install_compacted(inner, &picked, live, false),
         None => Ok(false),
     }
@@ -1258,12 +1265,17 @@ fn merge_warm(inner: &Inner) -> Result<bool, EngineError> {
     // lane left when the merge was picked.
     let sort_in_memory = picked.iter().map(|s| compaction_bytes(&s.segment)).sum::<u64>() <= available;
     let mut hot_between_pieces = || {
+        if stopping(inner) {
+            return false;
+        }
         if let Err(e) = compact_hot(inner, inner.cfg.compaction_trigger) {
             tracing::error!(error = %e, "compaction during a merge of warm segments failed; will retry");
         }
+        true
     };
     match compact_segments(inner, &picked, sort_in_memory, &mut hot_between_pieces)? {
         Some(live) => install_compacted(inner, &picked, live, true),
+        None if stopping(inner) => Ok(false),
         None => {
             tracing::warn!(
                 segments = picked.len(),

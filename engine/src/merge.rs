@@ -117,14 +117,15 @@ fn sample_text(inputs: &[&Segment], budget: usize) -> Result<(Vec<String>, usize
 
 /// Write the merge of `inputs` (each in the compaction order) to `path` as one segment, in
 /// pieces of `piece_rows` rows, calling `between_pieces` after each piece is written (a long
-/// merge lets other work run there). `Ok(None)`, with nothing written, when an input is not
-/// in the compaction order.
+/// merge lets other work run there); the merge goes on while it answers `true`. `Ok(None)`,
+/// with nothing written, when an input is not in the compaction order or `between_pieces`
+/// stopped the merge.
 pub fn merge_segments(
     writer: &SegmentWriter,
     inputs: &[&Segment],
     path: &Path,
     piece_rows: usize,
-    between_pieces: &mut dyn FnMut(),
+    between_pieces: &mut dyn FnMut() -> bool,
 ) -> Result<Option<SegmentInfo>, SegmentError> {
     let dict = match writer.options().text_dictionary {
         Some(td) => {
@@ -148,8 +149,9 @@ pub fn merge_segments(
         );
         pushed?;
         next = following?;
-        if next.is_some() {
-            between_pieces();
+        if next.is_some() && !between_pieces() {
+            // Unfinished, `file` removes its temporary file when dropped.
+            return Ok(None);
         }
     }
     // Unfinished, `file` removes its temporary file when dropped.
@@ -225,7 +227,10 @@ mod tests {
             let w = SegmentWriter::new(options(block_rows));
             let mut calls = 0usize;
             let piece_rows = block_rows * piece_blocks;
-            let info = merge_segments(&w, &inputs, &out, piece_rows, &mut || calls += 1)
+            let info = merge_segments(&w, &inputs, &out, piece_rows, &mut || {
+                calls += 1;
+                true
+            })
                 .expect("merge")
                 .expect("sorted");
             prop_assert_eq!(info.rows as usize, want.len());
@@ -246,7 +251,7 @@ mod tests {
             hot.write(&path, &by_time).expect("write");
             let time_seg = Segment::open(&path).expect("open");
             let out2 = dir.path().join("out2.seg");
-            let got = merge_segments(&w, &[&time_seg], &out2, block_rows, &mut || {}).expect("merge");
+            let got = merge_segments(&w, &[&time_seg], &out2, block_rows, &mut || true).expect("merge");
             prop_assert_eq!(got.is_none(), unsorted);
             prop_assert_eq!(out2.exists(), !unsorted);
             prop_assert!(!out2.with_extension("tmp").exists());
@@ -271,7 +276,11 @@ mod tests {
         let inputs: Vec<&Segment> = segs.iter().collect();
         let out = dir.path().join("out.seg");
         let w = SegmentWriter::new(options(256));
-        merge_segments(&w, &inputs, &out, 512, &mut || {}).expect("merge").expect("sorted");
+        merge_segments(&w, &inputs, &out, 512, &mut || true).expect("merge").expect("sorted");
+        // Stopped after its first piece, a merge writes nothing and leaves no file.
+        let stopped = dir.path().join("stopped.seg");
+        assert!(merge_segments(&w, &inputs, &stopped, 512, &mut || false).expect("merge").is_none());
+        assert!(!stopped.exists() && !stopped.with_extension("tmp").exists());
         let merged = Segment::open(&out).expect("open");
         assert!(merged.has_text_dictionary());
         assert_eq!(merged.rows(), 6000);

@@ -618,6 +618,63 @@ fn hot_segments_are_compacted_between_the_pieces_of_a_warm_merge() {
     assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..20_600).collect::<Vec<_>>());
 }
 
+/// Closing the engine stops a running merge at its next piece instead of waiting for
+/// millions of rows: the inputs stay as they were, no file is left, and nothing is lost.
+#[test]
+fn closing_stops_a_warm_merge_between_its_pieces() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static STARTED: AtomicBool = AtomicBool::new(false);
+    static CLOSING: AtomicBool = AtomicBool::new(false);
+    /// The hook: the merge starts only once the test is closing the engine.
+    fn wait_for_close() {
+        STARTED.store(true, Ordering::SeqCst);
+        for _ in 0..1000 {
+            if CLOSING.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // `close` sets the stop flag before it waits for the threads.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let inputs: Vec<String> = {
+        let (eng, _) = Engine::open(dir.path(), manual()).expect("open");
+        for first in [0u64, 10_000] {
+            eng.append((first..first + 10_000).map(ev).collect()).expect("append");
+            eng.flush().expect("flush");
+            assert!(eng.compact().expect("compact hot"));
+        }
+        eng.snapshot().segments.iter().map(|s| s.entry.file.clone()).collect()
+    };
+    let cfg = EngineConfig { compaction_trigger: 2, warm_merge_hook: Some(wait_for_close), ..Default::default() };
+    let (eng, _) = Engine::open(dir.path(), cfg).expect("open");
+    for _ in 0..1000 {
+        if STARTED.load(Ordering::SeqCst) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(STARTED.load(Ordering::SeqCst), "the warm merge started");
+    CLOSING.store(true, Ordering::SeqCst);
+    eng.close().expect("close");
+    assert_eq!(eng.stats().compactions_warm.load(Ordering::Relaxed), 0, "the merge stopped");
+    let files: Vec<String> = eng.snapshot().segments.iter().map(|s| s.entry.file.clone()).collect();
+    assert_eq!(files, inputs);
+    drop(eng);
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir.path().join("segments"))
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, inputs, "no file of the stopped merge is left");
+    let (eng, _) = Engine::open(dir.path(), EngineConfig { compaction_trigger: 2, ..manual() }).expect("reopen");
+    assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..20_000).collect::<Vec<_>>());
+    assert!(eng.compact().expect("the merge, once open again"));
+    assert_eq!(eng.snapshot().segments.len(), 1);
+    assert_eq!(ids(&eng.snapshot().all_events().expect("read")), (0..20_000).collect::<Vec<_>>());
+}
+
 /// Warm segments are merged as they stream by, so what bounds a warm merge is the memory
 /// the merge holds (the new segment's indexes), not the inputs' rows decoded: a budget
 /// below one input's decoded columns still lets four of them merge, and a budget below
