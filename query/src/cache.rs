@@ -310,7 +310,7 @@ fn decode_on_every_core(segments: &[&segments::Segment], decode: impl Fn(&segmen
         return;
     }
     let decode_all = || {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(segments.len());
+        let threads = crate::cores().min(segments.len());
         let next = std::sync::atomic::AtomicUsize::new(0);
         let work = || {
             while let Some(seg) = segments.get(next.fetch_add(1, Ordering::Relaxed)) {

@@ -120,8 +120,7 @@ const PARALLEL_ROWS: usize = 2048;
 /// A large result is cut into contiguous runs of rows encoded on threads of their own (at
 /// most one per core, up to 4), then joined: the same bytes as one writer gives.
 pub fn to_json_array(batches: &[RecordBatch]) -> Result<Vec<u8>, ArrowError> {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    to_json_array_on(batches, cores.min(4), PARALLEL_ROWS)
+    to_json_array_on(batches, crate::cores().min(4), PARALLEL_ROWS)
 }
 
 /// [`to_json_array`] on up to `threads` threads, when there are at least `min_rows` rows.

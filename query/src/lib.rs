@@ -34,6 +34,14 @@ pub use cache::{
 pub use provider::{plan_scan, EventsTable, PruningStats, ScanPlan};
 pub use pushdown::ScanPredicate;
 
+/// The processors this process may use, read once. `std::thread::available_parallelism`
+/// reads the cgroup's CPU quota from `/proc` and `/sys` at every call: asked per request, it
+/// was a tenth of the server's CPU on a loop of one-trace lookups.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+}
+
 /// `plan` with each node that `replace` has a replacement for replaced, bottom up (the body
 /// of this crate's physical optimizer rules).
 pub(crate) fn replace_nodes(
@@ -113,4 +121,14 @@ pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>
         return result;
     }
     plans::with_schema(ctx.sql(sql).await?).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cores_are_the_available_parallelism_read_once() {
+        let want = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(super::cores(), want);
+        assert_eq!(super::cores(), want, "the second call answers the same from the cache");
+    }
 }
