@@ -16,7 +16,7 @@
 //! identifier and null-ordering rules, and only filters the scan applies exactly
 //! ([`crate::pushdown::is_exact`]). The differential suite runs these queries on both paths.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{ArrayRef, RecordBatch, StructArray, UInt32Array};
 use arrow::compute::{SortColumn, SortOptions};
@@ -176,7 +176,7 @@ impl PointQuery {
     /// for every other statement (including ones that do not parse).
     pub fn parse(sql: &str) -> Option<PointQuery> {
         // Most statements are not lookups: skip parsing them twice.
-        if !sql.as_bytes().windows(8).any(|w| w.eq_ignore_ascii_case(b"trace_id")) {
+        if !mentions_trace_id(sql) {
             return None;
         }
         let mut statements = Parser::parse_sql(&GenericDialect {}, sql).ok()?;
@@ -447,7 +447,7 @@ fn default_sql_rules(options: &ConfigOptions) -> bool {
 /// Answer `sql` as a point lookup on `ctx`'s `events` table, if it is one and that table is
 /// ours; `None` sends it to DataFusion.
 pub async fn try_run(ctx: &SessionContext, sql: &str) -> Option<Result<Vec<RecordBatch>>> {
-    let query = PointQuery::parse(sql)?;
+    let query = parsed(sql)?;
     let default_rules = default_sql_rules(ctx.state_ref().read().config_options());
     if !default_rules {
         return None;
@@ -470,6 +470,37 @@ pub async fn try_run(ctx: &SessionContext, sql: &str) -> Option<Result<Vec<Recor
     Some(query.execute(table, &schema))
 }
 
+/// Statements whose lookup shape is remembered ([`parsed`]).
+const PARSED_ENTRIES: usize = 1024;
+
+/// Longest statement remembered, in bytes, so that the cache stays a few megabytes.
+const PARSED_MAX_BYTES: usize = 4096;
+
+/// [`PointQuery::parse`], remembered by statement text: a dashboard repeats its statements,
+/// and parsing a lookup took about 4% of the server's time on a loop of one-trace queries
+/// (statements that mention `trace_id` but are not lookups are parsed again by DataFusion).
+fn parsed(sql: &str) -> Option<Arc<PointQuery>> {
+    static PARSED: OnceLock<quick_cache::sync::Cache<String, Option<Arc<PointQuery>>>> = OnceLock::new();
+    if !mentions_trace_id(sql) {
+        return None;
+    }
+    if sql.len() > PARSED_MAX_BYTES {
+        return PointQuery::parse(sql).map(Arc::new);
+    }
+    let cache = PARSED.get_or_init(|| quick_cache::sync::Cache::new(PARSED_ENTRIES));
+    if let Some(known) = cache.get(sql) {
+        return known;
+    }
+    let query = PointQuery::parse(sql).map(Arc::new);
+    cache.insert(sql.to_owned(), query.clone());
+    query
+}
+
+/// Whether `sql` names `trace_id` at all (every lookup does).
+fn mentions_trace_id(sql: &str) -> bool {
+    sql.as_bytes().windows(8).any(|w| w.eq_ignore_ascii_case(b"trace_id"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,6 +509,32 @@ mod tests {
 
     fn parse(sql: &str) -> Option<PointQuery> {
         PointQuery::parse(&sql.replace("{T}", T))
+    }
+
+    /// The remembered parse is the parse, for lookups, for statements that mention
+    /// `trace_id` without being one, and for statements too long to remember, asked twice.
+    #[test]
+    fn remembered_parses_are_the_parses() {
+        let long_in = format!(
+            "SELECT * FROM events WHERE trace_id = '{T}' AND agent_id IN ({})",
+            (0..400).map(|i| format!("'agent-{i:04}'")).collect::<Vec<_>>().join(", ")
+        );
+        assert!(long_in.len() > PARSED_MAX_BYTES);
+        let statements = [
+            format!("SELECT span_id, content FROM events WHERE trace_id = '{T}' ORDER BY timestamp"),
+            format!("SELECT * FROM traces WHERE trace_id = '{T}' AND tenant = 'acme' LIMIT 3"),
+            "SELECT tenant, count(DISTINCT trace_id) FROM events GROUP BY tenant".to_string(),
+            "SELECT kind, count(*) FROM events GROUP BY kind".to_string(),
+            format!("SELECT * FROM events WHERE trace_id = '{T}' OR kind = 'error'"),
+            long_in,
+        ];
+        for sql in &statements {
+            let want = PointQuery::parse(sql);
+            for _ in 0..2 {
+                assert_eq!(parsed(sql).as_deref(), want.as_ref(), "{sql}");
+            }
+        }
+        assert!(parsed(&statements[0]).is_some() && parsed(&statements[2]).is_none());
     }
 
     fn asc() -> SortOptions {
