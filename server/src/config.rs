@@ -226,6 +226,14 @@ pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
 
 /// Applies the precedence: defaults < file < environment / flags (clap has already merged
 /// environment variables into `args`).
+/// A cache's size in MiB under `key`: the flag, else the file, else `default`; 0 turns the
+/// cache off, and more than 2^30 MiB is refused.
+fn cache_megabytes(key: &str, flag: Option<u64>, file: Option<u64>, default: u64) -> anyhow::Result<u64> {
+    let mb = flag.or(file).unwrap_or(default);
+    anyhow::ensure!(mb <= 1 << 30, "key `{key}`: {mb} MiB is more than any machine has");
+    Ok(mb)
+}
+
 pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
     let engine_defaults = engine::EngineConfig::default();
     let max_body_mb = file.server.max_body_mb.unwrap_or(64);
@@ -251,32 +259,29 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
     if let Some(mb) = max_buffered_mb {
         anyhow::ensure!(mb >= 1, "key `storage.max_buffered_mb`: must be at least 1");
     }
-    let cache_mb = args.query_cache_mb.or(file.query.cache_mb).unwrap_or(query::cache::DEFAULT_BLOCK_CACHE_BYTES >> 20);
-    anyhow::ensure!(cache_mb <= 1 << 30, "key `query.cache_mb`: {cache_mb} MiB is more than any machine has");
+    let cache_mb = cache_megabytes(
+        "query.cache_mb",
+        args.query_cache_mb,
+        file.query.cache_mb,
+        query::cache::DEFAULT_BLOCK_CACHE_BYTES >> 20,
+    )?;
     let memory_mb = args.query_memory_mb.or(file.query.memory_mb).unwrap_or(2048);
     anyhow::ensure!(memory_mb > 0, "key `query.memory_mb`: must be at least 1");
     anyhow::ensure!(memory_mb <= 1 << 30, "key `query.memory_mb`: {memory_mb} MiB is more than any machine has");
-    let text_cache_mb = args.query_text_cache_mb.or(file.query.text_cache_mb).unwrap_or(cache_mb / 4);
-    anyhow::ensure!(
-        text_cache_mb <= 1 << 30,
-        "key `query.text_cache_mb`: {text_cache_mb} MiB is more than any machine has"
-    );
-    let index_cache_mb = args
-        .query_index_cache_mb
-        .or(file.query.index_cache_mb)
-        .unwrap_or(query::cache::DEFAULT_TEXT_INDEX_CACHE_BYTES >> 20);
-    anyhow::ensure!(
-        index_cache_mb <= 1 << 30,
-        "key `query.index_cache_mb`: {index_cache_mb} MiB is more than any machine has"
-    );
-    let segment_index_cache_mb = args
-        .query_segment_index_cache_mb
-        .or(file.query.segment_index_cache_mb)
-        .unwrap_or(query::cache::DEFAULT_SEGMENT_INDEX_CACHE_BYTES >> 20);
-    anyhow::ensure!(
-        segment_index_cache_mb <= 1 << 30,
-        "key `query.segment_index_cache_mb`: {segment_index_cache_mb} MiB is more than any machine has"
-    );
+    let text_cache_mb =
+        cache_megabytes("query.text_cache_mb", args.query_text_cache_mb, file.query.text_cache_mb, cache_mb / 4)?;
+    let index_cache_mb = cache_megabytes(
+        "query.index_cache_mb",
+        args.query_index_cache_mb,
+        file.query.index_cache_mb,
+        query::cache::DEFAULT_TEXT_INDEX_CACHE_BYTES >> 20,
+    )?;
+    let segment_index_cache_mb = cache_megabytes(
+        "query.segment_index_cache_mb",
+        args.query_segment_index_cache_mb,
+        file.query.segment_index_cache_mb,
+        query::cache::DEFAULT_SEGMENT_INDEX_CACHE_BYTES >> 20,
+    )?;
     let retention = args.retention.or(file.retention.max_age);
     if let Some(r) = retention {
         anyhow::ensure!(!r.is_zero(), "key `retention.max_age`: must be more than zero");
@@ -374,6 +379,23 @@ mod tests {
         assert_eq!(s.query_segment_index_cache_bytes, 256 << 20);
         let e = parse_file("query:\n  segment_index_cache_mb: lots\n").expect_err("not a number");
         assert!(e.to_string().contains("segment_index_cache_mb"), "{e}");
+    }
+
+    /// Each cache's size past 2^30 MiB is refused, naming its key, from the file or the flag.
+    #[test]
+    fn oversized_caches_are_refused_naming_their_key() {
+        let too_big = (1u64 << 30) + 1;
+        for key in ["cache_mb", "text_cache_mb", "index_cache_mb", "segment_index_cache_mb"] {
+            let file = parse_file(&format!("query:\n  {key}: {too_big}\n")).expect("parses");
+            let e = resolve(&StartArgs::default(), file).expect_err("too big");
+            assert!(e.to_string().contains(&format!("`query.{key}`")), "{e}");
+        }
+        let args = StartArgs { query_segment_index_cache_mb: Some(too_big), ..Default::default() };
+        let e = resolve(&args, FileConfig::default()).expect_err("too big");
+        assert!(e.to_string().contains("`query.segment_index_cache_mb`"), "{e}");
+        assert_eq!(cache_megabytes("query.x", None, None, 7).expect("default"), 7);
+        assert_eq!(cache_megabytes("query.x", Some(1), Some(2), 7).expect("flag"), 1);
+        assert_eq!(cache_megabytes("query.x", None, Some(2), 7).expect("file"), 2);
     }
 
     #[test]
