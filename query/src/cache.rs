@@ -99,9 +99,14 @@ impl<K, V: Decoded> Weighter<K, V> for Bytes {
     }
 }
 
+/// The caches' key hasher: foldhash, not the standard library's SipHash (a lookup per text
+/// page read hashed its key with SipHash; a trace or a filtered read of `content` makes
+/// thousands of lookups).
+type KeyHasher = foldhash::fast::RandomState;
+
 /// Decoded values by key, with hit / miss counters.
 pub struct DecodedCache<K, V> {
-    entries: Cache<K, V, Bytes>,
+    entries: Cache<K, V, Bytes, KeyHasher>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -157,7 +162,7 @@ where
     pub fn new(capacity_bytes: u64, typical_bytes: u64) -> DecodedCache<K, V> {
         let items = (capacity_bytes / typical_bytes.max(1)).clamp(16, 1 << 20) as usize;
         DecodedCache {
-            entries: Cache::with_weighter(items, capacity_bytes, Bytes),
+            entries: Cache::with(items, capacity_bytes, Bytes, KeyHasher::default(), Default::default()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }

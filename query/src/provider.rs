@@ -564,6 +564,7 @@ fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<
         (ColumnData::Str(st), Some(rows)) => {
             // Memory units: copy only the listed rows' bytes.
             let mut picked = StrColumn::default();
+            picked.reserve(rows.len(), rows.values().iter().map(|r| st.row_bytes(*r as usize)).sum());
             for r in rows.values().iter() {
                 if !picked.push_from(&st, *r as usize) {
                     return Err(DataFusionError::Internal(format!("row {r} outside the unit")));

@@ -305,6 +305,22 @@ impl StrColumn {
         let (s, e) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
         std::str::from_utf8(&self.data[s..e]).ok()
     }
+    /// Bytes of row `r`'s text (0 for a row it does not have).
+    pub fn row_bytes(&self, r: usize) -> usize {
+        match (self.offsets.get(r), self.offsets.get(r + 1)) {
+            (Some(s), Some(e)) => usize::try_from(e - s).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Make room for `rows` more rows holding `bytes` of text in all.
+    pub fn reserve(&mut self, rows: usize, bytes: usize) {
+        self.offsets.reserve(rows + usize::from(self.offsets.is_empty()));
+        self.data.reserve(bytes);
+        // (`push_from` keeps a validity flag per row while building.)
+        self.validity.get_or_insert_with(Vec::new).reserve(rows);
+    }
+
     /// Append row `r` of `src` (false if `src` has no row `r`). Validity is kept as a flag per
     /// row while building; [`StrColumn::finish`] drops it when no row is null.
     pub fn push_from(&mut self, src: &StrColumn, r: usize) -> bool {

@@ -433,6 +433,7 @@ impl Segment {
             let ColumnData::Str(all) = self.decode_chunk(block, col, n, ch, stored)? else {
                 return Err(bad("not a text column".into()));
             };
+            out.reserve(rows.len(), rows.iter().map(|r| all.row_bytes(*r as usize)).sum());
             for r in rows {
                 if !out.push_from(&all, *r as usize) {
                     return Err(bad(format!("row {r} outside the block")));
@@ -444,21 +445,31 @@ impl Segment {
         let page_rows = pages.first().map_or(1, |p| p.rows.len().max(1));
         // The page last decoded: rows come in ascending order (bitmap order), so each page
         // is decoded once (rows out of order decode a page again, correctly).
+        // Each row's page and its row in it, pages fetched first: the text is then copied
+        // into a column sized for it at once (grown by doubling, it was copied twice).
+        let mut picked: Vec<(Arc<StrColumn>, usize)> = Vec::with_capacity(rows.len());
         let mut current: Option<(usize, Arc<StrColumn>)> = None;
         for r in rows {
             let r = *r as usize;
             let k = r / page_rows;
             let page = pages.get(k).ok_or_else(|| bad(format!("row {r} outside the block")))?;
-            if current.as_ref().is_none_or(|(at, _)| *at != k) {
-                let decoded = page_of(k, &mut || self.read_page(block, col, ch.codec, stored, page))?;
-                if decoded.len() != page.rows.len() {
-                    return Err(bad(format!("page {k} has {} rows, expected {}", decoded.len(), page.rows.len())));
+            let decoded = match &current {
+                Some((at, p)) if *at == k => p.clone(),
+                _ => {
+                    let decoded = page_of(k, &mut || self.read_page(block, col, ch.codec, stored, page))?;
+                    if decoded.len() != page.rows.len() {
+                        return Err(bad(format!("page {k} has {} rows, expected {}", decoded.len(), page.rows.len())));
+                    }
+                    current = Some((k, decoded.clone()));
+                    decoded
                 }
-                current = Some((k, decoded));
-            }
-            let ok = current.as_ref().is_some_and(|(_, p)| out.push_from(p, r - page.rows.start));
-            if !ok {
-                return Err(bad(format!("row {r} outside its page")));
+            };
+            picked.push((decoded, r - page.rows.start));
+        }
+        out.reserve(picked.len(), picked.iter().map(|(p, i)| p.row_bytes(*i)).sum());
+        for (p, i) in &picked {
+            if !out.push_from(p, *i) {
+                return Err(bad(format!("row {} of a page outside it", i)));
             }
         }
         Ok(out.finish())
