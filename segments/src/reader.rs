@@ -443,10 +443,10 @@ impl Segment {
         }
         let pages = parse_pages(stored, n, MAX_RAW_CHUNK as usize, ch.codec & DICT_PAGES != 0).map_err(bad)?;
         let page_rows = pages.first().map_or(1, |p| p.rows.len().max(1));
-        // The page last decoded: rows come in ascending order (bitmap order), so each page
-        // is decoded once (rows out of order decode a page again, correctly).
-        // Each row's page and its row in it, pages fetched first: the text is then copied
-        // into a column sized for it at once (grown by doubling, it was copied twice).
+        // Each row's page and its row in it, the pages fetched first: the text is then copied
+        // once, into a column sized for it (grown by doubling, most of it was copied twice).
+        // `current` is the page last fetched: rows come in ascending order (bitmap order), so
+        // each page is fetched once (rows out of order fetch a page again, correctly).
         let mut picked: Vec<(Arc<StrColumn>, usize)> = Vec::with_capacity(rows.len());
         let mut current: Option<(usize, Arc<StrColumn>)> = None;
         for r in rows {
@@ -469,7 +469,7 @@ impl Segment {
         out.reserve(picked.len(), picked.iter().map(|(p, i)| p.row_bytes(*i)).sum());
         for (p, i) in &picked {
             if !out.push_from(p, *i) {
-                return Err(bad(format!("row {} of a page outside it", i)));
+                return Err(bad(format!("row {i} of a page outside it")));
             }
         }
         Ok(out.finish())

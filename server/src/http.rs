@@ -175,7 +175,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         let grpc = tonic::transport::Server::builder()
             // A batch of 1,000 events is about 700 KB. With h2's 16 KB frames and 1 MB windows
             // it arrives in dozens of frames and waits on window updates; in one frame it is
-            // decoded from one buffer. Measured: 5-10% more events/s and 8% less server CPU
+            // decoded from one buffer. Measured: 6-8% more events/s and 5% less server CPU
             // per 1M-event burst (docs/benchmarks.md, nineteenth round).
             .max_frame_size(Some(GRPC_MAX_FRAME))
             .initial_stream_window_size(Some(GRPC_STREAM_WINDOW))

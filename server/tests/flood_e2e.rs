@@ -1,7 +1,7 @@
 //! Backpressure end to end: many clients flood the real server, started with a small ingest
 //! buffer, with far more data than its memory limit. The server's resident memory stays
-//! bounded, every acknowledged event is stored exactly once, and refused batches (429) store
-//! nothing.
+//! bounded, every acknowledged event is stored exactly once, and refused batches (429 over
+//! HTTP, `RESOURCE_EXHAUSTED` over gRPC) store nothing. Both ingest ports are flooded.
 
 mod common;
 
