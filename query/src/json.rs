@@ -101,7 +101,7 @@ pub fn rfc3339_utc(ns: i64, out: &mut Vec<u8>) {
     let nanos = ns.rem_euclid(1_000_000_000) as u32;
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400) as u32;
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = segments::civil_from_days(days);
     let two = |v: u32, out: &mut Vec<u8>| out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]);
     // i64 nanoseconds span the years 1677 to 2262: always four digits.
     let y = y as u32;
@@ -134,21 +134,6 @@ pub fn rfc3339_utc(ns: i64, out: &mut Vec<u8>) {
         out.extend_from_slice(&frac[..digits]);
     }
     out.push(b'Z');
-}
-
-/// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 struct UtcTimestamps<'a>(&'a TimestampNanosecondArray);

@@ -61,6 +61,21 @@ impl Event {
     }
 }
 
+/// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`): the date of an event's `timestamp_ns.div_euclid(86_400 * 10^9)`.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
 /// Parse `2 * N` lowercase hex characters into `N` bytes.
 pub fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     let b = s.as_bytes();
@@ -368,6 +383,39 @@ pub mod strategy {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Every day from 1600 to 2400, counted one by one from 1970-01-01 with the Gregorian
+    /// rules (leap years: every 4th, not every 100th, every 400th).
+    #[test]
+    fn civil_from_days_counts_the_calendar() {
+        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let month_days = |y: i64, m: u32| match m {
+            2 if leap(y) => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        let next = |(y, m, d): (i64, u32, u32)| match (d < month_days(y, m), m < 12) {
+            (true, _) => (y, m, d + 1),
+            (false, true) => (y, m + 1, 1),
+            (false, false) => (y + 1, 1, 1),
+        };
+        let prev = |(y, m, d): (i64, u32, u32)| match (d > 1, m > 1) {
+            (true, _) => (y, m, d - 1),
+            (false, true) => (y, m - 1, month_days(y, m - 1)),
+            (false, false) => (y - 1, 12, 31),
+        };
+        let mut date = (1970, 1, 1);
+        for days in 0..157_000 {
+            assert_eq!(civil_from_days(days), date, "day {days}");
+            date = next(date);
+        }
+        let mut date = (1970, 1, 1);
+        for days in (-135_000..=0).rev() {
+            assert_eq!(civil_from_days(days), date, "day {days}");
+            date = prev(date);
+        }
+    }
 
     proptest! {
         #[test]

@@ -19,7 +19,7 @@ mod writer;
 pub use column::{ColumnData, ColumnEncoding, ColumnId, StrColumn, COLUMN_COUNT};
 pub use encoding::DictColumn;
 pub use error::SegmentError;
-pub use event::{decode_events, encode_events, parse_hex, Event, EventCodecError};
+pub use event::{civil_from_days, decode_events, encode_events, parse_hex, Event, EventCodecError};
 pub use format::{BlockMeta, Codec};
 pub use reader::Segment;
 pub use textdict::TextDictionaryOptions;
