@@ -38,6 +38,11 @@ pub struct StartArgs {
     /// Memory for buffered (not yet flushed) events, in MiB, before writers wait.
     #[arg(long, env = "ACTIVEMIRROR_MAX_BUFFERED_MB")]
     pub max_buffered_mb: Option<usize>,
+    /// Bytes of ingest requests (all protocols) decoded, validated and appended at once, in
+    /// MiB; further requests wait up to 5 s for room, then get 429 / RESOURCE_EXHAUSTED
+    /// [default: 32].
+    #[arg(long, env = "ACTIVEMIRROR_MAX_INFLIGHT_MB")]
+    pub max_inflight_mb: Option<usize>,
     /// Memory for decoded column blocks kept between queries, in MiB (0 turns it off)
     /// [default: 256].
     #[arg(long, env = "ACTIVEMIRROR_QUERY_CACHE_MB")]
@@ -168,6 +173,8 @@ pub struct ServerConfig {
     pub http_addr: Option<SocketAddr>,
     pub grpc_addr: Option<SocketAddr>,
     pub max_body_mb: Option<usize>,
+    /// Bytes of ingest requests being decoded, validated and appended at once, in MiB.
+    pub max_inflight_mb: Option<usize>,
 }
 
 /// Query limits the HTTP API applies.
@@ -186,6 +193,8 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub max_body_bytes: usize,
+    /// Budget of the ingest admission gate ([`crate::ingest::IngestGate`]).
+    pub max_inflight_bytes: usize,
     pub query: QueryLimits,
     pub metrics_enabled: bool,
     pub metrics_port: Option<u16>,
@@ -238,6 +247,11 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
     let engine_defaults = engine::EngineConfig::default();
     let max_body_mb = file.server.max_body_mb.unwrap_or(64);
     anyhow::ensure!(max_body_mb > 0, "key `server.max_body_mb`: must be at least 1");
+    let max_inflight_mb = args.max_inflight_mb.or(file.server.max_inflight_mb).unwrap_or(32);
+    anyhow::ensure!(
+        (1..=1 << 22).contains(&max_inflight_mb),
+        "key `server.max_inflight_mb`: {max_inflight_mb} is outside 1..4194304"
+    );
     let timeout = args
         .query_timeout
         .or(file.query.timeout)
@@ -295,6 +309,7 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         http_addr: args.http_addr.or(file.server.http_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         grpc_addr: args.grpc_addr.or(file.server.grpc_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4317))),
         max_body_bytes: max_body_mb << 20,
+        max_inflight_bytes: max_inflight_mb << 20,
         query: QueryLimits { max_results, timeout, memory_bytes: (memory_mb << 20) as usize },
         metrics_enabled: file.monitoring.metrics_enabled,
         metrics_port: args.metrics_port.or(file.monitoring.port),
@@ -331,6 +346,23 @@ mod tests {
         assert_eq!(s.query_cache_bytes, 256 << 20);
         assert_eq!(s.query_text_cache_bytes, 64 << 20);
         assert_eq!(s.query_index_cache_bytes, 256 << 20);
+        assert_eq!(s.max_inflight_bytes, 32 << 20);
+    }
+
+    #[test]
+    fn the_ingest_budget_comes_from_the_flag_else_the_file_and_is_checked() {
+        let file = || parse_file("server:\n  max_inflight_mb: 32\n").expect("parses");
+        assert_eq!(resolve(&StartArgs::default(), file()).expect("file").max_inflight_bytes, 32 << 20);
+        let args = StartArgs { max_inflight_mb: Some(8), ..Default::default() };
+        assert_eq!(resolve(&args, file()).expect("flag").max_inflight_bytes, 8 << 20, "the flag wins");
+        let zero = parse_file("server:\n  max_inflight_mb: 0\n").expect("parses");
+        let e = resolve(&StartArgs::default(), zero).expect_err("zero");
+        assert!(e.to_string().contains("`server.max_inflight_mb`"), "{e}");
+        let args = StartArgs { max_inflight_mb: Some(1 << 23), ..Default::default() };
+        let e = resolve(&args, FileConfig::default()).expect_err("too big");
+        assert!(e.to_string().contains("`server.max_inflight_mb`"), "{e}");
+        let e = parse_file("server:\n  max_inflight_mb: some\n").expect_err("not a number");
+        assert!(e.to_string().contains("server.max_inflight_mb"), "{e}");
     }
 
     #[test]

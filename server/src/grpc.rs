@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest
 use segments::Event;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::ingest::{self, IngestMetrics, Protocol, StoreError};
+use crate::ingest::{self, Admission, IngestGate, IngestMetrics, Protocol, StoreError};
 use crate::otlp;
 
 /// Code generated from `proto/activemirror/v1/ingest.proto` by `build.rs`.
@@ -35,6 +35,8 @@ use raw::ingest_server::{Ingest, IngestServer};
 pub struct GrpcState {
     pub engine: Arc<Engine>,
     pub metrics: Arc<IngestMetrics>,
+    /// Bounds the request bytes being decoded and appended at once (shared with HTTP).
+    pub gate: Arc<IngestGate>,
 }
 
 /// The protobuf form of a stored event (used by clients such as `activemirror bench ingest`).
@@ -88,7 +90,7 @@ fn wire_bytes(batch: &RawEventBatch) -> usize {
 
 fn store_status(e: StoreError) -> Status {
     match e {
-        StoreError::Backpressure { .. } => Status::resource_exhausted(e.to_string()),
+        StoreError::Backpressure { .. } | StoreError::InFlight { .. } => Status::resource_exhausted(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }
@@ -98,7 +100,18 @@ impl GrpcState {
         ingest::store(&self.engine, &self.metrics, protocol, events).await.map_err(store_status)
     }
 
+    /// Admits a received request's `bytes` (the [`IngestGate`]), held until it is answered.
+    async fn admit(&self, bytes: usize) -> Result<Admission, Status> {
+        let mut admission = Admission::default();
+        self.gate.admit(&mut admission, bytes, &self.metrics).await.map_err(store_status)?;
+        Ok(admission)
+    }
+
+    /// Decodes, validates and stores one batch, once admitted.
     async fn write_batch(&self, batch: RawEventBatch, tenant: Option<&str>) -> Result<usize, Status> {
+        let bytes = wire_bytes(&batch);
+        self.metrics.received(Protocol::Grpc, bytes);
+        let _admission = self.admit(bytes).await?;
         let events = validate_batch(&batch)
             .and_then(|mut events| ingest::scope_to_tenant(&mut events, tenant).map(|()| events))
             .map_err(|e| {
@@ -114,7 +127,6 @@ impl Ingest for GrpcState {
     async fn write(&self, request: Request<RawEventBatch>) -> Result<Response<WriteAck>, Status> {
         let tenant = metadata_tenant(request.metadata());
         let batch = request.into_inner();
-        self.metrics.received(Protocol::Grpc, wire_bytes(&batch));
         let n = self.write_batch(batch, tenant.as_deref()).await?;
         Ok(Response::new(WriteAck { accepted: n as u64, batches: 1 }))
     }
@@ -137,7 +149,6 @@ impl Ingest for GrpcState {
                     ))
                 }
             };
-            self.metrics.received(Protocol::Grpc, wire_bytes(&batch));
             match self.write_batch(batch, tenant.as_deref()).await {
                 Ok(n) => {
                     accepted += n as u64;
@@ -176,7 +187,9 @@ impl TraceService for GrpcState {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let tenant = metadata_tenant(request.metadata());
         let req = request.into_inner();
-        self.metrics.received(Protocol::OtlpGrpc, prost::Message::encoded_len(&req));
+        let bytes = prost::Message::encoded_len(&req);
+        self.metrics.received(Protocol::OtlpGrpc, bytes);
+        let _admission = self.admit(bytes).await?;
         let events = otlp::events_from_request(req, tenant.as_deref()).map_err(|e| {
             self.metrics.invalid();
             Status::invalid_argument(e.to_string())
@@ -198,4 +211,20 @@ pub fn router(state: GrpcState, max_message_bytes: usize) -> tonic::service::Rou
         .accept_compressed(Gzip)
         .send_compressed(Gzip);
     tonic::service::Routes::new(ingest).add_service(traces)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_for_room_are_resource_exhausted_and_say_why() {
+        let full = store_status(StoreError::InFlight { held: 2 << 20, limit: 2 << 20 });
+        assert_eq!(full.code(), tonic::Code::ResourceExhausted);
+        assert!(full.message().contains("server.max_inflight_mb"), "{}", full.message());
+        let buffer = store_status(StoreError::Backpressure { buffered: 10, limit: 10 });
+        assert_eq!(buffer.code(), tonic::Code::ResourceExhausted);
+        assert!(buffer.message().contains("buffer full"), "{}", buffer.message());
+        assert_eq!(store_status(StoreError::Task("panicked".into())).code(), tonic::Code::Internal);
+    }
 }

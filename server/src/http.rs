@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::cli::{format_batches, OutputFormat};
 use crate::config::{self, QueryLimits, Settings, StartArgs};
 use crate::grpc::{self, GrpcState};
-use crate::ingest::{self, IngestMetrics, Protocol, StoreError};
+use crate::ingest::{self, Admission, IngestGate, IngestMetrics, Protocol, StoreError};
 use crate::otlp;
 
 #[derive(Default)]
@@ -38,6 +38,10 @@ const GRPC_STREAM_WINDOW: u32 = 4 << 20;
 /// The same for all requests of one connection together.
 const GRPC_CONNECTION_WINDOW: u32 = 16 << 20;
 
+/// Longest an ingest request waits for room in the [`IngestGate`] before its 429 /
+/// `RESOURCE_EXHAUSTED`: the engine's wait for room in its buffer.
+const INGEST_ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 const QUERY_BUCKETS_MS: [f64; 8] = [1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0];
 
 struct AppState {
@@ -45,6 +49,8 @@ struct AppState {
     query: QueryLimits,
     metrics: Metrics,
     ingest: Arc<IngestMetrics>,
+    /// Bounds the ingest request bytes being decoded and appended at once (HTTP and gRPC).
+    gate: Arc<IngestGate>,
     body_limit: usize,
     /// One prepared SQL session per tenant scope (`None`: all tenants), reused across
     /// requests. Requests may not change it: DDL, DML and SET are refused over HTTP.
@@ -117,17 +123,19 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     query::cache::set_decode_thread_exit_hook(crate::memory::trim_thread_arena);
     let body_limit = settings.max_body_bytes;
     let ingest_metrics = Arc::new(IngestMetrics::default());
+    let gate = Arc::new(IngestGate::new(settings.max_inflight_bytes as u64, INGEST_ADMISSION_WAIT));
     let state = Arc::new(AppState {
         engine: engine.clone(),
         query: settings.query.clone(),
         metrics: Metrics::default(),
         ingest: ingest_metrics.clone(),
+        gate: gate.clone(),
         body_limit,
         sessions: Default::default(),
         plans: query::plans::PlanCache::new(query::plans::DEFAULT_PLAN_CACHE_ENTRIES),
         runtime: query::bounded_runtime(settings.query.memory_bytes)?,
     });
-    let grpc_routes = grpc::router(GrpcState { engine: engine.clone(), metrics: ingest_metrics }, body_limit);
+    let grpc_routes = grpc::router(GrpcState { engine: engine.clone(), metrics: ingest_metrics, gate }, body_limit);
     let app = Router::new()
         .route("/v1/events", post(ingest))
         .route("/v1/traces", post(otlp_traces))
@@ -276,7 +284,7 @@ async fn shutdown_signal() {
 
 fn store_error(e: StoreError) -> Response {
     match e {
-        StoreError::Backpressure { .. } => {
+        StoreError::Backpressure { .. } | StoreError::InFlight { .. } => {
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, e.to_string());
             r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
             r
@@ -285,10 +293,10 @@ fn store_error(e: StoreError) -> Response {
     }
 }
 
-async fn ingest(State(st): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn ingest(State(st): State<Shared>, req: axum::extract::Request) -> Response {
     let m = &st.ingest;
-    m.received(Protocol::Http, body.len());
-    let body = match decoded_body(&st, &headers, body) {
+    let headers = req.headers().clone();
+    let (body, _admission) = match admitted_body(&st, req, Protocol::Http).await {
         Ok(b) => b,
         Err(resp) => return *resp,
     };
@@ -310,6 +318,33 @@ async fn ingest(State(st): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
         Ok(n) => Json(serde_json::json!({ "accepted": n })).into_response(),
         Err(e) => store_error(e),
     }
+}
+
+/// An ingest request's body, read and decoded ([`decoded_body`]) once the [`IngestGate`] has
+/// admitted its bytes: before it is read when its length is declared (a waiting request holds
+/// none of it), else once read; again as decompressed. The [`Admission`] is held until the
+/// batch is stored or refused.
+async fn admitted_body(
+    st: &AppState,
+    req: axum::extract::Request,
+    protocol: Protocol,
+) -> Result<(Bytes, Admission), Box<Response>> {
+    use axum::extract::FromRequest;
+    let refuse = |e| Box::new(store_error(e));
+    let headers = req.headers().clone();
+    let mut admission = Admission::default();
+    let declared =
+        headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
+    if let Some(n) = declared {
+        st.gate.admit(&mut admission, n, &st.ingest).await.map_err(refuse)?;
+    }
+    // Reads within the body limit (`DefaultBodyLimit`; its 413 is reworded by `body_too_large`).
+    let body = Bytes::from_request(req, &()).await.map_err(|r| Box::new(r.into_response()))?;
+    st.ingest.received(protocol, body.len());
+    st.gate.admit(&mut admission, body.len(), &st.ingest).await.map_err(refuse)?;
+    let body = decoded_body(st, &headers, body)?;
+    st.gate.admit(&mut admission, body.len(), &st.ingest).await.map_err(refuse)?;
+    Ok((body, admission))
 }
 
 /// A request body as sent (`Content-Encoding` absent or `identity`) or gunzipped (`gzip`),
@@ -347,14 +382,14 @@ fn decoded_body(st: &AppState, headers: &HeaderMap, body: Bytes) -> Result<Bytes
 
 /// OTLP/HTTP traces (`POST /v1/traces`): protobuf (`application/x-protobuf`, the default) or
 /// JSON (`application/json`), optionally gzip-encoded; answers in the request's encoding.
-async fn otlp_traces(State(st): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn otlp_traces(State(st): State<Shared>, req: axum::extract::Request) -> Response {
     use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
     use prost::Message;
     let m = &st.ingest;
-    m.received(Protocol::OtlpHttp, body.len());
+    let headers = req.headers().clone();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     let json = header("content-type").starts_with("application/json");
-    let body = match decoded_body(&st, &headers, body) {
+    let (body, _admission) = match admitted_body(&st, req, Protocol::OtlpHttp).await {
         Ok(b) => b,
         Err(resp) => return *resp,
     };
@@ -545,6 +580,15 @@ async fn metrics(State(st): State<Shared>) -> Response {
         l(&ing.rejected_backpressure)
     );
     let _ = writeln!(s, "activemirror_rejected_requests_total{{reason=\"too_large\"}} {}", l(&ing.rejected_too_large));
+    let _ = writeln!(s, "activemirror_rejected_requests_total{{reason=\"inflight\"}} {}", l(&ing.rejected_inflight));
+    let _ = writeln!(
+        s,
+        "# HELP activemirror_ingest_inflight_bytes Request bytes admitted and not yet stored or refused (all protocols).\n\
+         # TYPE activemirror_ingest_inflight_bytes gauge\nactivemirror_ingest_inflight_bytes {}\n\
+         # TYPE activemirror_ingest_inflight_limit_bytes gauge\nactivemirror_ingest_inflight_limit_bytes {}",
+        st.gate.held(),
+        st.gate.limit()
+    );
     let w = st.engine.wal().stats();
     let secs: Vec<f64> = wal::FSYNC_BUCKETS_S.to_vec();
     histogram(
@@ -616,4 +660,26 @@ async fn metrics(State(st): State<Shared>) -> Response {
         crate::process::write_metrics(&mut s, &p);
     }
     ([("content-type", "text/plain; version=0.0.4")], s).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refusals_for_room_are_429_with_retry_after_and_say_why() {
+        for (e, says) in [
+            (StoreError::InFlight { held: 1 << 20, limit: 1 << 20 }, "server.max_inflight_mb"),
+            (StoreError::Backpressure { buffered: 10, limit: 10 }, "buffer full"),
+        ] {
+            let r = store_error(e);
+            assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(r.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
+            let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.expect("body");
+            let text = String::from_utf8_lossy(&body);
+            assert!(text.contains(says) && text.starts_with("{\"error\""), "{text}");
+        }
+        let r = store_error(StoreError::Task("panicked".into()));
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

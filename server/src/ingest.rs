@@ -1,9 +1,14 @@
 //! The one write path every protocol shares (HTTP JSON, gRPC `activemirror.v1.Ingest`,
 //! OTLP/gRPC, OTLP/HTTP): append a validated batch to the engine off the async runtime, count
 //! it per protocol, and turn engine errors into one typed outcome each protocol renders.
+//! Also the admission gate ([`IngestGate`]) that bounds the request bytes all protocols
+//! together hold while their batches are decoded, validated and appended.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use engine::{Engine, EngineError};
 use segments::Event;
@@ -65,6 +70,9 @@ pub struct IngestMetrics {
     pub rejected_invalid: AtomicU64,
     pub rejected_backpressure: AtomicU64,
     pub rejected_too_large: AtomicU64,
+    /// Requests refused because ingest requests in flight held the whole
+    /// [`IngestGate`] budget for the whole wait.
+    pub rejected_inflight: AtomicU64,
 }
 
 impl IngestMetrics {
@@ -89,6 +97,12 @@ pub enum StoreError {
         "ingest buffer full ({buffered} of {limit} bytes buffered); nothing of this batch was stored, retry later"
     )]
     Backpressure { buffered: usize, limit: usize },
+    /// Requests in flight held the [`IngestGate`]'s whole budget for its whole wait; nothing
+    /// of this request was decoded or stored.
+    #[error(
+        "ingest requests in flight hold {held} of {limit} bytes (server.max_inflight_mb); nothing of this batch was stored, retry later"
+    )]
+    InFlight { held: u64, limit: u64 },
     #[error("{0}")]
     Engine(EngineError),
     #[error("ingest task failed: {0}")]
@@ -123,9 +137,129 @@ pub async fn store(
     }
 }
 
+/// Bounds the bytes of ingest requests being decoded, validated and appended at once, over
+/// all protocols and connections together. A request is admitted for its size (as received,
+/// and again as decompressed) before it is decoded; while the budget is taken it waits, in
+/// arrival order and without holding a thread, at most [`IngestGate::wait`], and is then
+/// refused ([`StoreError::InFlight`]: 429 / `RESOURCE_EXHAUSTED`). A request larger than the
+/// whole budget is admitted once it has the budget to itself. The permits count KiB.
+pub struct IngestGate {
+    permits: Arc<Semaphore>,
+    limit_kib: u32,
+    wait: Duration,
+}
+
+/// What one request holds of an [`IngestGate`]'s budget; given back when dropped.
+#[derive(Default)]
+pub struct Admission {
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Admission {
+    /// Bytes of the budget held.
+    pub fn bytes(&self) -> u64 {
+        self.permit.as_ref().map_or(0, |p| (p.num_permits() as u64) << 10)
+    }
+}
+
+impl IngestGate {
+    /// A gate of `limit_bytes` (at least 1 KiB, at most 4 TiB) whose requests wait at most
+    /// `wait` for room.
+    pub fn new(limit_bytes: u64, wait: Duration) -> IngestGate {
+        let limit_kib = (limit_bytes >> 10).clamp(1, u64::from(u32::MAX)) as u32;
+        IngestGate { permits: Arc::new(Semaphore::new(limit_kib as usize)), limit_kib, wait }
+    }
+
+    /// The budget, in bytes.
+    pub fn limit(&self) -> u64 {
+        u64::from(self.limit_kib) << 10
+    }
+
+    /// Bytes of the budget held by requests now.
+    pub fn held(&self) -> u64 {
+        u64::from(self.limit_kib).saturating_sub(self.permits.available_permits() as u64) << 10
+    }
+
+    /// The longest a request waits for room.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// Grows what `admission` holds to `bytes` (rounded up to KiB, capped at the whole budget),
+    /// waiting for room at most [`IngestGate::wait`]; on timeout `admission` keeps what it held
+    /// and the request is to be refused.
+    pub async fn admit(
+        &self,
+        admission: &mut Admission,
+        bytes: usize,
+        metrics: &IngestMetrics,
+    ) -> Result<(), StoreError> {
+        let want = (bytes as u64).div_ceil(1024).min(u64::from(self.limit_kib)) as u32;
+        let held = admission.permit.as_ref().map_or(0, |p| p.num_permits() as u32);
+        if want <= held {
+            return Ok(());
+        }
+        let acquire = self.permits.clone().acquire_many_owned(want - held);
+        match tokio::time::timeout(self.wait, acquire).await {
+            Ok(Ok(more)) => {
+                match &mut admission.permit {
+                    Some(p) => p.merge(more),
+                    None => admission.permit = Some(more),
+                }
+                Ok(())
+            }
+            // The semaphore is never closed; a timeout is the one way here.
+            Ok(Err(_)) | Err(_) => {
+                metrics.rejected_inflight.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::InFlight { held: self.held(), limit: self.limit() })
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_gate_admits_up_to_its_budget_then_waits_then_refuses() {
+        const WAIT: Duration = Duration::from_millis(200);
+        let m = IngestMetrics::default();
+        let gate = IngestGate::new(100 << 10, WAIT);
+        let mut a = Admission::default();
+        gate.admit(&mut a, 60 << 10, &m).await.expect("room");
+        assert_eq!((a.bytes(), gate.held()), (60 << 10, 60 << 10));
+        // Growing to what is held already takes nothing more; 1 byte rounds up to 1 KiB.
+        gate.admit(&mut a, 1000, &m).await.expect("held");
+        let mut b = Admission::default();
+        gate.admit(&mut b, 1, &m).await.expect("room");
+        assert_eq!(gate.held(), 61 << 10);
+        // 50 KiB more does not fit: refused after the wait, holding only what it had.
+        let started = std::time::Instant::now();
+        let err = gate.admit(&mut b, 51 << 10, &m).await.expect_err("full");
+        assert!(started.elapsed() >= WAIT, "refused only after the wait");
+        assert!(matches!(err, StoreError::InFlight { held, limit } if held == 61 << 10 && limit == 100 << 10), "{err}");
+        assert!(err.to_string().contains("server.max_inflight_mb"), "{err}");
+        assert_eq!((b.bytes(), m.rejected_inflight.load(Ordering::Relaxed)), (1 << 10, 1));
+        // Dropping an admission gives its bytes back, and a waiter gets them.
+        let waiter = async {
+            let mut c = Admission::default();
+            gate.admit(&mut c, 90 << 10, &m).await.map(|()| c.bytes())
+        };
+        let release = async {
+            tokio::time::sleep(WAIT / 4).await;
+            drop(a);
+        };
+        let (got, ()) = tokio::join!(waiter, release);
+        assert_eq!(got.expect("admitted once room was given back"), 90 << 10);
+        // A request larger than the budget is admitted for the whole budget, once it is free.
+        drop(b);
+        let mut big = Admission::default();
+        gate.admit(&mut big, 10 << 20, &m).await.expect("alone");
+        assert_eq!((big.bytes(), gate.held()), (100 << 10, 100 << 10));
+        drop(big);
+        assert_eq!(gate.held(), 0);
+    }
 
     fn event(tenant: &str) -> Event {
         Event { tenant: tenant.to_owned(), ..Event::default() }

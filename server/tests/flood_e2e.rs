@@ -81,12 +81,25 @@ fn watch(s: &common::Server, tally: &Tally, protocol: &str, stop_clients: impl F
 
 #[test]
 fn a_flood_on_a_small_buffer_keeps_memory_bounded_and_loses_nothing() {
+    http_flood(CLIENTS, &["--max-buffered-mb", "16"]);
+}
+
+/// 64 HTTP clients at once against an ingest budget of 2 MB (about 17 of their bodies): the
+/// others wait before their bodies are read (or are refused with 429 after 5 s). Peaks seen:
+/// 143 MB with a 1 MB budget, 159 MB with 4 MB, 209 MB without the gate.
+#[test]
+fn an_http_flood_from_many_clients_is_held_to_the_ingest_budget() {
+    http_flood(8 * CLIENTS, &["--max-buffered-mb", "16", "--max-inflight-mb", "2"]);
+}
+
+/// `n_clients` HTTP clients, one request each at a time, flood a server started with `args`.
+fn http_flood(n_clients: u64, args: &[&str]) {
     let dir = tempfile::tempdir().expect("tmp");
-    let s = start_with(dir.path(), &["--max-buffered-mb", "16"]);
+    let s = start_with(dir.path(), args);
     let url = format!("{}/v1/events", s.base);
     let tally = Arc::new(Tally::default());
     let filler = filler();
-    let clients: Vec<_> = (0..CLIENTS)
+    let clients: Vec<_> = (0..n_clients)
         .map(|c| {
             let (url, tally, filler) = (url.clone(), tally.clone(), filler.clone());
             std::thread::spawn(move || {
@@ -114,7 +127,7 @@ fn a_flood_on_a_small_buffer_keeps_memory_bounded_and_loses_nothing() {
             })
         })
         .collect();
-    watch(&s, &tally, "HTTP", || {
+    watch(&s, &tally, &format!("HTTP ({n_clients} clients)"), || {
         for c in clients {
             c.join().expect("client");
         }
@@ -128,12 +141,27 @@ fn a_flood_on_a_small_buffer_keeps_memory_bounded_and_loses_nothing() {
 /// waiting append holds a blocking thread, whose malloc arena keeps what it freed).
 #[test]
 fn a_grpc_flood_on_a_small_buffer_keeps_memory_bounded_and_loses_nothing() {
+    grpc_flood(CLIENTS, 2, &["--max-buffered-mb", "16"]);
+}
+
+/// Many more writes in flight at once (16 clients, 4 each: 64) than the ingest budget
+/// (`--max-inflight-mb 2`, about 18 batches) admits: the rest wait without being decoded (or
+/// are refused after 5 s), so the decoded batches are held to the budget. A waiting gRPC
+/// request still holds its message as received. Peaks seen: 173-177 MB, against 206-208 MB
+/// without the gate; with 8 writes in flight per client (128), 183-196 MB with a budget of
+/// 1-2 MB, 215-218 MB with 4 MB, 271-286 MB without the gate.
+#[test]
+fn a_grpc_flood_of_many_writes_in_flight_is_held_to_the_ingest_budget() {
+    grpc_flood(2 * CLIENTS, 4, &["--max-buffered-mb", "16", "--max-inflight-mb", "2"]);
+}
+
+/// `clients` gRPC connections, each with `in_flight` writes at once, flood a server started
+/// with `args` (see [`watch`]).
+fn grpc_flood(n_clients: u64, in_flight: u64, args: &[&str]) {
     use server::grpc::pb::ingest_client::IngestClient;
     use server::grpc::pb::{Event, EventBatch};
-    /// Writes each client keeps in flight.
-    const IN_FLIGHT: u64 = 2;
     let dir = tempfile::tempdir().expect("tmp");
-    let s = start_with(dir.path(), &["--max-buffered-mb", "16"]);
+    let s = start_with(dir.path(), args);
     let tally = Arc::new(Tally::default());
     let filler = filler();
     let batch = move |client: u64, first: u64| -> EventBatch {
@@ -156,13 +184,13 @@ fn a_grpc_flood_on_a_small_buffer_keeps_memory_bounded_and_loses_nothing() {
         EventBatch { events }
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-    let clients: Vec<_> = (0..CLIENTS)
+    let clients: Vec<_> = (0..n_clients)
         .map(|c| {
             let (tally, batch, url) = (tally.clone(), batch.clone(), s.grpc.clone());
             rt.spawn(async move {
                 let client = IngestClient::connect(url).await.expect("connect");
-                // Writer `w` of client `c` sends the batches numbered w, w + IN_FLIGHT, ...
-                let writers = (0..IN_FLIGHT).map(|w| {
+                // Writer `w` of client `c` sends the batches numbered w, w + in_flight, ...
+                let writers = (0..in_flight).map(|w| {
                     let (mut client, tally, batch) = (client.clone(), tally.clone(), batch.clone());
                     async move {
                         let mut k = w;
@@ -175,7 +203,7 @@ fn a_grpc_flood_on_a_small_buffer_keeps_memory_bounded_and_loses_nothing() {
                                 Ok(ack) => {
                                     assert_eq!(ack.into_inner().accepted, BATCH);
                                     tally.acked.fetch_add(BATCH, Ordering::Relaxed);
-                                    k += IN_FLIGHT;
+                                    k += in_flight;
                                 }
                                 Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                                     tally.refused.fetch_add(1, Ordering::Relaxed);
@@ -190,7 +218,7 @@ fn a_grpc_flood_on_a_small_buffer_keeps_memory_bounded_and_loses_nothing() {
             })
         })
         .collect();
-    watch(&s, &tally, "gRPC", || {
+    watch(&s, &tally, &format!("gRPC ({n_clients} clients x {in_flight} in flight)"), || {
         for c in clients {
             rt.block_on(c).expect("client");
         }

@@ -103,6 +103,10 @@ fn ingest_query_reject_and_survive_sigkill() {
     let m = r.body_mut().read_to_string().expect("body");
     assert!(m.contains("activemirror_events_ingested_total{protocol=\"http\"} 151"), "{m}");
     assert!(m.contains("activemirror_rejected_requests_total{reason=\"too_large\"} 1"), "{m}");
+    // The ingest gate: its budget (32 MiB by default), nothing admitted between requests.
+    assert!(m.contains("activemirror_rejected_requests_total{reason=\"inflight\"} 0"), "{m}");
+    assert!(m.contains(&format!("activemirror_ingest_inflight_limit_bytes {}", 32u64 << 20)), "{m}");
+    assert!(m.contains("activemirror_ingest_inflight_bytes 0\n"), "{m}");
     // The block cache reports its budget (the default, 256 MiB) and its use.
     assert!(m.contains(&format!("activemirror_block_cache_capacity_bytes {}", 256u64 << 20)), "{m}");
     assert!(m.contains("activemirror_block_cache_hits_total "), "{m}");
