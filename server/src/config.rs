@@ -213,6 +213,8 @@ pub struct Settings {
     pub query_index_cache_bytes: u64,
     /// Budget of the segment index cache ([`query::SegmentIndexCache`]).
     pub query_segment_index_cache_bytes: u64,
+    /// The memory limit the unset sizes were fitted to ([`MemoryDefaults::within`]), if any.
+    pub memory_limit: Option<u64>,
 }
 
 /// Reads and checks a YAML config file; errors name the file, the key and what is wrong.
@@ -244,10 +246,101 @@ fn cache_megabytes(key: &str, flag: Option<u64>, file: Option<u64>, default: u64
 }
 
 pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
+    resolve_within(args, file, None)
+}
+
+/// The memory sizes used where neither flag nor file sets one: the embedded defaults, or,
+/// inside a cgroup whose memory limit is smaller than they need, fractions of that limit
+/// (so the server in a 512 MB container buffers and caches within it instead of being
+/// killed by the kernel's OOM killer). Each is in MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryDefaults {
+    pub max_buffered_mb: usize,
+    pub cache_mb: u64,
+    pub index_cache_mb: u64,
+    pub segment_index_cache_mb: u64,
+    pub query_memory_mb: u64,
+    pub max_inflight_mb: usize,
+}
+
+impl MemoryDefaults {
+    /// The defaults for a process limited to `limit_bytes` (`None`: no limit). A flush can
+    /// peak at about twice the buffer plus 200 MB (docs/configuration.md), so the buffer gets
+    /// an eighth of the limit; each of the three caches a sixteenth; queries a quarter; the
+    /// ingest gate a sixty-fourth (each admitted MB costs several while it waits). Each is
+    /// capped at the embedded default and kept above a floor that still works.
+    pub fn within(limit_bytes: Option<u64>) -> MemoryDefaults {
+        let full = MemoryDefaults {
+            max_buffered_mb: engine::EngineConfig::default().max_buffered_bytes >> 20,
+            cache_mb: query::cache::DEFAULT_BLOCK_CACHE_BYTES >> 20,
+            index_cache_mb: query::cache::DEFAULT_TEXT_INDEX_CACHE_BYTES >> 20,
+            segment_index_cache_mb: query::cache::DEFAULT_SEGMENT_INDEX_CACHE_BYTES >> 20,
+            query_memory_mb: 2048,
+            max_inflight_mb: 32,
+        };
+        let Some(limit) = limit_bytes else { return full };
+        let mb = limit >> 20;
+        let part = |divisor: u64, floor: u64, cap: u64| (mb / divisor).clamp(floor, cap.max(floor));
+        MemoryDefaults {
+            max_buffered_mb: part(8, 16, full.max_buffered_mb as u64) as usize,
+            cache_mb: part(16, 8, full.cache_mb),
+            index_cache_mb: part(16, 8, full.index_cache_mb),
+            segment_index_cache_mb: part(16, 8, full.segment_index_cache_mb),
+            query_memory_mb: part(4, 64, full.query_memory_mb),
+            max_inflight_mb: part(64, 2, full.max_inflight_mb as u64) as usize,
+        }
+    }
+}
+
+/// The memory limit of the cgroup this process runs in, the smallest of its cgroup's and its
+/// visible ancestors' (cgroup v2 `memory.max`, v1 `memory.limit_in_bytes`), if any is set.
+pub fn cgroup_memory_limit() -> Option<u64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    memory_limit_under(Path::new("/sys/fs/cgroup"), &own)
+}
+
+/// [`cgroup_memory_limit`] with the cgroup mount at `root` and `proc_cgroup` the text of
+/// `/proc/self/cgroup` (`ID:CONTROLLERS:PATH` lines; v2's has no controllers).
+fn memory_limit_under(root: &Path, proc_cgroup: &str) -> Option<u64> {
+    let mut smallest: Option<u64> = None;
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (mount, file) = if controllers.is_empty() {
+            (root.to_path_buf(), "memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            (root.join("memory"), "memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        // Inside a container the path may not exist under the mount; the mount's own root
+        // (the container's cgroup) is then the last one read.
+        let mut dir = Some(Path::new(path.trim().trim_start_matches('/')));
+        while let Some(d) = dir {
+            let text = std::fs::read_to_string(mount.join(d).join(file)).unwrap_or_default();
+            if let Some(limit) = parse_memory_limit(&text) {
+                smallest = Some(smallest.map_or(limit, |s| s.min(limit)));
+            }
+            dir = d.parent();
+        }
+    }
+    smallest
+}
+
+/// A cgroup memory limit file's value: bytes, or `max` (v2) / a number near 2^63 (v1) for none.
+fn parse_memory_limit(text: &str) -> Option<u64> {
+    text.trim().parse::<u64>().ok().filter(|&n| n > 0 && n < 1 << 60)
+}
+
+/// [`resolve`] inside a memory limit of `memory_limit` bytes (see [`MemoryDefaults::within`]).
+pub fn resolve_within(args: &StartArgs, file: FileConfig, memory_limit: Option<u64>) -> anyhow::Result<Settings> {
+    let sizes = MemoryDefaults::within(memory_limit);
     let engine_defaults = engine::EngineConfig::default();
     let max_body_mb = file.server.max_body_mb.unwrap_or(64);
     anyhow::ensure!(max_body_mb > 0, "key `server.max_body_mb`: must be at least 1");
-    let max_inflight_mb = args.max_inflight_mb.or(file.server.max_inflight_mb).unwrap_or(32);
+    let max_inflight_mb = args.max_inflight_mb.or(file.server.max_inflight_mb).unwrap_or(sizes.max_inflight_mb);
     anyhow::ensure!(
         (1..=1 << 22).contains(&max_inflight_mb),
         "key `server.max_inflight_mb`: {max_inflight_mb} is outside 1..4194304"
@@ -273,13 +366,8 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
     if let Some(mb) = max_buffered_mb {
         anyhow::ensure!(mb >= 1, "key `storage.max_buffered_mb`: must be at least 1");
     }
-    let cache_mb = cache_megabytes(
-        "query.cache_mb",
-        args.query_cache_mb,
-        file.query.cache_mb,
-        query::cache::DEFAULT_BLOCK_CACHE_BYTES >> 20,
-    )?;
-    let memory_mb = args.query_memory_mb.or(file.query.memory_mb).unwrap_or(2048);
+    let cache_mb = cache_megabytes("query.cache_mb", args.query_cache_mb, file.query.cache_mb, sizes.cache_mb)?;
+    let memory_mb = args.query_memory_mb.or(file.query.memory_mb).unwrap_or(sizes.query_memory_mb);
     anyhow::ensure!(memory_mb > 0, "key `query.memory_mb`: must be at least 1");
     anyhow::ensure!(memory_mb <= 1 << 30, "key `query.memory_mb`: {memory_mb} MiB is more than any machine has");
     let text_cache_mb =
@@ -288,13 +376,13 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         "query.index_cache_mb",
         args.query_index_cache_mb,
         file.query.index_cache_mb,
-        query::cache::DEFAULT_TEXT_INDEX_CACHE_BYTES >> 20,
+        sizes.index_cache_mb,
     )?;
     let segment_index_cache_mb = cache_megabytes(
         "query.segment_index_cache_mb",
         args.query_segment_index_cache_mb,
         file.query.segment_index_cache_mb,
-        query::cache::DEFAULT_SEGMENT_INDEX_CACHE_BYTES >> 20,
+        sizes.segment_index_cache_mb,
     )?;
     let retention = args.retention.or(file.retention.max_age);
     if let Some(r) = retention {
@@ -314,7 +402,7 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         metrics_enabled: file.monitoring.metrics_enabled,
         metrics_port: args.metrics_port.or(file.monitoring.port),
         retention,
-        max_buffered_bytes: max_buffered_mb.map_or(engine_defaults.max_buffered_bytes, |mb| mb << 20),
+        max_buffered_bytes: max_buffered_mb.unwrap_or(sizes.max_buffered_mb) << 20,
         flush_interval: file.storage.flush_interval.unwrap_or(engine_defaults.flush_age),
         compaction_trigger: file.storage.compaction_trigger.unwrap_or(engine_defaults.compaction_trigger).max(1),
         compaction_niceness,
@@ -324,6 +412,7 @@ pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
         query_text_cache_bytes: text_cache_mb << 20,
         query_index_cache_bytes: index_cache_mb << 20,
         query_segment_index_cache_bytes: segment_index_cache_mb << 20,
+        memory_limit,
     })
 }
 
@@ -475,6 +564,78 @@ mod tests {
         assert_eq!(week, Duration::from_secs(7 * 86_400));
         let e = span("storage:\n  settled_merge_span: 0s\n").expect_err("zero");
         assert!(e.to_string().contains("storage.settled_merge_span"), "{e}");
+    }
+
+    #[test]
+    fn sizes_fit_a_memory_limit_where_none_is_set() {
+        let full = MemoryDefaults::within(None);
+        assert_eq!(
+            full,
+            MemoryDefaults {
+                max_buffered_mb: 512,
+                cache_mb: 256,
+                index_cache_mb: 256,
+                segment_index_cache_mb: 256,
+                query_memory_mb: 2048,
+                max_inflight_mb: 32
+            }
+        );
+        assert_eq!(MemoryDefaults::within(Some(64 << 30)), full, "a large limit changes nothing");
+        let half_gb = MemoryDefaults::within(Some(512 << 20));
+        assert_eq!(
+            half_gb,
+            MemoryDefaults {
+                max_buffered_mb: 64,
+                cache_mb: 32,
+                index_cache_mb: 32,
+                segment_index_cache_mb: 32,
+                query_memory_mb: 128,
+                max_inflight_mb: 8
+            }
+        );
+        let tiny = MemoryDefaults::within(Some(32 << 20));
+        assert_eq!((tiny.max_buffered_mb, tiny.cache_mb, tiny.query_memory_mb, tiny.max_inflight_mb), (16, 8, 64, 2));
+        // Resolved: the unset sizes follow the limit, the set ones do not; the text cache is a
+        // quarter of the block cache as always.
+        let args = StartArgs { max_buffered_mb: Some(100), ..Default::default() };
+        let file = parse_file("query:\n  index_cache_mb: 5\n").expect("parses");
+        let s = resolve_within(&args, file, Some(512 << 20)).expect("resolves");
+        assert_eq!(s.max_buffered_bytes, 100 << 20, "the flag wins");
+        assert_eq!(s.query_index_cache_bytes, 5 << 20, "the file wins");
+        assert_eq!((s.query_cache_bytes, s.query_text_cache_bytes), (32 << 20, 8 << 20));
+        assert_eq!((s.query_segment_index_cache_bytes, s.query.memory_bytes), (32 << 20, 128 << 20));
+        assert_eq!((s.max_inflight_bytes, s.memory_limit), (8 << 20, Some(512 << 20)));
+        assert_eq!(resolve(&StartArgs::default(), FileConfig::default()).expect("defaults").memory_limit, None);
+    }
+
+    #[test]
+    fn the_cgroup_memory_limit_is_the_smallest_on_the_path() {
+        let write = |path: &Path, text: &str| {
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        };
+        // cgroup v2: the cgroup's own file says `max`, its parent's a limit.
+        let v2 = tempfile::tempdir().expect("tmp");
+        write(&v2.path().join("memory.max"), "max\n");
+        write(&v2.path().join("a/memory.max"), "536870912\n");
+        write(&v2.path().join("a/b/memory.max"), "max\n");
+        assert_eq!(memory_limit_under(v2.path(), "0::/a/b\n"), Some(512 << 20));
+        assert_eq!(memory_limit_under(v2.path(), "0::/\n"), None, "no limit at the root");
+        // Inside a container the listed path is not under the mount; the mount's root counts.
+        write(&v2.path().join("memory.max"), "268435456");
+        assert_eq!(memory_limit_under(v2.path(), "0::/docker/0123abcd\n"), Some(256 << 20));
+        // cgroup v1 (as on hybrid hosts): the memory controller's own mount and file, where
+        // "no limit" is a number near 2^63; other controllers' lines are skipped.
+        let v1 = tempfile::tempdir().expect("tmp");
+        write(&v1.path().join("memory/memory.limit_in_bytes"), "9223372036854771712\n");
+        write(&v1.path().join("memory/x/memory.limit_in_bytes"), "9223372036854771712\n");
+        let own = "8:pids:/\n4:cpuacct,memory:/x\n0::/\n";
+        assert_eq!(memory_limit_under(v1.path(), own), None);
+        write(&v1.path().join("memory/x/memory.limit_in_bytes"), "1073741824\n");
+        assert_eq!(memory_limit_under(v1.path(), own), Some(1 << 30));
+        assert_eq!(memory_limit_under(v1.path(), "garbage\n\n4:memory\n"), None, "malformed lines are skipped");
+        assert_eq!(parse_memory_limit("0"), None);
+        assert_eq!(parse_memory_limit(" 4096 "), Some(4096));
     }
 
     #[test]

@@ -89,7 +89,17 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         Some(p) => config::load_file(p)?,
         None => config::FileConfig::default(),
     };
-    let settings = config::resolve(&args, file)?;
+    let settings = config::resolve_within(&args, file, config::cgroup_memory_limit())?;
+    if let Some(limit) = settings.memory_limit {
+        tracing::info!(
+            limit_mb = limit >> 20,
+            max_buffered_mb = settings.max_buffered_bytes >> 20,
+            query_cache_mb = settings.query_cache_bytes >> 20,
+            query_memory_mb = settings.query.memory_bytes >> 20,
+            max_inflight_mb = settings.max_inflight_bytes >> 20,
+            "cgroup memory limit: sizes not set are fitted to it"
+        );
+    }
     let Settings { data_dir, http_addr, grpc_addr, .. } = settings.clone();
     let cfg = EngineConfig {
         max_buffered_bytes: settings.max_buffered_bytes,
