@@ -91,13 +91,19 @@ fn wire_bytes(batch: &RawEventBatch) -> usize {
 fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::Backpressure { .. } | StoreError::InFlight { .. } => Status::resource_exhausted(e.to_string()),
+        StoreError::Invalid(msg) => Status::invalid_argument(msg),
         other => Status::internal(other.to_string()),
     }
 }
 
 impl GrpcState {
-    async fn store(&self, protocol: Protocol, events: Vec<Event>) -> Result<usize, Status> {
-        ingest::store(&self.engine, &self.metrics, protocol, events).await.map_err(store_status)
+    /// Decodes (`decode`) and stores a batch off the async workers ([`ingest::decode_and_store`]).
+    async fn store<F, E>(&self, protocol: Protocol, decode: F) -> Result<usize, Status>
+    where
+        F: FnOnce() -> Result<Vec<Event>, E> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        ingest::decode_and_store(&self.engine, &self.metrics, protocol, decode).await.map_err(store_status)
     }
 
     /// Admits a received request's `bytes` (the [`IngestGate`]), held until it is answered.
@@ -112,13 +118,13 @@ impl GrpcState {
         let bytes = wire_bytes(&batch);
         self.metrics.received(Protocol::Grpc, bytes);
         let _admission = self.admit(bytes).await?;
-        let events = validate_batch(&batch)
-            .and_then(|mut events| ingest::scope_to_tenant(&mut events, tenant).map(|()| events))
-            .map_err(|e| {
-                self.metrics.invalid();
-                Status::invalid_argument(e.to_string())
-            })?;
-        self.store(Protocol::Grpc, events).await
+        let tenant = tenant.map(str::to_owned);
+        self.store(Protocol::Grpc, move || {
+            let mut events = validate_batch(&batch)?;
+            ingest::scope_to_tenant(&mut events, tenant.as_deref())?;
+            Ok::<_, engine::ValidationError>(events)
+        })
+        .await
     }
 }
 
@@ -190,11 +196,7 @@ impl TraceService for GrpcState {
         let bytes = prost::Message::encoded_len(&req);
         self.metrics.received(Protocol::OtlpGrpc, bytes);
         let _admission = self.admit(bytes).await?;
-        let events = otlp::events_from_request(req, tenant.as_deref()).map_err(|e| {
-            self.metrics.invalid();
-            Status::invalid_argument(e.to_string())
-        })?;
-        self.store(Protocol::OtlpGrpc, events).await?;
+        self.store(Protocol::OtlpGrpc, move || otlp::events_from_request(req, tenant.as_deref())).await?;
         Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }

@@ -294,6 +294,7 @@ async fn shutdown_signal() {
 
 fn store_error(e: StoreError) -> Response {
     match e {
+        StoreError::Invalid(msg) => error(StatusCode::BAD_REQUEST, msg),
         StoreError::Backpressure { .. } | StoreError::InFlight { .. } => {
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, e.to_string());
             r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
@@ -310,21 +311,14 @@ async fn ingest(State(st): State<Shared>, req: axum::extract::Request) -> Respon
         Ok(b) => b,
         Err(resp) => return *resp,
     };
-    let Ok(text) = std::str::from_utf8(&body) else {
-        m.invalid();
-        return error(StatusCode::BAD_REQUEST, "body is not UTF-8");
+    let tenant = grpc::tenant_of(headers.get("x-tenant").and_then(|v| v.to_str().ok())).map(str::to_owned);
+    let decode = move || {
+        let text = std::str::from_utf8(&body).map_err(|_| "body is not UTF-8".to_owned())?;
+        let mut events = engine::parse_body(text).map_err(|e| e.to_string())?;
+        ingest::scope_to_tenant(&mut events, tenant.as_deref()).map_err(|e| e.to_string())?;
+        Ok::<_, String>(events)
     };
-    let tenant = grpc::tenant_of(headers.get("x-tenant").and_then(|v| v.to_str().ok()));
-    let events = match engine::parse_body(text)
-        .and_then(|mut events| ingest::scope_to_tenant(&mut events, tenant).map(|()| events))
-    {
-        Ok(e) => e,
-        Err(e) => {
-            m.invalid();
-            return error(StatusCode::BAD_REQUEST, e.to_string());
-        }
-    };
-    match ingest::store(&st.engine, m, Protocol::Http, events).await {
+    match ingest::decode_and_store(&st.engine, m, Protocol::Http, decode).await {
         Ok(n) => Json(serde_json::json!({ "accepted": n })).into_response(),
         Err(e) => store_error(e),
     }
@@ -403,27 +397,16 @@ async fn otlp_traces(State(st): State<Shared>, req: axum::extract::Request) -> R
         Ok(b) => b,
         Err(resp) => return *resp,
     };
-    let req = if json {
-        serde_json::from_slice::<ExportTraceServiceRequest>(&body).map_err(|e| format!("invalid OTLP JSON: {e}"))
-    } else {
-        ExportTraceServiceRequest::decode(&body[..]).map_err(|e| format!("invalid OTLP protobuf: {e}"))
-    };
-    let req = match req {
-        Ok(r) => r,
-        Err(e) => {
-            m.invalid();
-            return error(StatusCode::BAD_REQUEST, e);
-        }
-    };
     let tenant = grpc::tenant_of(headers.get("x-tenant").and_then(|v| v.to_str().ok())).map(str::to_owned);
-    let events = match otlp::events_from_request(req, tenant.as_deref()) {
-        Ok(e) => e,
-        Err(e) => {
-            m.invalid();
-            return error(StatusCode::BAD_REQUEST, e.to_string());
-        }
+    let decode = move || {
+        let req = if json {
+            serde_json::from_slice::<ExportTraceServiceRequest>(&body).map_err(|e| format!("invalid OTLP JSON: {e}"))
+        } else {
+            ExportTraceServiceRequest::decode(&body[..]).map_err(|e| format!("invalid OTLP protobuf: {e}"))
+        }?;
+        otlp::events_from_request(req, tenant.as_deref()).map_err(|e| e.to_string())
     };
-    if let Err(e) = ingest::store(&st.engine, m, Protocol::OtlpHttp, events).await {
+    if let Err(e) = ingest::decode_and_store(&st.engine, m, Protocol::OtlpHttp, decode).await {
         return store_error(e);
     }
     let resp = ExportTraceServiceResponse { partial_success: None };

@@ -1,6 +1,7 @@
 //! The one write path every protocol shares (HTTP JSON, gRPC `activemirror.v1.Ingest`,
-//! OTLP/gRPC, OTLP/HTTP): append a validated batch to the engine off the async runtime, count
-//! it per protocol, and turn engine errors into one typed outcome each protocol renders.
+//! OTLP/gRPC, OTLP/HTTP): decode, validate and append a batch off the async workers, count it
+//! per protocol, and turn decode and engine errors into one typed outcome each protocol
+//! renders.
 //! Also the admission gate ([`IngestGate`]) that bounds the request bytes all protocols
 //! together hold while their batches are decoded, validated and appended.
 
@@ -103,38 +104,58 @@ pub enum StoreError {
         "ingest requests in flight hold {held} of {limit} bytes (server.max_inflight_mb); nothing of this batch was stored, retry later"
     )]
     InFlight { held: u64, limit: u64 },
+    /// The request did not decode or an event did not validate (the message names the event
+    /// and the field); nothing of it was stored.
+    #[error("{0}")]
+    Invalid(String),
     #[error("{0}")]
     Engine(EngineError),
     #[error("ingest task failed: {0}")]
     Task(String),
 }
 
-/// Appends `events` and returns once they are durable. Empty batches are accepted as no-ops.
-pub async fn store(
+/// Decodes and validates a request's batch with `decode`, then appends it, both on one of the
+/// runtime's blocking threads, and returns once the batch is durable. Decoding a large body
+/// (a 64 MB JSON body takes about a second) on an async worker would stall every other
+/// request that worker serves. A `decode` error is [`StoreError::Invalid`] (counted as
+/// invalid); an empty batch is accepted as a no-op.
+pub async fn decode_and_store<F, E>(
     engine: &Arc<Engine>,
     metrics: &IngestMetrics,
     protocol: Protocol,
-    events: Vec<Event>,
-) -> Result<usize, StoreError> {
-    let n = events.len();
-    if n == 0 {
-        return Ok(0);
-    }
+    decode: F,
+) -> Result<usize, StoreError>
+where
+    F: FnOnce() -> Result<Vec<Event>, E> + Send + 'static,
+    E: std::fmt::Display,
+{
     let engine = engine.clone();
-    match tokio::task::spawn_blocking(move || engine.append(events)).await {
-        Ok(Ok(_)) => {
+    let work = move || {
+        let events = decode().map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let n = events.len();
+        if n > 0 {
+            engine.append(events).map_err(|e| match e {
+                EngineError::Backpressure { buffered, limit } => StoreError::Backpressure { buffered, limit },
+                other => StoreError::Engine(other),
+            })?;
+        }
+        Ok(n)
+    };
+    let outcome = tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| Err(StoreError::Task(e.to_string())));
+    match &outcome {
+        Ok(0) => {}
+        Ok(n) => {
             let c = metrics.of(protocol);
-            c.events.fetch_add(n as u64, Ordering::Relaxed);
+            c.events.fetch_add(*n as u64, Ordering::Relaxed);
             c.batches.fetch_add(1, Ordering::Relaxed);
-            Ok(n)
         }
-        Ok(Err(EngineError::Backpressure { buffered, limit })) => {
+        Err(StoreError::Invalid(_)) => metrics.invalid(),
+        Err(StoreError::Backpressure { .. }) => {
             metrics.rejected_backpressure.fetch_add(1, Ordering::Relaxed);
-            Err(StoreError::Backpressure { buffered, limit })
         }
-        Ok(Err(e)) => Err(StoreError::Engine(e)),
-        Err(e) => Err(StoreError::Task(e.to_string())),
+        Err(_) => {}
     }
+    outcome
 }
 
 /// Bounds the bytes of ingest requests being decoded, validated and appended at once, over
@@ -220,6 +241,31 @@ impl IngestGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn batches_are_decoded_and_stored_off_the_workers_and_bad_ones_store_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (engine, _) = Engine::open(dir.path(), engine::EngineConfig::default()).expect("open");
+        let engine = Arc::new(engine);
+        let m = IngestMetrics::default();
+        let body = r#"{"trace_id":"0af7651916cd43dd8448eb211c80319c","span_id":"b7ad6b7169203331","agent_id":"a","timestamp_ns":1,"kind":"thought"}"#;
+        let worker = std::thread::current().id();
+        let decode = move || {
+            assert_ne!(std::thread::current().id(), worker, "decoded on a blocking thread");
+            engine::parse_body(body)
+        };
+        assert_eq!(decode_and_store(&engine, &m, Protocol::Http, decode).await.expect("stored"), 1);
+        let bad = || engine::parse_body(r#"{"trace_id":"xyz"}"#);
+        let err = decode_and_store(&engine, &m, Protocol::Http, bad).await.expect_err("invalid");
+        assert!(matches!(&err, StoreError::Invalid(msg) if msg.contains("trace_id")), "{err}");
+        let empty = || Ok::<_, String>(Vec::new());
+        assert_eq!(decode_and_store(&engine, &m, Protocol::Grpc, empty).await.expect("no-op"), 0);
+        let c = m.of(Protocol::Http);
+        assert_eq!((c.events.load(Ordering::Relaxed), c.batches.load(Ordering::Relaxed)), (1, 1));
+        assert_eq!(m.of(Protocol::Grpc).batches.load(Ordering::Relaxed), 0, "an empty batch is not counted");
+        assert_eq!(m.rejected_invalid.load(Ordering::Relaxed), 1);
+        assert_eq!(engine.snapshot().memory.iter().map(|b| b.len()).sum::<usize>(), 1, "only the valid event");
+    }
 
     #[tokio::test]
     async fn the_gate_admits_up_to_its_budget_then_waits_then_refuses() {
