@@ -346,25 +346,34 @@ async fn admitted_body(
     let body = Bytes::from_request(req, &()).await.map_err(|r| Box::new(r.into_response()))?;
     st.ingest.received(protocol, body.len());
     st.gate.admit(&mut admission, body.len(), &st.ingest).await.map_err(refuse)?;
-    let body = decoded_body(st, &headers, body)?;
+    let body = decoded_body(st, &headers, body).await?;
     st.gate.admit(&mut admission, body.len(), &st.ingest).await.map_err(refuse)?;
     Ok((body, admission))
 }
 
 /// A request body as sent (`Content-Encoding` absent or `identity`) or gunzipped (`gzip`),
 /// the decompressed size held to the body limit (413 above it); any other encoding is 415.
-fn decoded_body(st: &AppState, headers: &HeaderMap, body: Bytes) -> Result<Bytes, Box<Response>> {
+/// Gunzipping runs on a blocking thread (tens of megabytes take a second), not on the async
+/// worker.
+async fn decoded_body(st: &AppState, headers: &HeaderMap, body: Bytes) -> Result<Bytes, Box<Response>> {
     let m = &st.ingest;
     match headers.get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or("") {
         "" | "identity" => Ok(body),
         "gzip" => {
             use std::io::Read;
-            let mut out = Vec::new();
             let limit = st.body_limit as u64 + 1;
-            if let Err(e) = flate2::read::GzDecoder::new(&body[..]).take(limit).read_to_end(&mut out) {
-                m.invalid();
-                return Err(Box::new(error(StatusCode::BAD_REQUEST, format!("gzip body does not decode: {e}"))));
-            }
+            let gunzip = move || {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&body[..]).take(limit).read_to_end(&mut out).map(|_| out)
+            };
+            let decoded = tokio::task::spawn_blocking(gunzip).await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let out = match decoded {
+                Ok(out) => out,
+                Err(e) => {
+                    m.invalid();
+                    return Err(Box::new(error(StatusCode::BAD_REQUEST, format!("gzip body does not decode: {e}"))));
+                }
+            };
             if out.len() as u64 >= limit {
                 m.rejected_too_large.fetch_add(1, Ordering::Relaxed);
                 return Err(Box::new(error(
