@@ -307,7 +307,7 @@ fn store_error(e: StoreError) -> Response {
 async fn ingest(State(st): State<Shared>, req: axum::extract::Request) -> Response {
     let m = &st.ingest;
     let headers = req.headers().clone();
-    let (body, _admission) = match admitted_body(&st, req, Protocol::Http).await {
+    let (body, _admission) = match admitted_body(&st, &headers, req, Protocol::Http).await {
         Ok(b) => b,
         Err(resp) => return *resp,
     };
@@ -327,15 +327,15 @@ async fn ingest(State(st): State<Shared>, req: axum::extract::Request) -> Respon
 /// An ingest request's body, read and decoded ([`decoded_body`]) once the [`IngestGate`] has
 /// admitted its bytes: before it is read when its length is declared (a waiting request holds
 /// none of it), else once read; again as decompressed. The [`Admission`] is held until the
-/// batch is stored or refused.
+/// batch is stored or refused. `headers` are `req`'s.
 async fn admitted_body(
     st: &AppState,
+    headers: &HeaderMap,
     req: axum::extract::Request,
     protocol: Protocol,
 ) -> Result<(Bytes, Admission), Box<Response>> {
     use axum::extract::FromRequest;
     let refuse = |e| Box::new(store_error(e));
-    let headers = req.headers().clone();
     let mut admission = Admission::default();
     let declared =
         headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
@@ -346,7 +346,7 @@ async fn admitted_body(
     let body = Bytes::from_request(req, &()).await.map_err(|r| Box::new(r.into_response()))?;
     st.ingest.received(protocol, body.len());
     st.gate.admit(&mut admission, body.len(), &st.ingest).await.map_err(refuse)?;
-    let body = decoded_body(st, &headers, body).await?;
+    let body = decoded_body(st, headers, body).await?;
     st.gate.admit(&mut admission, body.len(), &st.ingest).await.map_err(refuse)?;
     Ok((body, admission))
 }
@@ -402,7 +402,7 @@ async fn otlp_traces(State(st): State<Shared>, req: axum::extract::Request) -> R
     let headers = req.headers().clone();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     let json = header("content-type").starts_with("application/json");
-    let (body, _admission) = match admitted_body(&st, req, Protocol::OtlpHttp).await {
+    let (body, _admission) = match admitted_body(&st, &headers, req, Protocol::OtlpHttp).await {
         Ok(b) => b,
         Err(resp) => return *resp,
     };
