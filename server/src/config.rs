@@ -235,8 +235,6 @@ pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
     })
 }
 
-/// Applies the precedence: defaults < file < environment / flags (clap has already merged
-/// environment variables into `args`).
 /// A cache's size in MiB under `key`: the flag, else the file, else `default`; 0 turns the
 /// cache off, and more than 2^30 MiB is refused.
 fn cache_megabytes(key: &str, flag: Option<u64>, file: Option<u64>, default: u64) -> anyhow::Result<u64> {
@@ -245,6 +243,8 @@ fn cache_megabytes(key: &str, flag: Option<u64>, file: Option<u64>, default: u64
     Ok(mb)
 }
 
+/// Applies the precedence: defaults < file < environment / flags (clap has already merged
+/// environment variables into `args`).
 pub fn resolve(args: &StartArgs, file: FileConfig) -> anyhow::Result<Settings> {
     resolve_within(args, file, None)
 }

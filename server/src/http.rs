@@ -38,10 +38,6 @@ const GRPC_STREAM_WINDOW: u32 = 4 << 20;
 /// The same for all requests of one connection together.
 const GRPC_CONNECTION_WINDOW: u32 = 16 << 20;
 
-/// Longest an ingest request waits for room in the [`IngestGate`] before its 429 /
-/// `RESOURCE_EXHAUSTED`: the engine's wait for room in its buffer.
-const INGEST_ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 const QUERY_BUCKETS_MS: [f64; 8] = [1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0];
 
 struct AppState {
@@ -115,6 +111,9 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         after_compaction_hook: Some(crate::memory::trim_thread_arena),
         ..EngineConfig::default()
     };
+    // An ingest request waits as long for room in the [`IngestGate`] as for room in the
+    // engine's buffer before its 429 / `RESOURCE_EXHAUSTED`.
+    let admission_wait = cfg.backpressure_wait;
     let (engine, report) =
         Engine::open(&data_dir, cfg).with_context(|| format!("opening data directory {}", data_dir.display()))?;
     tracing::info!(
@@ -133,7 +132,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     query::cache::set_decode_thread_exit_hook(crate::memory::trim_thread_arena);
     let body_limit = settings.max_body_bytes;
     let ingest_metrics = Arc::new(IngestMetrics::default());
-    let gate = Arc::new(IngestGate::new(settings.max_inflight_bytes as u64, INGEST_ADMISSION_WAIT));
+    let gate = Arc::new(IngestGate::new(settings.max_inflight_bytes as u64, admission_wait));
     let state = Arc::new(AppState {
         engine: engine.clone(),
         query: settings.query.clone(),

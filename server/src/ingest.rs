@@ -161,7 +161,7 @@ where
 /// Bounds the bytes of ingest requests being decoded, validated and appended at once, over
 /// all protocols and connections together. A request is admitted for its size (as received,
 /// and again as decompressed) before it is decoded; while the budget is taken it waits, in
-/// arrival order and without holding a thread, at most [`IngestGate::wait`], and is then
+/// arrival order and without holding a thread, at most the gate's `wait`, and is then
 /// refused ([`StoreError::InFlight`]: 429 / `RESOURCE_EXHAUSTED`). A request larger than the
 /// whole budget is admitted once it has the budget to itself. The permits count KiB.
 pub struct IngestGate {
@@ -201,13 +201,8 @@ impl IngestGate {
         u64::from(self.limit_kib).saturating_sub(self.permits.available_permits() as u64) << 10
     }
 
-    /// The longest a request waits for room.
-    pub fn wait(&self) -> Duration {
-        self.wait
-    }
-
     /// Grows what `admission` holds to `bytes` (rounded up to KiB, capped at the whole budget),
-    /// waiting for room at most [`IngestGate::wait`]; on timeout `admission` keeps what it held
+    /// waiting for room at most the gate's `wait`; on timeout `admission` keeps what it held
     /// and the request is to be refused.
     pub async fn admit(
         &self,
