@@ -71,6 +71,14 @@ pub(crate) fn compaction_loop(inner: &Arc<Inner>) {
             tracing::error!(error = %e, "compaction failed; will retry");
             std::thread::sleep(Duration::from_millis(500));
         }
+        // Old warm segments to the cold tier, on this thread: writing one takes seconds, and
+        // it must not overlap a merge that could take the same segment.
+        if let (Some(age), Some(_)) = (inner.cfg.archive_after, &inner.cfg.archiver) {
+            if let Err(e) = crate::archive::archive_once(inner, crate::wall_clock_cutoff(age)) {
+                tracing::error!(error = %e, "archiving failed; will retry");
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! holds batches in LSN order; a flush takes a prefix of durable batches, and its highest LSN
 //! is then a valid checkpoint (every lower LSN is in this or an earlier segment).
 
+pub mod archive;
 mod compaction;
 pub mod manifest;
 pub mod merge;
@@ -26,9 +27,10 @@ use parking_lot::{Condvar, Mutex};
 use segments::{decode_events, encode_events, Event, Segment, SegmentWriter, WriterOptions};
 use wal::{Wal, WalConfig};
 
+pub use archive::{ArchivedFile, Archiver, ARCHIVE_DIR};
 use compaction::{compact_once, compaction_loop, LaneBudget, WarmSet};
 pub use compaction::{IDLE_COMPACTION_MIN_ROWS, SMALL_WARM_SEGMENT_ROWS, URGENT_HOT_SEGMENTS_PER_TRIGGER};
-pub use manifest::{Manifest, SegmentEntry, Tier};
+pub use manifest::{ArchiveEntry, Manifest, SegmentEntry, Tier};
 pub use segments;
 pub use validate::{parse_body, parse_event, validate_input, EventInput, ValidationError};
 
@@ -46,6 +48,8 @@ pub enum EngineError {
     Corrupt(String),
     #[error("ingest buffer full ({buffered} bytes buffered, limit {limit}): the engine is behind; retry later")]
     Backpressure { buffered: usize, limit: usize },
+    #[error("could not move segment {segment} to the cold tier: {reason}")]
+    Archive { segment: String, reason: String },
     #[error("engine is shut down")]
     Closed,
     #[error("data directory {0} is in use by another process (a running server? query it with --server URL)")]
@@ -112,6 +116,11 @@ pub struct EngineConfig {
     /// their newest event is older than the cutoff, so a query may still see up to one
     /// segment's worth of older rows. `None` keeps everything.
     pub retention: Option<Duration>,
+    /// Move warm segments whose newest event is older than this (by wall clock) to the cold
+    /// tier (see [`archive`]), written by `archiver`. `None`, or no archiver, keeps them warm.
+    pub archive_after: Option<Duration>,
+    /// Writes the cold tier's files (the query crate provides a Parquet one).
+    pub archiver: Option<Arc<dyn Archiver>>,
     /// Called on the flush and compaction threads each time they wake (every 100 ms at most)
     /// and before they exit: a place for per-thread upkeep such as giving the thread's free
     /// allocator memory back (the server's `memory` module). Must be cheap when it has nothing
@@ -146,6 +155,8 @@ impl Default for EngineConfig {
             compaction_max_bytes: 512 << 20,
             background: true,
             retention: None,
+            archive_after: None,
+            archiver: None,
             background_thread_hook: None,
             after_compaction_hook: None,
             warm_merge_hook: None,
@@ -177,6 +188,8 @@ struct State {
     frozen: Vec<MemBatch>,
     frozen_bytes: usize,
     segments: Vec<LiveSegment>,
+    /// Files of the cold tier.
+    archives: Vec<ArchivedFile>,
     manifest: Manifest,
 }
 
@@ -185,15 +198,19 @@ struct State {
 pub struct Snapshot {
     pub segments: Vec<LiveSegment>,
     pub memory: Vec<Arc<Vec<Event>>>,
+    /// Files of the cold tier (rows in none of the above).
+    pub archives: Vec<ArchivedFile>,
 }
 
 impl Snapshot {
     pub fn rows(&self) -> u64 {
         self.segments.iter().map(|s| s.segment.rows()).sum::<u64>()
+            + self.archives.iter().map(|a| a.entry.rows).sum::<u64>()
             + self.memory.iter().map(|m| m.len() as u64).sum::<u64>()
     }
 
-    /// Every row (test and export helper; queries stream blocks instead).
+    /// Every row of the segments and the buffer, not the cold tier's (test and export helper;
+    /// queries stream blocks instead).
     pub fn all_events(&self) -> Result<Vec<Event>, EngineError> {
         let mut out = Vec::new();
         for s in &self.segments {
@@ -225,6 +242,9 @@ pub struct EngineStats {
     /// Segments and rows deleted by retention.
     pub expired_segments: AtomicU64,
     pub expired_rows: AtomicU64,
+    /// Segments and rows moved to the cold tier.
+    pub archived_segments: AtomicU64,
+    pub archived_rows: AtomicU64,
 }
 
 struct Inner {
@@ -328,6 +348,12 @@ impl Engine {
             live.push(LiveSegment { segment: Arc::new(seg), entry: e.clone() });
         }
         report.segments = live.len();
+        report.removed_orphans += archive::open_archive_dir(&dir, &manifest.archives)?;
+        let archives = manifest
+            .archives
+            .iter()
+            .map(|a| ArchivedFile { path: dir.join(ARCHIVE_DIR).join(&a.file), entry: a.clone() })
+            .collect();
 
         let mut wal_cfg = WalConfig::new(dir.join("wal"));
         wal_cfg.max_file_bytes = cfg.wal_file_bytes;
@@ -343,7 +369,7 @@ impl Engine {
             return Err(EngineError::Corrupt(e));
         }
         report.wal = wal_report;
-        let mut state = State { manifest, segments: live, ..Default::default() };
+        let mut state = State { manifest, segments: live, archives, ..Default::default() };
         for (lsn, events) in replay {
             report.replayed_batches += 1;
             report.replayed_events += events.len() as u64;
@@ -490,7 +516,7 @@ impl Engine {
             .take_while(|b| b.lsn <= durable)
             .map(|b| b.events.clone())
             .collect();
-        Snapshot { segments: st.segments.clone(), memory }
+        Snapshot { segments: st.segments.clone(), memory, archives: st.archives.clone() }
     }
 
     /// Bytes and rows currently buffered in memory (not yet in segments).
@@ -548,6 +574,12 @@ impl Engine {
     /// the rows deleted. Readers holding a snapshot keep reading the deleted files' mappings.
     pub fn expire_before(&self, cutoff_ns: i64) -> Result<u64, EngineError> {
         expire_once(&self.inner, cutoff_ns)
+    }
+
+    /// Move every warm segment whose newest event is older than `cutoff_ns` (unix ns) to the
+    /// cold tier now (needs an archiver). Returns the rows moved.
+    pub fn archive_before(&self, cutoff_ns: i64) -> Result<u64, EngineError> {
+        archive::archive_once(&self.inner, cutoff_ns)
     }
 
     /// Stop the background threads, then flush what is buffered.
@@ -634,10 +666,7 @@ fn flush_loop(inner: &Arc<Inner>) {
             }
         }
         if let Some(max_age) = inner.cfg.retention {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64);
-            let cutoff = now.saturating_sub(max_age.as_nanos().min(i64::MAX as u128) as i64);
+            let cutoff = wall_clock_cutoff(max_age);
             if let Err(e) = expire_once(inner, cutoff) {
                 tracing::error!(error = %e, "retention failed; will retry");
             }
@@ -645,33 +674,56 @@ fn flush_loop(inner: &Arc<Inner>) {
     }
 }
 
+/// Unix nanoseconds `age` before now.
+fn wall_clock_cutoff(age: Duration) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64);
+    now.saturating_sub(age.as_nanos().min(i64::MAX as u128) as i64)
+}
+
 fn expire_once(inner: &Inner, cutoff_ns: i64) -> Result<u64, EngineError> {
     let _m = inner.manifest_lock.lock();
-    let gone: HashSet<String> = {
+    let (gone, gone_archives): (HashSet<String>, HashSet<String>) = {
         let st = inner.state.lock();
-        st.segments.iter().filter(|s| s.segment.max_ts() < cutoff_ns).map(|s| s.entry.file.clone()).collect()
+        (
+            st.segments.iter().filter(|s| s.segment.max_ts() < cutoff_ns).map(|s| s.entry.file.clone()).collect(),
+            st.archives.iter().filter(|a| a.entry.max_ts < cutoff_ns).map(|a| a.entry.file.clone()).collect(),
+        )
     };
-    if gone.is_empty() {
+    if gone.is_empty() && gone_archives.is_empty() {
         return Ok(0);
     }
     let mut manifest = inner.state.lock().manifest.clone();
-    let rows: u64 = manifest.segments.iter().filter(|s| gone.contains(&s.file)).map(|s| s.rows).sum();
+    let rows: u64 = manifest.segments.iter().filter(|s| gone.contains(&s.file)).map(|s| s.rows).sum::<u64>()
+        + manifest.archives.iter().filter(|a| gone_archives.contains(&a.file)).map(|a| a.rows).sum::<u64>();
     manifest.segments.retain(|s| !gone.contains(&s.file));
+    manifest.archives.retain(|a| !gone_archives.contains(&a.file));
     manifest.store(&inner.dir)?;
     {
         let mut st = inner.state.lock();
         st.segments.retain(|s| !gone.contains(&s.entry.file));
+        st.archives.retain(|a| !gone_archives.contains(&a.entry.file));
         st.manifest = manifest;
     }
-    for f in &gone {
-        let p = inner.dir.join("segments").join(f);
+    let files = gone
+        .iter()
+        .map(|f| inner.dir.join("segments").join(f))
+        .chain(gone_archives.iter().map(|f| inner.dir.join(ARCHIVE_DIR).join(f)));
+    for p in files {
         if let Err(e) = std::fs::remove_file(&p) {
-            tracing::warn!(file = %p.display(), error = %e, "could not remove expired segment");
+            tracing::warn!(file = %p.display(), error = %e, "could not remove expired data file");
         }
     }
-    inner.stats.expired_segments.fetch_add(gone.len() as u64, Ordering::Relaxed);
+    inner.stats.expired_segments.fetch_add((gone.len() + gone_archives.len()) as u64, Ordering::Relaxed);
     inner.stats.expired_rows.fetch_add(rows, Ordering::Relaxed);
-    tracing::info!(segments = gone.len(), rows, cutoff_ns, "retention deleted expired segments");
+    tracing::info!(
+        segments = gone.len(),
+        archive_files = gone_archives.len(),
+        rows,
+        cutoff_ns,
+        "retention deleted expired segments"
+    );
     Ok(rows)
 }
 

@@ -19,6 +19,21 @@ pub struct Manifest {
     pub checkpoint_lsn: u64,
     pub next_segment_id: u64,
     pub segments: Vec<SegmentEntry>,
+    /// Files of the cold tier (see [`crate::archive`]), under `archive/`.
+    #[serde(default)]
+    pub archives: Vec<ArchiveEntry>,
+}
+
+/// One file of the cold tier: the rows of a warm segment, written by the [`crate::Archiver`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArchiveEntry {
+    pub file: String,
+    pub rows: u64,
+    /// Least and greatest event timestamp (unix ns) in the file.
+    pub min_ts: i64,
+    pub max_ts: i64,
+    /// Size of the file.
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
