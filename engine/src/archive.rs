@@ -14,6 +14,7 @@ use std::fmt::Debug;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use segments::Segment;
 
@@ -32,11 +33,21 @@ pub trait Archiver: Send + Sync + Debug {
     fn archive(&self, segment: &Segment, path: &Path) -> Result<(), String>;
 }
 
-/// A file of the cold tier, as a snapshot lists it.
+/// A file of the cold tier, as a snapshot lists it: open, so that a snapshot's readers keep
+/// reading it after retention unlinks it (as a segment's mapping stays valid).
 #[derive(Debug, Clone)]
 pub struct ArchivedFile {
     pub path: PathBuf,
     pub entry: ArchiveEntry,
+    pub file: Arc<File>,
+}
+
+impl ArchivedFile {
+    pub(crate) fn open(dir: &Path, entry: &ArchiveEntry) -> Result<ArchivedFile, EngineError> {
+        let path = dir.join(ARCHIVE_DIR).join(&entry.file);
+        let file = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
+        Ok(ArchivedFile { path, entry: entry.clone(), file: Arc::new(file) })
+    }
 }
 
 /// The archive file name of segment file `segment_file` (`seg-N.seg` -> `seg-N.parquet`).
@@ -106,7 +117,8 @@ pub(crate) fn archive_once(inner: &Inner, cutoff_ns: i64) -> Result<u64, EngineE
         }
         std::fs::rename(&tmp, &path).map_err(|e| EngineError::io(&path, e))?;
         File::open(&archive_dir).and_then(|d| d.sync_all()).map_err(|e| EngineError::io(&archive_dir, e))?;
-        let bytes = std::fs::metadata(&path).map_err(|e| EngineError::io(&path, e))?.len();
+        let file = Arc::new(File::open(&path).map_err(|e| EngineError::io(&path, e))?);
+        let bytes = file.metadata().map_err(|e| EngineError::io(&path, e))?.len();
         let entry = ArchiveEntry {
             file: name,
             rows: live.segment.rows(),
@@ -131,7 +143,7 @@ pub(crate) fn archive_once(inner: &Inner, cutoff_ns: i64) -> Result<u64, EngineE
             manifest.store(&inner.dir)?;
             let mut st = inner.state.lock();
             st.segments.retain(|s| s.entry.file != live.entry.file);
-            st.archives.push(ArchivedFile { path: path.clone(), entry: entry.clone() });
+            st.archives.push(ArchivedFile { path: path.clone(), entry: entry.clone(), file: file.clone() });
             st.manifest = manifest;
         }
         let seg_path = live.segment.path().to_path_buf();

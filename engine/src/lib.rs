@@ -349,11 +349,7 @@ impl Engine {
         }
         report.segments = live.len();
         report.removed_orphans += archive::open_archive_dir(&dir, &manifest.archives)?;
-        let archives = manifest
-            .archives
-            .iter()
-            .map(|a| ArchivedFile { path: dir.join(ARCHIVE_DIR).join(&a.file), entry: a.clone() })
-            .collect();
+        let archives = manifest.archives.iter().map(|a| ArchivedFile::open(&dir, a)).collect::<Result<Vec<_>, _>>()?;
 
         let mut wal_cfg = WalConfig::new(dir.join("wal"));
         wal_cfg.max_file_bytes = cfg.wal_file_bytes;

@@ -53,6 +53,8 @@ pub fn count_groups(units: &[ScanUnit], cols: &[IndexedColumn]) -> Option<HashMa
                     None => (0..events.len()).for_each(one),
                 }
             }
+            // Its rows are known only once read.
+            ScanUnit::Archive { .. } => return None,
         }
     }
     for (segment, blocks) in segments {

@@ -2,6 +2,7 @@
 //! pushdown, see [`provider`]) and the `traces` view from the contract, plus result formatting
 //! helpers shared by the CLI and the HTTP API.
 
+pub mod archive;
 pub mod cache;
 pub mod codes;
 pub mod counts;

@@ -38,6 +38,7 @@ use index::{IndexedColumn, Term};
 use roaring::RoaringBitmap;
 use segments::{ColumnData, ColumnEncoding, ColumnId, Event, Segment, StrColumn};
 
+use crate::archive::ArchivePart;
 use crate::cache::{block_cache, text_page_cache, BlockCache, BlockKey, PageKey};
 use crate::codes::{CodeBook, KeyForm};
 use crate::pushdown::ScanPredicate;
@@ -156,8 +157,22 @@ fn flat_slice(bits: &Buffer, start: u32, len: u32) -> Result<BooleanBuffer> {
 /// (`None`: all rows).
 #[derive(Debug, Clone)]
 pub enum ScanUnit {
-    Block { segment: Arc<Segment>, block: usize, rows: Option<RowSet> },
-    Memory { events: Arc<Vec<Event>>, rows: Option<RowSet> },
+    Block {
+        segment: Arc<Segment>,
+        block: usize,
+        rows: Option<RowSet>,
+    },
+    Memory {
+        events: Arc<Vec<Event>>,
+        rows: Option<RowSet>,
+    },
+    /// A row group of a cold-tier file, read (as events) only when the scan reaches it; its
+    /// rows are then those `predicate` keeps, and it is read as a `Memory` unit (see
+    /// [`ScanUnit::resolve`]).
+    Archive {
+        part: Arc<ArchivePart>,
+        predicate: Arc<ScanPredicate>,
+    },
 }
 
 impl ScanUnit {
@@ -167,7 +182,37 @@ impl ScanUnit {
                 rows.as_ref().map_or(segment.blocks()[*block].rows as usize, RowSet::len)
             }
             ScanUnit::Memory { events, rows } => rows.as_ref().map_or(events.len(), RowSet::len),
+            // At most.
+            ScanUnit::Archive { part, .. } => part.bounds.rows,
         }
+    }
+
+    /// An archive unit read into a `Memory` unit of the rows its predicate keeps (`None`
+    /// when none does); other units as they are.
+    pub fn resolve(self) -> Result<Option<ScanUnit>> {
+        let ScanUnit::Archive { part, predicate } = self else {
+            return Ok(Some(self));
+        };
+        let events = crate::archive::load_part(&part).map_err(ext)?;
+        let filtering = !predicate.conj.is_empty() || predicate.min_ts.is_some() || predicate.max_ts.is_some();
+        let rows = filtering.then(|| {
+            RowSet::Listed(
+                events
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| event_matches(e, &predicate))
+                    .map(|(i, _)| i as u32)
+                    .collect(),
+            )
+        });
+        if rows.as_ref().is_some_and(RowSet::is_empty) || events.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ScanUnit::Memory { events: Arc::new(events), rows }))
+    }
+
+    fn is_archive(&self) -> bool {
+        matches!(self, ScanUnit::Archive { .. })
     }
 }
 
@@ -318,6 +363,26 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> Result<ScanPlan> {
             let unit = ScanUnit::Block { segment: seg.clone(), block: b, rows };
             st.rows_kept += unit.rows() as u64;
             plan.units.push(unit);
+        }
+        if kept_any {
+            st.segments_kept += 1;
+        }
+    }
+    let shared = Arc::new(p.clone());
+    for file in &snap.archives {
+        st.segments_total += 1;
+        st.rows_total += file.entry.rows;
+        if file.entry.rows == 0 || !time_ok(file.entry.min_ts, file.entry.max_ts) {
+            continue;
+        }
+        let parts = crate::archive::archive_parts(file).map_err(ext)?;
+        st.blocks_total += parts.len();
+        let mut kept_any = false;
+        for part in parts.into_iter().filter(|part| time_ok(part.bounds.min_ts, part.bounds.max_ts)) {
+            kept_any = true;
+            st.blocks_kept += 1;
+            st.rows_kept += part.bounds.rows as u64;
+            plan.units.push(ScanUnit::Archive { part: Arc::new(part), predicate: shared.clone() });
         }
         if kept_any {
             st.segments_kept += 1;
@@ -497,6 +562,12 @@ fn column_statistics(units: &[ScanUnit], columns: &[ColumnId], filtered: bool) -
                         see(ch.min as i64);
                         see(ch.max as i64);
                     }
+                    // Row group bounds of the time; nothing known of the rest.
+                    ScanUnit::Archive { part, .. } if *col == ColumnId::Timestamp => {
+                        see(part.bounds.min_ts);
+                        see(part.bounds.max_ts);
+                    }
+                    ScanUnit::Archive { .. } => return ColumnStatistics::new_unknown(),
                     ScanUnit::Memory { events, rows } => {
                         let mut one = |e: &Event| match col.int_of(e) {
                             Some(v) => see(v),
@@ -559,6 +630,7 @@ fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<
         // Free text of a block, every row (the arms above take every other block read).
         (ScanUnit::Block { segment, block, .. }, _) => segment.read_column(*block, col).map_err(ext)?,
         (ScanUnit::Memory { events, .. }, _) => ColumnData::from_events(col, events),
+        (ScanUnit::Archive { .. }, _) => return Err(unresolved()),
     };
     match (data, rows) {
         (ColumnData::Str(st), Some(rows)) => {
@@ -663,6 +735,7 @@ fn decode_codes(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>, book
             let codes: UInt32Array = strings.iter().map(|s| s.and_then(|_| it.next())).collect();
             Ok(Arc::new(codes))
         }
+        ScanUnit::Archive { .. } => Err(unresolved()),
     }
 }
 
@@ -705,6 +778,7 @@ fn decode_id_bytes(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -
             block_cache().get_or_decode(key, || binary(segment.read_column(*block, col).map_err(ext)?))?
         }
         ScanUnit::Memory { events, .. } => binary(ColumnData::from_events(col, events))?,
+        ScanUnit::Archive { .. } => return Err(unresolved()),
     };
     select(&full, rows)
 }
@@ -716,6 +790,11 @@ fn dictionary_array(d: segments::DictColumn) -> Result<ArrayRef> {
     let keys = UInt32Array::new(d.codes.iter().map(|c| c.saturating_sub(1)).collect(), nulls);
     let values = crate::schema::strings(d.dict).map_err(ext)?;
     Ok(Arc::new(DictionaryArray::<UInt32Type>::try_new(keys, Arc::new(values)).map_err(ext)?))
+}
+
+/// The error for an archive unit that reached the decoders without [`ScanUnit::resolve`].
+fn unresolved() -> DataFusionError {
+    DataFusionError::Internal("an archive unit was read before it was resolved".into())
 }
 
 fn select(array: &ArrayRef, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
@@ -740,6 +819,13 @@ pub fn read_unit(
 ) -> Result<Option<RecordBatch>> {
     let rowset = match unit {
         ScanUnit::Block { rows, .. } | ScanUnit::Memory { rows, .. } => rows.as_ref(),
+        // Read now, then as the in-memory rows it becomes.
+        ScanUnit::Archive { .. } => {
+            return match unit.clone().resolve()? {
+                Some(u) => read_unit(&u, columns, schema, filter, runtime, top, coded),
+                None => Ok(None),
+            };
+        }
     };
     // The selected rows' numbers, listed once needed (a dense filtered block never lists them).
     let mut selection: Option<UInt32Array> = None;
@@ -754,7 +840,7 @@ pub fn read_unit(
             })?;
             f.for_block(meta.min_ts, meta.max_ts)
         }
-        (Some(f), ScanUnit::Memory { .. }) => Some(&f.full),
+        (Some(f), _) => Some(&f.full),
         (None, _) => None,
     };
     if let Some(f) = filter {
@@ -1039,7 +1125,10 @@ impl TableProvider for EventsTable {
         let column_stats = column_statistics(&plan.units, &columns, filter.is_some() || limit.is_some());
         // Rows decided by the indexes alone (no row filter, time bound, text piece or limit):
         // group counts can come from the bitmaps (see `counts`).
+        // Archive units' rows are known only once read: no exact counts with them.
+        let archived = plan.units.iter().any(ScanUnit::is_archive);
         let index_units = (filter.is_none()
+            && !archived
             && limit.is_none()
             && predicate.min_ts.is_none()
             && predicate.max_ts.is_none()
@@ -1052,7 +1141,7 @@ impl TableProvider for EventsTable {
         // offers the optimizer are exact; with one they are upper bounds.
         let cap = |rows: usize| limit.map_or(rows, |l| rows.min(l));
         let count = |rows: usize| {
-            if filter.is_none() {
+            if filter.is_none() && !archived {
                 Precision::Exact(cap(rows))
             } else {
                 Precision::Inexact(cap(rows))
@@ -1139,6 +1228,7 @@ impl EventsScanExec {
                 }
                 // Every event of the batch bounds the selected ones.
                 ScanUnit::Memory { events, .. } => events.iter().for_each(|e| see(e.timestamp_ns, e.timestamp_ns)),
+                ScanUnit::Archive { part, .. } => see(part.bounds.min_ts, part.bounds.max_ts),
             }
         }
         bounds
@@ -1285,6 +1375,7 @@ fn time_order_key(unit: &ScanUnit, descending: bool) -> i64 {
         ScanUnit::Memory { events, .. } => {
             events.iter().fold((i64::MAX, i64::MIN), |(lo, hi), e| (lo.min(e.timestamp_ns), hi.max(e.timestamp_ns)))
         }
+        ScanUnit::Archive { part, .. } => (part.bounds.min_ts, part.bounds.max_ts),
     };
     if descending {
         // Greatest first: sort ascending on the negation.

@@ -302,6 +302,13 @@ impl RuntimeFilter {
                     (!kept.is_empty()).then(|| ScanUnit::Memory { events, rows: Some(RowSet::Listed(kept)) })
                 }
             }
+            // Time bounds of its row group; its rows are not read yet (the row filter, when
+            // worth it, applies once they are).
+            ScanUnit::Archive { part, predicate } => {
+                let outside = p.min_ts.is_some_and(|m| part.bounds.max_ts < m)
+                    || p.max_ts.is_some_and(|m| part.bounds.min_ts > m);
+                (!outside).then_some(ScanUnit::Archive { part, predicate })
+            }
         };
         Ok(narrowed.map(|u| (u, row_filter)))
     }

@@ -26,6 +26,10 @@ pub struct StartArgs {
     /// Delete data older than this, e.g. 30d, 12h [default: keep everything].
     #[arg(long, env = "ACTIVEMIRROR_RETENTION", value_parser = parse_duration)]
     pub retention: Option<Duration>,
+    /// Move data older than this to the cold tier, Parquet files under DATA_DIR/archive/
+    /// (still queried), e.g. 7d [default: keep it warm].
+    #[arg(long, env = "ACTIVEMIRROR_ARCHIVE_AFTER", value_parser = parse_duration)]
+    pub archive_after: Option<Duration>,
     /// Longest a query may run, e.g. 30s, 500ms.
     #[arg(long, env = "ACTIVEMIRROR_QUERY_TIMEOUT", value_parser = parse_duration)]
     pub query_timeout: Option<Duration>,
@@ -130,6 +134,9 @@ pub struct RetentionConfig {
     /// Delete data older than this.
     #[serde(deserialize_with = "duration")]
     pub max_age: Option<Duration>,
+    /// Move data older than this to the cold tier (Parquet files, still queried).
+    #[serde(deserialize_with = "duration")]
+    pub archive_after: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -199,6 +206,8 @@ pub struct Settings {
     pub metrics_enabled: bool,
     pub metrics_port: Option<u16>,
     pub retention: Option<Duration>,
+    /// Age from which warm segments move to the cold tier (`None`: never).
+    pub archive_after: Option<Duration>,
     pub max_buffered_bytes: usize,
     pub flush_interval: Duration,
     pub compaction_trigger: usize,
@@ -388,6 +397,18 @@ pub fn resolve_within(args: &StartArgs, file: FileConfig, memory_limit: Option<u
     if let Some(r) = retention {
         anyhow::ensure!(!r.is_zero(), "key `retention.max_age`: must be more than zero");
     }
+    let archive_after = args.archive_after.or(file.retention.archive_after);
+    if let Some(a) = archive_after {
+        anyhow::ensure!(!a.is_zero(), "key `retention.archive_after`: must be more than zero");
+        if let Some(r) = retention {
+            anyhow::ensure!(
+                a < r,
+                "key `retention.archive_after`: {} is not less than `retention.max_age` ({}): nothing would be archived before it is deleted",
+                humantime::format_duration(a),
+                humantime::format_duration(r)
+            );
+        }
+    }
     Ok(Settings {
         data_dir: args
             .data_dir
@@ -402,6 +423,7 @@ pub fn resolve_within(args: &StartArgs, file: FileConfig, memory_limit: Option<u
         metrics_enabled: file.monitoring.metrics_enabled,
         metrics_port: args.metrics_port.or(file.monitoring.port),
         retention,
+        archive_after,
         max_buffered_bytes: max_buffered_mb.unwrap_or(sizes.max_buffered_mb) << 20,
         flush_interval: file.storage.flush_interval.unwrap_or(engine_defaults.flush_age),
         compaction_trigger: file.storage.compaction_trigger.unwrap_or(engine_defaults.compaction_trigger).max(1),

@@ -105,6 +105,8 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         merge_span: settings.merge_span,
         settled_merge_span: settings.settled_merge_span,
         retention: settings.retention,
+        archive_after: settings.archive_after,
+        archiver: Some(Arc::new(query::archive::ParquetArchiver::default())),
         // A compaction's input is bounded like the ingest buffer.
         compaction_max_bytes: (settings.max_buffered_bytes as u64).max(32 << 20),
         background_thread_hook: Some(crate::memory::thread_idle),
@@ -624,6 +626,11 @@ async fn metrics(State(st): State<Shared>) -> Response {
         let bytes: u64 = segs.iter().map(|x| x.segment.file_bytes()).sum();
         let _ = writeln!(s, "activemirror_segment_bytes{{tier=\"{name}\"}} {bytes}");
     }
+    let _ = writeln!(s, "activemirror_segments{{tier=\"cold\"}} {}", snap.archives.len());
+    let cold_bytes: u64 = snap.archives.iter().map(|a| a.entry.bytes).sum();
+    let _ = writeln!(s, "activemirror_segment_bytes{{tier=\"cold\"}} {cold_bytes}");
+    let _ = writeln!(s, "activemirror_archived_segments_total {}", l(&e.archived_segments));
+    let _ = writeln!(s, "activemirror_archived_rows_total {}", l(&e.archived_rows));
     let (buf_bytes, buf_rows) = st.engine.buffered();
     let _ = writeln!(s, "activemirror_buffered_bytes {buf_bytes}");
     let _ = writeln!(s, "activemirror_buffered_rows {buf_rows}");

@@ -239,6 +239,8 @@ fn suite_engine() -> (tempfile::TempDir, Arc<Engine>) {
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = EngineConfig {
         background: false,
+        // Row groups of 2,000 rows: an archived segment of the suite spans several.
+        archiver: Some(Arc::new(query::archive::ParquetArchiver { row_group_rows: 2_000 })),
         hot: segments::WriterOptions { block_rows: 1000, ..segments::WriterOptions::hot() },
         cold: segments::WriterOptions { block_rows: 3000, ..segments::WriterOptions::cold() },
         ..Default::default()
@@ -258,6 +260,12 @@ async fn baseline_session(events: &[Event]) -> SessionContext {
 
 /// As `fixture`, over the given 30,000 events.
 async fn fixture_with(events: Vec<Event>) -> Fixture {
+    fixture_tiered(events, false).await
+}
+
+/// As `fixture_with`, with the warm segment (the first 15,000 events) moved to the cold tier
+/// when `archived`: then the rows are in a Parquet file, hot segments and memory.
+async fn fixture_tiered(events: Vec<Event>, archived: bool) -> Fixture {
     let (dir, eng) = suite_engine();
     for (i, chunk) in events.chunks(5000).enumerate() {
         eng.append(chunk.to_vec()).expect("append");
@@ -272,6 +280,13 @@ async fn fixture_with(events: Vec<Event>) -> Fixture {
     assert!(snap.segments.len() >= 3 && !snap.memory.is_empty());
     // The compacted segment keeps its text in dictionary pages, so the queries read those.
     assert!(snap.segments.iter().any(|s| s.segment.has_text_dictionary()));
+    if archived {
+        assert_eq!(eng.archive_before(i64::MAX).expect("archive"), 15_000);
+        let snap = eng.snapshot();
+        assert_eq!(snap.archives.len(), 1);
+        assert!(snap.segments.iter().all(|s| s.entry.tier == engine::Tier::Hot));
+        assert_eq!(snap.rows(), events.len() as u64);
+    }
 
     let ours = query::session(eng.clone(), None).await.expect("session");
     let theirs = baseline_session(&events).await;
@@ -295,6 +310,68 @@ async fn provider_matches_datafusion_memtable() {
     }
     assert!(failures.is_empty(), "{} of {} queries differ:\n{}", failures.len(), QUERIES.len(), failures.join("\n"));
     assert!(QUERIES.len() >= 40);
+}
+
+/// Rows in the cold tier (a Parquet file of several row groups), hot segments and memory
+/// answer every query of the suite, and a tenant's scope, as DataFusion does over the same
+/// events; the archive file reads in DataFusion's own Parquet reader as the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archived_segments_match_datafusion_memtable() {
+    let Fixture { _dir, engine, events, ours, theirs } =
+        fixture_tiered(Generator::new(11).take(30_000).collect(), true).await;
+    let mut failures = Vec::new();
+    for q in QUERIES {
+        compare(&ours, &theirs, q, &mut failures).await.ok();
+    }
+    // (Every query of the suite is valid: an error on both sides is a failure too.)
+    assert!(failures.is_empty(), "{} of {} queries differ:\n{}", failures.len(), QUERIES.len(), failures.join("\n\n"));
+    let scoped = query::session(engine.clone(), Some("acme".into())).await.expect("scoped");
+    let q = "SELECT tenant, count(*), count(DISTINCT trace_id), sum(input_tokens) FROM events GROUP BY tenant";
+    let scoped_rows = render(&scoped, q).await.expect("scoped query");
+    let theirs_rows =
+        render(&theirs, &q.replace("GROUP BY", "WHERE tenant = 'acme' GROUP BY")).await.expect("baseline");
+    assert_eq!(scoped_rows, theirs_rows);
+    // The archive file as Parquet, read by DataFusion without our code: the first 15,000
+    // events (the flushed chunks the compaction took).
+    let file = engine.snapshot().archives[0].path.clone();
+    let plain = SessionContext::new();
+    plain
+        .register_parquet("events", file.to_str().expect("utf-8 path"), Default::default())
+        .await
+        .expect("register parquet");
+    let archived_theirs = baseline_session(&events[..15_000]).await;
+    for q in [
+        "SELECT count(*), count(DISTINCT trace_id), min(timestamp), max(timestamp), sum(input_tokens), sum(length(content)) FROM events",
+        "SELECT kind, status, count(*), round(sum(confidence), 6), round(sum(cost_usd), 6) FROM events GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT span_id, parent_span_id, attributes['env'] FROM events ORDER BY span_id LIMIT 20",
+    ] {
+        let a = render(&plain, q).await;
+        let b = render(&archived_theirs, q).await;
+        assert_eq!(a, b, "{q}");
+    }
+}
+
+/// Random predicates (see `random_predicates_match_datafusion_memtable`) over data partly in
+/// the cold tier, unusual values included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_predicates_over_archived_rows_match_datafusion_memtable() {
+    use rand::SeedableRng;
+    let (runs, seed) = random_setting(200);
+    let Fixture { events, ours, theirs, .. } = fixture_tiered(unusual_events(41 + seed), true).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut failures = Vec::new();
+    for n in 0..runs {
+        let predicate = random_predicate(&mut rng, &events, 3);
+        let q = match n % 3 {
+            0 => format!(
+                "SELECT count(*), count(intent), sum(input_tokens), min(timestamp), max(timestamp), round(sum(confidence), 6) FROM events WHERE {predicate}"
+            ),
+            1 => format!("SELECT span_id, timestamp, kind, content, attributes FROM events WHERE {predicate} ORDER BY timestamp, span_id LIMIT 7"),
+            _ => format!("SELECT kind, status, count(*) FROM events WHERE {predicate} GROUP BY kind, status"),
+        };
+        compare(&ours, &theirs, &q, &mut failures).await.ok();
+    }
+    assert!(failures.is_empty(), "{} of {runs} queries differ:\n{}", failures.len(), failures.join("\n\n"));
 }
 
 /// Warm segments merged into one (size-tiered merging of compacted segments) answer every
