@@ -524,6 +524,28 @@ mod tests {
         assert!(e.to_string().contains("segment_index_cache_mb"), "{e}");
     }
 
+    /// `retention.archive_after`: off unless set, the flag over the file, more than zero and
+    /// less than `retention.max_age`, each refusal naming the key.
+    #[test]
+    fn archive_after_is_read_checked_and_overridden() {
+        assert_eq!(resolve(&StartArgs::default(), FileConfig::default()).expect("defaults").archive_after, None);
+        let file = || parse_file("retention:\n  max_age: 30d\n  archive_after: 7d\n").expect("parses");
+        assert_eq!(
+            resolve(&StartArgs::default(), file()).expect("resolves").archive_after,
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        let args = StartArgs { archive_after: Some(Duration::from_secs(3600)), ..Default::default() };
+        assert_eq!(resolve(&args, file()).expect("resolves").archive_after, Some(Duration::from_secs(3600)));
+        let late = StartArgs { archive_after: Some(Duration::from_secs(31 * 86_400)), ..Default::default() };
+        let e = resolve(&late, file()).expect_err("after max_age");
+        assert!(e.to_string().contains("`retention.archive_after`") && e.to_string().contains("max_age"), "{e}");
+        let zero = parse_file("retention:\n  archive_after: 0s\n").expect("parses");
+        let e = resolve(&StartArgs::default(), zero).expect_err("zero");
+        assert!(e.to_string().contains("`retention.archive_after`"), "{e}");
+        let e = parse_file("retention:\n  archive_after: later\n").expect_err("not a duration");
+        assert!(e.to_string().contains("archive_after"), "{e}");
+    }
+
     /// Each cache's size past 2^30 MiB is refused, naming its key, from the file or the flag.
     #[test]
     fn oversized_caches_are_refused_naming_their_key() {
