@@ -14,11 +14,14 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit, TimestampNanosecondType};
 use arrow::error::ArrowError;
+use index::{Conjunction, IndexedColumn};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::bloom_filter::Sbbf;
 use parquet::file::properties::WriterProperties;
 use parquet::file::statistics::Statistics;
+use parquet::schema::types::ColumnPath;
 use segments::{parse_hex, ColumnId, Event, Segment};
 
 use crate::schema::{events_schema, plain_batch, plain_type, to_arrow};
@@ -85,6 +88,10 @@ pub fn write_parquet(segment: &Segment, path: &Path, row_group_rows: usize) -> R
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        // A trace's lookup reads only the row groups whose filter may hold its id.
+        .set_column_bloom_filter_enabled(ColumnPath::from(ColumnId::TraceId.name()), true)
+        .set_column_bloom_filter_fpp(ColumnPath::from(ColumnId::TraceId.name()), 0.01)
+        .set_column_bloom_filter_max_ndv(ColumnPath::from(ColumnId::TraceId.name()), row_group_rows.max(1) as u64)
         .build();
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| file_err(path, e))?;
     let mut rows = 0u64;
@@ -114,6 +121,8 @@ pub struct ArchivePart {
     pub file: Arc<File>,
     pub row_group: usize,
     pub bounds: RowGroupBounds,
+    /// What the file says of the row group's values, for pruning.
+    pub meta: Arc<RowGroupMeta>,
 }
 
 /// Rows and time bounds of a row group.
@@ -125,12 +134,81 @@ pub struct RowGroupBounds {
     pub max_ts: i64,
 }
 
-/// Row group bounds of archive files, by path (the files never change; a deleted file's entry
-/// is harmless and the map is cleared when it grows large).
-fn bounds_cache() -> &'static Mutex<HashMap<PathBuf, Arc<Vec<RowGroupBounds>>>> {
-    static CACHE: std::sync::OnceLock<Mutex<HashMap<PathBuf, Arc<Vec<RowGroupBounds>>>>> = std::sync::OnceLock::new();
+/// Least and greatest value (bytes, as Parquet compares them) and null count of a string
+/// column in a row group, each where the file records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValueRange {
+    pub min: Option<Vec<u8>>,
+    pub max: Option<Vec<u8>>,
+    pub nulls: Option<u64>,
+}
+
+/// A row group's statistics of the indexed columns and its `trace_id` bloom filter.
+#[derive(Debug, Clone, Default)]
+pub struct RowGroupMeta {
+    pub bounds: Option<RowGroupBounds>,
+    /// By indexed column, in [`IndexedColumn::ALL`]'s order.
+    pub ranges: Vec<Option<ValueRange>>,
+    pub trace_bloom: Option<Sbbf>,
+    /// Bytes of the bloom filter in the file (what it takes in memory).
+    pub bloom_bytes: usize,
+}
+
+impl RowGroupMeta {
+    /// Whether any row of the row group may satisfy `conj`: false only when its statistics
+    /// or its bloom filter rule every row out.
+    pub fn may_match(&self, conj: &Conjunction) -> bool {
+        if let (Some(ids), Some(bloom)) = (&conj.trace_ids, &self.trace_bloom) {
+            let mut hex = String::with_capacity(32);
+            let any = ids.iter().any(|id| {
+                hex.clear();
+                for b in id {
+                    use std::fmt::Write;
+                    let _ = write!(hex, "{b:02x}");
+                }
+                bloom.check(hex.as_str())
+            });
+            if !any {
+                return false;
+            }
+        }
+        conj.terms.iter().filter(|t| !t.negated).all(|t| {
+            let at = IndexedColumn::ALL.iter().position(|c| *c == t.column);
+            let Some(Some(range)) = at.and_then(|i| self.ranges.get(i)) else {
+                return true;
+            };
+            t.values.iter().any(|v| match v {
+                None => range.nulls != Some(0),
+                Some(s) => {
+                    let s = s.as_bytes();
+                    range.min.as_deref().is_none_or(|m| m <= s) && range.max.as_deref().is_none_or(|m| s <= m)
+                }
+            })
+        })
+    }
+
+    fn memory_bytes(&self) -> usize {
+        let ranges: usize = self
+            .ranges
+            .iter()
+            .flatten()
+            .map(|r| r.min.as_ref().map_or(0, Vec::len) + r.max.as_ref().map_or(0, Vec::len) + 64)
+            .sum();
+        ranges + self.bloom_bytes + 64
+    }
+}
+
+/// Row group metadata of archive files, by path (the files never change; a deleted file's
+/// entry is harmless). Cleared once it holds more than [`META_CACHE_BYTES`].
+fn meta_cache() -> &'static Mutex<(usize, HashMap<PathBuf, Arc<Vec<Arc<RowGroupMeta>>>>)> {
+    static CACHE: std::sync::OnceLock<Mutex<(usize, HashMap<PathBuf, Arc<Vec<Arc<RowGroupMeta>>>>)>> =
+        std::sync::OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
+
+/// Budget of the archive files' row group metadata kept between queries (bloom filters are
+/// most of it: about 20 KB per row group).
+const META_CACHE_BYTES: usize = 64 << 20;
 
 /// The whole of an open archive file, mapped.
 fn mapped(file: &File, path: &Path) -> Result<bytes::Bytes, ArchiveError> {
@@ -146,22 +224,32 @@ fn mapped(file: &File, path: &Path) -> Result<bytes::Bytes, ArchiveError> {
 /// The row groups of archive file `file` with their time bounds (from the file's statistics;
 /// the file's bounds where a row group has none).
 pub fn archive_parts(file: &engine::ArchivedFile) -> Result<Vec<ArchivePart>, ArchiveError> {
-    let bounds = row_group_bounds(file)?;
-    Ok(bounds
+    let metas = row_group_metas(file)?;
+    Ok(metas
         .iter()
         .enumerate()
-        .map(|(row_group, b)| ArchivePart { path: file.path.clone(), file: file.file.clone(), row_group, bounds: *b })
+        .map(|(row_group, m)| ArchivePart {
+            path: file.path.clone(),
+            file: file.file.clone(),
+            row_group,
+            bounds: m.bounds.unwrap_or(RowGroupBounds {
+                rows: 0,
+                min_ts: file.entry.min_ts,
+                max_ts: file.entry.max_ts,
+            }),
+            meta: m.clone(),
+        })
         .collect())
 }
 
-fn row_group_bounds(archived: &engine::ArchivedFile) -> Result<Arc<Vec<RowGroupBounds>>, ArchiveError> {
+fn row_group_metas(archived: &engine::ArchivedFile) -> Result<Arc<Vec<Arc<RowGroupMeta>>>, ArchiveError> {
     let path = archived.path.as_path();
-    if let Some(p) = bounds_cache().lock().ok().and_then(|c| c.get(path).cloned()) {
+    if let Some(p) = meta_cache().lock().ok().and_then(|c| c.1.get(path).cloned()) {
         return Ok(p);
     }
     let (file_min, file_max) = (archived.entry.min_ts, archived.entry.max_ts);
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(mapped(&archived.file, path)?).map_err(|e| file_err(path, e))?;
+    let bytes = mapped(&archived.file, path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| file_err(path, e))?;
     let meta = builder.metadata();
     let ts_col = builder
         .parquet_schema()
@@ -169,27 +257,50 @@ fn row_group_bounds(archived: &engine::ArchivedFile) -> Result<Arc<Vec<RowGroupB
         .iter()
         .position(|c| c.name() == ColumnId::Timestamp.name())
         .ok_or_else(|| file_err(path, "no timestamp column"))?;
-    let parts: Vec<RowGroupBounds> = meta
-        .row_groups()
-        .iter()
-        .map(|rg| {
-            let (lo, hi) = match rg.column(ts_col).statistics() {
-                Some(Statistics::Int64(s)) => (s.min_opt().copied(), s.max_opt().copied()),
-                _ => (None, None),
-            };
-            RowGroupBounds {
+    let column_at = |name: &str| builder.parquet_schema().columns().iter().position(|c| c.name() == name);
+    let indexed: Vec<Option<usize>> = IndexedColumn::ALL.iter().map(|c| column_at(c.name())).collect();
+    let trace_col = column_at(ColumnId::TraceId.name());
+    let mut parts = Vec::with_capacity(meta.row_groups().len());
+    for rg in meta.row_groups() {
+        let (lo, hi) = match rg.column(ts_col).statistics() {
+            Some(Statistics::Int64(s)) => (s.min_opt().copied(), s.max_opt().copied()),
+            _ => (None, None),
+        };
+        let ranges = indexed
+            .iter()
+            .map(|at| {
+                let stats = rg.column((*at)?).statistics()?;
+                Some(ValueRange {
+                    min: stats.min_bytes_opt().map(<[u8]>::to_vec),
+                    max: stats.max_bytes_opt().map(<[u8]>::to_vec),
+                    nulls: stats.null_count_opt(),
+                })
+            })
+            .collect();
+        // (A filter that does not read is no filter: the row group is read.)
+        let trace_bloom = trace_col.and_then(|at| Sbbf::read_from_column_chunk(rg.column(at), &bytes).ok().flatten());
+        let bloom_bytes =
+            trace_col.and_then(|at| rg.column(at).bloom_filter_length()).map_or(0, |n| usize::try_from(n).unwrap_or(0));
+        parts.push(Arc::new(RowGroupMeta {
+            bounds: Some(RowGroupBounds {
                 rows: usize::try_from(rg.num_rows()).unwrap_or(0),
                 min_ts: lo.unwrap_or(file_min),
                 max_ts: hi.unwrap_or(file_max),
-            }
-        })
-        .collect();
+            }),
+            ranges,
+            trace_bloom,
+            bloom_bytes,
+        }));
+    }
     let parts = Arc::new(parts);
-    if let Ok(mut c) = bounds_cache().lock() {
-        if c.len() >= 4096 {
-            c.clear();
+    if let Ok(mut c) = meta_cache().lock() {
+        let bytes: usize = parts.iter().map(|m| m.memory_bytes()).sum();
+        if c.0 + bytes > META_CACHE_BYTES {
+            c.1.clear();
+            c.0 = 0;
         }
-        c.insert(path.to_path_buf(), parts.clone());
+        c.0 += bytes;
+        c.1.insert(path.to_path_buf(), parts.clone());
     }
     Ok(parts)
 }
@@ -320,4 +431,104 @@ pub fn events_from_batch(batch: &RecordBatch, out: &mut Vec<Event>) -> Result<()
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use index::Term;
+    use proptest::prelude::*;
+
+    /// The statistics a writer records for `values` (min and max by bytes, nulls).
+    fn range_of(values: &[Option<String>]) -> ValueRange {
+        let present = values.iter().flatten().map(|s| s.as_bytes().to_vec());
+        ValueRange {
+            min: present.clone().min(),
+            max: present.max(),
+            nulls: Some(values.iter().filter(|v| v.is_none()).count() as u64),
+        }
+    }
+
+    fn meta_with(column: IndexedColumn, range: Option<ValueRange>) -> RowGroupMeta {
+        let mut ranges = vec![None; IndexedColumn::ALL.len()];
+        let at = IndexedColumn::ALL.iter().position(|c| *c == column).expect("indexed");
+        ranges[at] = range;
+        RowGroupMeta { ranges, ..Default::default() }
+    }
+
+    fn term(column: IndexedColumn, values: &[Option<&str>], negated: bool) -> Conjunction {
+        let values = values.iter().map(|v| v.map(str::to_owned)).collect();
+        Conjunction { terms: vec![Term { column, values, negated }], trace_ids: None }
+    }
+
+    #[test]
+    fn statistics_rule_out_only_what_they_exclude() {
+        let values = [Some("acme".to_owned()), Some("globex".to_owned()), None];
+        let m = meta_with(IndexedColumn::Tenant, Some(range_of(&values)));
+        assert!(m.may_match(&term(IndexedColumn::Tenant, &[Some("acme")], false)));
+        assert!(m.may_match(&term(IndexedColumn::Tenant, &[Some("beta")], false)), "inside the range");
+        assert!(!m.may_match(&term(IndexedColumn::Tenant, &[Some("zeta")], false)));
+        assert!(!m.may_match(&term(IndexedColumn::Tenant, &[Some("aaa"), Some("zzz")], false)));
+        assert!(m.may_match(&term(IndexedColumn::Tenant, &[Some("aaa"), Some("globex")], false)));
+        assert!(m.may_match(&term(IndexedColumn::Tenant, &[None], false)), "it has nulls");
+        assert!(m.may_match(&term(IndexedColumn::Tenant, &[Some("zeta")], true)), "negations never prune");
+        // Other columns' terms: no statistics kept for them here, so no pruning.
+        assert!(m.may_match(&term(IndexedColumn::AgentId, &[Some("zeta")], false)));
+        let no_nulls = meta_with(IndexedColumn::Tenant, Some(range_of(&values[..2])));
+        assert!(!no_nulls.may_match(&term(IndexedColumn::Tenant, &[None], false)));
+        let unknown = meta_with(IndexedColumn::Tenant, Some(ValueRange::default()));
+        assert!(unknown.may_match(&term(IndexedColumn::Tenant, &[None], false)));
+        assert!(unknown.may_match(&term(IndexedColumn::Tenant, &[Some("zeta")], false)));
+    }
+
+    #[test]
+    fn the_trace_bloom_filter_rules_out_traces_it_does_not_hold() {
+        let mut bloom = Sbbf::new_with_ndv_fpp(1000, 0.001).expect("bloom");
+        let ids: Vec<[u8; 16]> = (0..500u128).map(|i| (i * 7_919 + 1).to_be_bytes()).collect();
+        let hex = |id: &[u8; 16]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        for id in &ids {
+            bloom.insert(hex(id).as_str());
+        }
+        let m = RowGroupMeta { trace_bloom: Some(bloom), ..Default::default() };
+        let lookup = |id: [u8; 16]| Conjunction { terms: vec![], trace_ids: Some(vec![id]) };
+        assert!(ids.iter().all(|id| m.may_match(&lookup(*id))), "every inserted trace may match");
+        let others = (0..1000u128).map(|i| (i * 7_919 + 2).to_be_bytes()).filter(|id| m.may_match(&lookup(*id)));
+        assert!(others.count() <= 10, "at most about 0.1% false positives");
+        let both = Conjunction { terms: vec![], trace_ids: Some(vec![2u128.to_be_bytes(), ids[3]]) };
+        assert!(m.may_match(&both));
+        // No filter in the file: no pruning.
+        assert!(RowGroupMeta::default().may_match(&lookup(2u128.to_be_bytes())));
+    }
+
+    proptest! {
+        /// A row group holding a row that satisfies an equality / IN / IS NULL term is never
+        /// ruled out by its statistics.
+        #[test]
+        fn statistics_never_rule_out_a_matching_row(
+            rows in proptest::collection::vec(proptest::option::of("[a-c\u{e9}\u{65e5}]{0,3}"), 1..20),
+            extra in proptest::collection::vec(proptest::option::of("[a-c\u{e9}\u{65e5}]{0,3}"), 0..3),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let m = meta_with(IndexedColumn::AgentId, Some(range_of(&rows)));
+            let mut values = extra.clone();
+            values.push(rows[pick.index(rows.len())].clone());
+            let conj = Conjunction {
+                terms: vec![Term { column: IndexedColumn::AgentId, values, negated: false }],
+                trace_ids: None,
+            };
+            prop_assert!(m.may_match(&conj));
+            // And a term none of whose values occurs may still match only inside the range.
+            let absent: Vec<Option<String>> = extra.into_iter().filter(|v| !rows.contains(v)).collect();
+            let conj = Conjunction {
+                terms: vec![Term { column: IndexedColumn::AgentId, values: absent.clone(), negated: false }],
+                trace_ids: None,
+            };
+            let r = range_of(&rows);
+            let inside = absent.iter().any(|v| match v {
+                None => r.nulls != Some(0),
+                Some(s) => r.min.as_deref().is_none_or(|m| m <= s.as_bytes()) && r.max.as_deref().is_none_or(|m| s.as_bytes() <= m),
+            });
+            prop_assert_eq!(m.may_match(&conj), inside);
+        }
+    }
 }

@@ -378,7 +378,10 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> Result<ScanPlan> {
         let parts = crate::archive::archive_parts(file).map_err(ext)?;
         st.blocks_total += parts.len();
         let mut kept_any = false;
-        for part in parts.into_iter().filter(|part| time_ok(part.bounds.min_ts, part.bounds.max_ts)) {
+        let kept = parts.into_iter().filter(|part| {
+            time_ok(part.bounds.min_ts, part.bounds.max_ts) && (p.conj.is_empty() || part.meta.may_match(&p.conj))
+        });
+        for part in kept {
             kept_any = true;
             st.blocks_kept += 1;
             st.rows_kept += part.bounds.rows as u64;
