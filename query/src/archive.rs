@@ -200,11 +200,13 @@ impl RowGroupMeta {
 
 /// Row group metadata of archive files, by path (the files never change; a deleted file's
 /// entry is harmless). Cleared once it holds more than [`META_CACHE_BYTES`].
-fn meta_cache() -> &'static Mutex<(usize, HashMap<PathBuf, Arc<Vec<Arc<RowGroupMeta>>>>)> {
-    static CACHE: std::sync::OnceLock<Mutex<(usize, HashMap<PathBuf, Arc<Vec<Arc<RowGroupMeta>>>>)>> =
-        std::sync::OnceLock::new();
+fn meta_cache() -> &'static Mutex<MetaCache> {
+    static CACHE: std::sync::OnceLock<Mutex<MetaCache>> = std::sync::OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
+
+/// The row groups' metadata of each archive file, by path, and the bytes they take.
+type MetaCache = (usize, HashMap<PathBuf, Arc<Vec<Arc<RowGroupMeta>>>>);
 
 /// Budget of the archive files' row group metadata kept between queries (bloom filters are
 /// most of it: about 20 KB per row group).
