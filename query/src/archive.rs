@@ -16,7 +16,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit, Ti
 use arrow::error::ArrowError;
 use index::{Conjunction, IndexedColumn};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::bloom_filter::Sbbf;
 use parquet::file::properties::WriterProperties;
@@ -307,11 +307,22 @@ fn row_group_metas(archived: &engine::ArchivedFile) -> Result<Arc<Vec<Arc<RowGro
     Ok(parts)
 }
 
-/// The rows of one row group of an archive file, as events.
-pub fn load_part(part: &ArchivePart) -> Result<Vec<Event>, ArchiveError> {
+/// The rows of one row group of an archive file, as events with the given columns only (the
+/// others at their defaults: see [`events_from_batch`]).
+pub fn load_part(part: &ArchivePart, columns: &[ColumnId]) -> Result<Vec<Event>, ArchiveError> {
     let path = &part.path;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(mapped(&part.file, path)?)
-        .map_err(|e| file_err(path, e))?
+    let builder = ParquetRecordBatchReaderBuilder::try_new(mapped(&part.file, path)?).map_err(|e| file_err(path, e))?;
+    let roots: Vec<usize> = builder
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| columns.iter().any(|c| c.name() == f.name()))
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let reader = builder
+        .with_projection(mask)
         .with_row_groups(vec![part.row_group])
         .with_batch_size(part.bounds.rows.max(1))
         .build()
@@ -325,39 +336,42 @@ pub fn load_part(part: &ArchivePart) -> Result<Vec<Event>, ArchiveError> {
 }
 
 /// Column `col` of `batch` cast to `dt` (so that a file written with other string or integer
-/// widths still reads).
-fn column_as(batch: &RecordBatch, col: ColumnId, dt: &DataType) -> Result<ArrayRef, ArrowError> {
-    let a = batch
-        .column_by_name(col.name())
-        .ok_or_else(|| ArrowError::SchemaError(format!("column {} is missing", col.name())))?;
-    if a.data_type() == dt {
-        Ok(a.clone())
-    } else {
-        arrow::compute::cast(a, dt)
+/// widths still reads); `None` when the batch does not hold it.
+fn column_as(batch: &RecordBatch, col: ColumnId, dt: &DataType) -> Result<Option<ArrayRef>, ArrowError> {
+    match batch.column_by_name(col.name()) {
+        None => Ok(None),
+        Some(a) if a.data_type() == dt => Ok(Some(a.clone())),
+        Some(a) => arrow::compute::cast(a, dt).map(Some),
     }
 }
 
-fn strings_of(batch: &RecordBatch, col: ColumnId) -> Result<StringArray, ArrowError> {
-    Ok(column_as(batch, col, &DataType::Utf8)?.as_string::<i32>().clone())
+fn strings_of(batch: &RecordBatch, col: ColumnId) -> Result<Option<StringArray>, ArrowError> {
+    Ok(column_as(batch, col, &DataType::Utf8)?.map(|a| a.as_string::<i32>().clone()))
 }
 
-fn floats_of(batch: &RecordBatch, col: ColumnId) -> Result<Float64Array, ArrowError> {
-    Ok(column_as(batch, col, &DataType::Float64)?.as_primitive::<Float64Type>().clone())
+fn floats_of(batch: &RecordBatch, col: ColumnId) -> Result<Option<Float64Array>, ArrowError> {
+    Ok(column_as(batch, col, &DataType::Float64)?.map(|a| a.as_primitive::<Float64Type>().clone()))
 }
 
-fn ints_of(batch: &RecordBatch, col: ColumnId) -> Result<Int64Array, ArrowError> {
-    Ok(column_as(batch, col, &DataType::Int64)?.as_primitive::<Int64Type>().clone())
+fn ints_of(batch: &RecordBatch, col: ColumnId) -> Result<Option<Int64Array>, ArrowError> {
+    Ok(column_as(batch, col, &DataType::Int64)?.map(|a| a.as_primitive::<Int64Type>().clone()))
 }
 
-fn opt_string(a: &StringArray, i: usize) -> Option<String> {
-    a.is_valid(i).then(|| a.value(i).to_owned())
+fn opt_string(a: &Option<StringArray>, i: usize) -> Option<String> {
+    a.as_ref().and_then(|a| a.is_valid(i).then(|| a.value(i).to_owned()))
 }
 
-fn opt<T: arrow::datatypes::ArrowPrimitiveType>(a: &arrow::array::PrimitiveArray<T>, i: usize) -> Option<T::Native> {
-    a.is_valid(i).then(|| a.value(i))
+fn opt<T: arrow::datatypes::ArrowPrimitiveType>(
+    a: &Option<arrow::array::PrimitiveArray<T>>,
+    i: usize,
+) -> Option<T::Native> {
+    a.as_ref().and_then(|a| a.is_valid(i).then(|| a.value(i)))
 }
 
-/// Append the rows of `batch` (the `events` columns, plain types) to `out` as events.
+/// Append the rows of `batch` (columns of the `events` table, plain types) to `out` as
+/// events. Columns the batch does not hold (a read of some columns only) are left at their
+/// defaults (empty strings, zero ids, `None`); a null in a column the contract requires is
+/// an error.
 pub fn events_from_batch(batch: &RecordBatch, out: &mut Vec<Event>) -> Result<(), ArrowError> {
     use ColumnId::*;
     let bad = |what: String| ArrowError::InvalidArgumentError(what);
@@ -368,7 +382,7 @@ pub fn events_from_batch(batch: &RecordBatch, out: &mut Vec<Event>) -> Result<()
     let agent = strings_of(batch, AgentId)?;
     let session = strings_of(batch, SessionId)?;
     let ts = column_as(batch, Timestamp, &DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())))?;
-    let ts: &TimestampNanosecondArray = ts.as_primitive::<TimestampNanosecondType>();
+    let ts: Option<TimestampNanosecondArray> = ts.map(|a| a.as_primitive::<TimestampNanosecondType>().clone());
     let kind = strings_of(batch, Kind)?;
     let name = strings_of(batch, Name)?;
     let content = strings_of(batch, Content)?;
@@ -381,49 +395,73 @@ pub fn events_from_batch(batch: &RecordBatch, out: &mut Vec<Event>) -> Result<()
     let input = ints_of(batch, InputTokens)?;
     let output = ints_of(batch, OutputTokens)?;
     let cost = floats_of(batch, CostUsd)?;
-    let attrs = batch.column_by_name(Attributes.name()).ok_or_else(|| bad("column attributes is missing".into()))?;
-    let attrs: &MapArray = attrs.as_map_opt().ok_or_else(|| bad("attributes is not a map".into()))?;
-    let keys = arrow::compute::cast(attrs.keys(), &DataType::Utf8)?;
-    let keys = keys.as_string::<i32>();
-    let values = arrow::compute::cast(attrs.values(), &DataType::Utf8)?;
-    let values = values.as_string::<i32>();
-    let offsets = attrs.value_offsets();
-    let id = |a: &StringArray, i: usize, what: ColumnId| -> Result<String, ArrowError> {
-        a.is_valid(i).then(|| a.value(i).to_owned()).ok_or_else(|| bad(format!("row {i}: {} is null", what.name())))
+    let attrs = match batch.column_by_name(Attributes.name()) {
+        None => None,
+        Some(a) => {
+            let map: &MapArray = a.as_map_opt().ok_or_else(|| bad("attributes is not a map".into()))?;
+            let keys = arrow::compute::cast(map.keys(), &DataType::Utf8)?;
+            let values = arrow::compute::cast(map.values(), &DataType::Utf8)?;
+            Some((map.value_offsets().to_vec(), keys, values))
+        }
+    };
+    // A required column: its value, or an error naming it when null; empty when not read.
+    let required = |a: &Option<StringArray>, i: usize, what: ColumnId| -> Result<String, ArrowError> {
+        match a {
+            None => Ok(String::new()),
+            Some(a) if a.is_valid(i) => Ok(a.value(i).to_owned()),
+            Some(_) => Err(bad(format!("row {i}: {} is null", what.name()))),
+        }
     };
     out.reserve(batch.num_rows());
     for i in 0..batch.num_rows() {
-        let trace_id = parse_hex::<16>(&id(&trace, i, TraceId)?)
-            .ok_or_else(|| bad(format!("row {i}: trace_id is not 32 hex digits")))?;
-        let span_id = parse_hex::<8>(&id(&span, i, SpanId)?)
-            .ok_or_else(|| bad(format!("row {i}: span_id is not 16 hex digits")))?;
+        let trace_id = match &trace {
+            None => [0; 16],
+            Some(_) => parse_hex::<16>(&required(&trace, i, TraceId)?)
+                .ok_or_else(|| bad(format!("row {i}: trace_id is not 32 hex digits")))?,
+        };
+        let span_id = match &span {
+            None => [0; 8],
+            Some(_) => parse_hex::<8>(&required(&span, i, SpanId)?)
+                .ok_or_else(|| bad(format!("row {i}: span_id is not 16 hex digits")))?,
+        };
         let parent_span_id = match opt_string(&parent, i) {
             Some(p) => {
                 Some(parse_hex::<8>(&p).ok_or_else(|| bad(format!("row {i}: parent_span_id is not 16 hex digits")))?)
             }
             None => None,
         };
-        let (lo, hi) = (offsets[i] as usize, offsets[i + 1] as usize);
-        let attributes = (lo..hi)
-            .map(|k| {
-                (keys.value(k).to_owned(), if values.is_valid(k) { values.value(k).to_owned() } else { String::new() })
-            })
-            .collect();
+        let attributes = match &attrs {
+            None => Vec::new(),
+            Some((offsets, keys, values)) => {
+                let (keys, values) = (keys.as_string::<i32>(), values.as_string::<i32>());
+                let (lo, hi) = (offsets[i] as usize, offsets[i + 1] as usize);
+                (lo..hi)
+                    .map(|k| {
+                        let v = if values.is_valid(k) { values.value(k).to_owned() } else { String::new() };
+                        (keys.value(k).to_owned(), v)
+                    })
+                    .collect()
+            }
+        };
+        let timestamp_ns = match &ts {
+            None => 0,
+            Some(_) => opt(&ts, i).ok_or_else(|| bad(format!("row {i}: timestamp is null")))?,
+        };
         out.push(Event {
-            tenant: id(&tenant, i, Tenant)?,
+            tenant: required(&tenant, i, Tenant)?,
             trace_id,
             span_id,
             parent_span_id,
-            agent_id: id(&agent, i, AgentId)?,
+            agent_id: required(&agent, i, AgentId)?,
             session_id: opt_string(&session, i),
-            timestamp_ns: opt(ts, i).ok_or_else(|| bad(format!("row {i}: timestamp is null")))?,
-            kind: id(&kind, i, Kind)?,
+            timestamp_ns,
+            kind: required(&kind, i, Kind)?,
             name: opt_string(&name, i),
             content: opt_string(&content, i),
             intent: opt_string(&intent, i),
             confidence: opt(&confidence, i),
             duration_ms: opt(&duration, i),
-            status: id(&status, i, Status)?,
+            status: required(&status, i, Status)?,
             error_message: opt_string(&error, i),
             model: opt_string(&model, i),
             input_tokens: opt(&input, i),

@@ -188,12 +188,30 @@ impl ScanUnit {
     }
 
     /// An archive unit read into a `Memory` unit of the rows its predicate keeps (`None`
-    /// when none does); other units as they are.
-    pub fn resolve(self) -> Result<Option<ScanUnit>> {
+    /// when none does); other units as they are. Only `columns` and the predicate's are read:
+    /// the events' other fields are left empty, so the unit must be read for `columns` only.
+    pub fn resolve(self, columns: &[ColumnId]) -> Result<Option<ScanUnit>> {
         let ScanUnit::Archive { part, predicate } = self else {
             return Ok(Some(self));
         };
-        let events = crate::archive::load_part(&part).map_err(ext)?;
+        let mut read = columns.to_vec();
+        let mut need = |c: ColumnId| {
+            if !read.contains(&c) {
+                read.push(c);
+            }
+        };
+        if predicate.min_ts.is_some() || predicate.max_ts.is_some() {
+            need(ColumnId::Timestamp);
+        }
+        if predicate.conj.trace_ids.is_some() {
+            need(ColumnId::TraceId);
+        }
+        for t in &predicate.conj.terms {
+            if let Some(c) = ColumnId::ALL.iter().find(|c| c.name() == t.column.name()) {
+                need(*c);
+            }
+        }
+        let events = crate::archive::load_part(&part, &read).map_err(ext)?;
         let filtering = !predicate.conj.is_empty() || predicate.min_ts.is_some() || predicate.max_ts.is_some();
         let rows = filtering.then(|| {
             RowSet::Listed(
@@ -824,7 +842,17 @@ pub fn read_unit(
         ScanUnit::Block { rows, .. } | ScanUnit::Memory { rows, .. } => rows.as_ref(),
         // Read now, then as the in-memory rows it becomes.
         ScanUnit::Archive { .. } => {
-            return match unit.clone().resolve()? {
+            // Every column this read may decode: the projection, the filters', and the time
+            // (a TopK reads it).
+            let mut read: Vec<ColumnId> = columns.to_vec();
+            let filter_columns = filter.map(|f| &f.full.columns).into_iter().flatten();
+            let runtime_columns = runtime.map(|f| &f.columns).into_iter().flatten();
+            for c in filter_columns.chain(runtime_columns).chain([&ColumnId::Timestamp]) {
+                if !read.contains(c) {
+                    read.push(*c);
+                }
+            }
+            return match unit.clone().resolve(&read)? {
                 Some(u) => read_unit(&u, columns, schema, filter, runtime, top, coded),
                 None => Ok(None),
             };
