@@ -15,10 +15,11 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit, TimestampNanosecondType};
 use arrow::error::ArrowError;
 use index::{Conjunction, IndexedColumn};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::bloom_filter::Sbbf;
+use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::WriterProperties;
 use parquet::file::statistics::Statistics;
 use parquet::schema::types::ColumnPath;
@@ -310,8 +311,21 @@ fn row_group_metas(archived: &engine::ArchivedFile) -> Result<Arc<Vec<Arc<RowGro
 /// The rows of one row group of an archive file, as events with the given columns only (the
 /// others at their defaults: see [`events_from_batch`]).
 pub fn load_part(part: &ArchivePart, columns: &[ColumnId]) -> Result<Vec<Event>, ArchiveError> {
+    load_part_rows(part, columns, None)
+}
+
+/// As [`load_part`], only the rows at positions `rows` (ascending, within the row group)
+/// when given: pages without any of them are skipped through the file's page index.
+pub fn load_part_rows(
+    part: &ArchivePart,
+    columns: &[ColumnId],
+    rows: Option<&[u32]>,
+) -> Result<Vec<Event>, ArchiveError> {
     let path = &part.path;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(mapped(&part.file, path)?).map_err(|e| file_err(path, e))?;
+    let policy = if rows.is_some() { PageIndexPolicy::Optional } else { PageIndexPolicy::Skip };
+    let options = ArrowReaderOptions::new().with_page_index_policy(policy);
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(mapped(&part.file, path)?, options)
+        .map_err(|e| file_err(path, e))?;
     let roots: Vec<usize> = builder
         .schema()
         .fields()
@@ -321,18 +335,35 @@ pub fn load_part(part: &ArchivePart, columns: &[ColumnId]) -> Result<Vec<Event>,
         .map(|(i, _)| i)
         .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = builder
-        .with_projection(mask)
-        .with_row_groups(vec![part.row_group])
-        .with_batch_size(part.bounds.rows.max(1))
-        .build()
-        .map_err(|e| file_err(path, e))?;
+    let mut builder = builder.with_projection(mask).with_row_groups(vec![part.row_group]);
+    if let Some(rows) = rows {
+        if rows.last().is_some_and(|r| *r as usize >= part.bounds.rows) {
+            return Err(file_err(path, format!("row {} outside row group {}", rows.len(), part.row_group)));
+        }
+        let ranges = consecutive_ranges(rows);
+        builder =
+            builder.with_row_selection(RowSelection::from_consecutive_ranges(ranges.into_iter(), part.bounds.rows));
+    }
+    let reader = builder.with_batch_size(part.bounds.rows.max(1)).build().map_err(|e| file_err(path, e))?;
     let mut events = Vec::with_capacity(part.bounds.rows);
     for batch in reader {
         let batch = batch.map_err(|e| file_err(path, e))?;
         events_from_batch(&batch, &mut events).map_err(|e| file_err(path, e))?;
     }
     Ok(events)
+}
+
+/// Runs of consecutive positions in ascending `rows`, as ranges.
+fn consecutive_ranges(rows: &[u32]) -> Vec<std::ops::Range<usize>> {
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for &r in rows {
+        let r = r as usize;
+        match ranges.last_mut() {
+            Some(last) if last.end == r => last.end = r + 1,
+            _ => ranges.push(r..r + 1),
+        }
+    }
+    ranges
 }
 
 /// Column `col` of `batch` cast to `dt` (so that a file written with other string or integer
@@ -538,6 +569,12 @@ mod tests {
         assert!(m.may_match(&both));
         // No filter in the file: no pruning.
         assert!(RowGroupMeta::default().may_match(&lookup(2u128.to_be_bytes())));
+    }
+
+    #[test]
+    fn consecutive_rows_become_ranges() {
+        assert_eq!(consecutive_ranges(&[]), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(consecutive_ranges(&[0, 1, 2, 5, 7, 8]), vec![0..3, 5..6, 7..9]);
     }
 
     proptest! {

@@ -188,45 +188,44 @@ impl ScanUnit {
     }
 
     /// An archive unit read into a `Memory` unit of the rows its predicate keeps (`None`
-    /// when none does); other units as they are. Only `columns` and the predicate's are read:
+    /// when none does); other units as they are. Only `columns` of the selected rows are read:
     /// the events' other fields are left empty, so the unit must be read for `columns` only.
     pub fn resolve(self, columns: &[ColumnId]) -> Result<Option<ScanUnit>> {
         let ScanUnit::Archive { part, predicate } = self else {
             return Ok(Some(self));
         };
-        let mut read = columns.to_vec();
-        let mut need = |c: ColumnId| {
-            if !read.contains(&c) {
-                read.push(c);
-            }
-        };
+        // The predicate's columns alone first, to find its rows; then the columns asked for,
+        // of those rows only (a trace's few rows do not read every row's text).
+        let mut pred_columns: Vec<ColumnId> = Vec::new();
         if predicate.min_ts.is_some() || predicate.max_ts.is_some() {
-            need(ColumnId::Timestamp);
+            pred_columns.push(ColumnId::Timestamp);
         }
         if predicate.conj.trace_ids.is_some() {
-            need(ColumnId::TraceId);
+            pred_columns.push(ColumnId::TraceId);
         }
         for t in &predicate.conj.terms {
             if let Some(c) = ColumnId::ALL.iter().find(|c| c.name() == t.column.name()) {
-                need(*c);
+                if !pred_columns.contains(c) {
+                    pred_columns.push(*c);
+                }
             }
         }
-        let events = crate::archive::load_part(&part, &read).map_err(ext)?;
-        let filtering = !predicate.conj.is_empty() || predicate.min_ts.is_some() || predicate.max_ts.is_some();
-        let rows = filtering.then(|| {
-            RowSet::Listed(
-                events
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, e)| event_matches(e, &predicate))
-                    .map(|(i, _)| i as u32)
-                    .collect(),
-            )
-        });
-        if rows.as_ref().is_some_and(RowSet::is_empty) || events.is_empty() {
+        let selected: Option<Vec<u32>> = if pred_columns.is_empty() {
+            None
+        } else {
+            let probe = crate::archive::load_part(&part, &pred_columns).map_err(ext)?;
+            let rows: Vec<u32> =
+                probe.iter().enumerate().filter(|(_, e)| event_matches(e, &predicate)).map(|(i, _)| i as u32).collect();
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            (rows.len() < probe.len()).then_some(rows)
+        };
+        let events = crate::archive::load_part_rows(&part, columns, selected.as_deref()).map_err(ext)?;
+        if events.is_empty() {
             return Ok(None);
         }
-        Ok(Some(ScanUnit::Memory { events: Arc::new(events), rows }))
+        Ok(Some(ScanUnit::Memory { events: Arc::new(events), rows: None }))
     }
 
     fn is_archive(&self) -> bool {
