@@ -94,7 +94,7 @@ pub fn write_parquet(segment: &Segment, path: &Path, row_group_rows: usize) -> R
         .set_column_bloom_filter_fpp(ColumnPath::from(ColumnId::TraceId.name()), 0.01)
         .set_column_bloom_filter_max_ndv(ColumnPath::from(ColumnId::TraceId.name()), row_group_rows.max(1) as u64)
         .build();
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| file_err(path, e))?;
+    let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| file_err(path, e))?;
     let mut rows = 0u64;
     for block in 0..segment.blocks().len() {
         let columns = ColumnId::ALL
@@ -108,6 +108,9 @@ pub fn write_parquet(segment: &Segment, path: &Path, row_group_rows: usize) -> R
         let batch = plain_batch(&batch).map_err(|e| file_err(path, e))?;
         rows += batch.num_rows() as u64;
         writer.write(&batch).map_err(|e| file_err(path, e))?;
+    }
+    if rows != segment.rows() {
+        return Err(file_err(path, format!("wrote {rows} rows of a segment of {}", segment.rows())));
     }
     let file = writer.into_inner().map_err(|e| file_err(path, e))?;
     file.sync_all().map_err(|e| file_err(path, e))?;
