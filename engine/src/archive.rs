@@ -29,8 +29,11 @@ pub trait Archiver: Send + Sync + Debug {
     /// The file name extension of what [`Archiver::archive`] writes (`parquet`).
     fn extension(&self) -> &'static str;
 
-    /// Write every row of `segment` to a new file at `path`, durable (fsync'd) when it returns.
-    fn archive(&self, segment: &Segment, path: &Path) -> Result<(), String>;
+    /// Write every row of `segment` to a new file at `path`, durable (fsync'd) when it returns
+    /// `Ok(true)`. `stop` says the engine is closing: an archiver should check it now and
+    /// then (between blocks) and return `Ok(false)` when it stopped early (the caller deletes
+    /// what it wrote), so that closing does not wait for a whole segment.
+    fn archive(&self, segment: &Segment, path: &Path, stop: &dyn Fn() -> bool) -> Result<bool, String>;
 }
 
 /// A file of the cold tier, as a snapshot lists it: open, so that a snapshot's readers keep
@@ -111,9 +114,16 @@ pub(crate) fn archive_once(inner: &Inner, cutoff_ns: i64) -> Result<u64, EngineE
         let path = archive_dir.join(&name);
         let tmp = archive_dir.join(format!("{name}.tmp"));
         let started = std::time::Instant::now();
-        if let Err(e) = archiver.archive(&live.segment, &tmp) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(EngineError::Archive { segment: live.entry.file.clone(), reason: e });
+        match archiver.archive(&live.segment, &tmp, &|| stopping(inner)) {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = std::fs::remove_file(&tmp);
+                break;
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(EngineError::Archive { segment: live.entry.file.clone(), reason: e });
+            }
         }
         std::fs::rename(&tmp, &path).map_err(|e| EngineError::io(&path, e))?;
         File::open(&archive_dir).and_then(|d| d.sync_all()).map_err(|e| EngineError::io(&archive_dir, e))?;

@@ -20,7 +20,7 @@ impl Archiver for SpanIdArchiver {
         "ids"
     }
 
-    fn archive(&self, segment: &Segment, path: &Path) -> Result<(), String> {
+    fn archive(&self, segment: &Segment, path: &Path, _stop: &dyn Fn() -> bool) -> Result<bool, String> {
         if self.fail.load(Ordering::Relaxed) {
             // Leave a partial file behind, as a crash or a full disk would.
             std::fs::write(path, b"partial").map_err(|e| e.to_string())?;
@@ -31,7 +31,35 @@ impl Archiver for SpanIdArchiver {
         for e in rows {
             writeln!(f, "{}", u64::from_le_bytes(e.span_id)).map_err(|e| e.to_string())?;
         }
-        f.sync_all().map_err(|e| e.to_string())
+        f.sync_all().map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+}
+
+/// Writes part of a file, says it started, then waits until told to stop.
+#[derive(Debug)]
+struct StoppableArchiver {
+    started: std::sync::mpsc::SyncSender<()>,
+    saw_stop: AtomicBool,
+}
+
+impl Archiver for StoppableArchiver {
+    fn extension(&self) -> &'static str {
+        "ids"
+    }
+
+    fn archive(&self, _segment: &Segment, path: &Path, stop: &dyn Fn() -> bool) -> Result<bool, String> {
+        std::fs::write(path, b"0\n").map_err(|e| e.to_string())?;
+        let _ = self.started.try_send(());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if stop() {
+                self.saw_stop.store(true, Ordering::Relaxed);
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Err("never told to stop".into())
     }
 }
 
@@ -191,6 +219,34 @@ fn a_listed_archive_file_that_is_missing_is_reported_on_open() {
         Err(e) => panic!("expected a corrupt-directory error, got {e}"),
         Ok(_) => panic!("opened with a missing archive file"),
     }
+}
+
+/// Closing the engine stops an archive under way: `close` returns without waiting for the
+/// whole segment, the partial file is gone and the segment stays where it was.
+#[test]
+fn closing_stops_an_archive_under_way_and_keeps_the_segment() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let archiver = Arc::new(StoppableArchiver { started: tx, saw_stop: AtomicBool::new(false) });
+    let cfg = EngineConfig {
+        archiver: Some(archiver.clone()),
+        archive_after: Some(std::time::Duration::from_secs(3600)),
+        ..Default::default()
+    };
+    let (eng, _) = Engine::open(dir.path(), cfg).expect("open");
+    eng.bulk_load((0..100).map(|i| ev(i, OLD_NS)).collect()).expect("old");
+    rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the archive started");
+    let t = std::time::Instant::now();
+    eng.close().expect("close");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "close waited {:?}", t.elapsed());
+    assert!(archiver.saw_stop.load(Ordering::Relaxed));
+    drop(eng);
+    let (eng, report) = Engine::open(dir.path(), config(&Arc::new(SpanIdArchiver::default()))).expect("reopen");
+    assert_eq!(report.removed_orphans, 0, "nothing left behind to clean up");
+    assert_eq!(std::fs::read_dir(dir.path().join(ARCHIVE_DIR)).expect("archive").count(), 0);
+    let snap = eng.snapshot();
+    assert!(snap.archives.is_empty());
+    assert_eq!(snap.rows(), 100);
 }
 
 #[test]

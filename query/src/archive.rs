@@ -75,14 +75,20 @@ impl engine::Archiver for ParquetArchiver {
         "parquet"
     }
 
-    fn archive(&self, segment: &Segment, path: &Path) -> Result<(), String> {
-        write_parquet(segment, path, self.row_group_rows).map(|_| ()).map_err(|e| e.to_string())
+    fn archive(&self, segment: &Segment, path: &Path, stop: &dyn Fn() -> bool) -> Result<bool, String> {
+        write_parquet(segment, path, self.row_group_rows, stop).map(|rows| rows.is_some()).map_err(|e| e.to_string())
     }
 }
 
 /// Every row of `segment`, block by block, into a new Parquet file at `path` (row groups of
-/// `row_group_rows`), fsync'd. Returns the rows written.
-pub fn write_parquet(segment: &Segment, path: &Path, row_group_rows: usize) -> Result<u64, ArchiveError> {
+/// `row_group_rows`), fsync'd. Returns the rows written, or `None` when `stop` said to stop
+/// before the last block (the file is then incomplete).
+pub fn write_parquet(
+    segment: &Segment,
+    path: &Path,
+    row_group_rows: usize,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<u64>, ArchiveError> {
     let schema = archive_schema();
     let file = File::create(path).map_err(|e| file_err(path, e))?;
     let level = ZstdLevel::try_new(ARCHIVE_ZSTD_LEVEL).map_err(|e| file_err(path, e))?;
@@ -97,6 +103,9 @@ pub fn write_parquet(segment: &Segment, path: &Path, row_group_rows: usize) -> R
     let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| file_err(path, e))?;
     let mut rows = 0u64;
     for block in 0..segment.blocks().len() {
+        if stop() {
+            return Ok(None);
+        }
         let columns = ColumnId::ALL
             .iter()
             .map(|col| {
@@ -114,7 +123,7 @@ pub fn write_parquet(segment: &Segment, path: &Path, row_group_rows: usize) -> R
     }
     let file = writer.into_inner().map_err(|e| file_err(path, e))?;
     file.sync_all().map_err(|e| file_err(path, e))?;
-    Ok(rows)
+    Ok(Some(rows))
 }
 
 /// One row group of an archive file: what a scan unit of the cold tier reads.
