@@ -15,7 +15,9 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit, TimestampNanosecondType};
 use arrow::error::ArrowError;
 use index::{Conjunction, IndexedColumn};
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
+};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::bloom_filter::Sbbf;
@@ -333,6 +335,20 @@ pub fn load_part_rows(
     columns: &[ColumnId],
     rows: Option<&[u32]>,
 ) -> Result<Vec<Event>, ArchiveError> {
+    let mut events = Vec::with_capacity(part.bounds.rows);
+    for batch in part_reader(part, columns, rows)? {
+        let batch = batch.map_err(|e| file_err(&part.path, e))?;
+        events_from_batch(&batch, &mut events).map_err(|e| file_err(&part.path, e))?;
+    }
+    Ok(events)
+}
+
+/// A reader of `columns` of the part's row group, of the rows at `rows` only when given.
+fn part_reader(
+    part: &ArchivePart,
+    columns: &[ColumnId],
+    rows: Option<&[u32]>,
+) -> Result<ParquetRecordBatchReader, ArchiveError> {
     let path = &part.path;
     let policy = if rows.is_some() { PageIndexPolicy::Optional } else { PageIndexPolicy::Skip };
     let options = ArrowReaderOptions::new().with_page_index_policy(policy);
@@ -349,20 +365,49 @@ pub fn load_part_rows(
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     let mut builder = builder.with_projection(mask).with_row_groups(vec![part.row_group]);
     if let Some(rows) = rows {
-        if rows.last().is_some_and(|r| *r as usize >= part.bounds.rows) {
-            return Err(file_err(path, format!("row {} outside row group {}", rows.len(), part.row_group)));
+        if let Some(last) = rows.last().filter(|r| **r as usize >= part.bounds.rows) {
+            return Err(file_err(path, format!("row {last} outside row group {}", part.row_group)));
         }
         let ranges = consecutive_ranges(rows);
         builder =
             builder.with_row_selection(RowSelection::from_consecutive_ranges(ranges.into_iter(), part.bounds.rows));
     }
-    let reader = builder.with_batch_size(part.bounds.rows.max(1)).build().map_err(|e| file_err(path, e))?;
-    let mut events = Vec::with_capacity(part.bounds.rows);
-    for batch in reader {
-        let batch = batch.map_err(|e| file_err(path, e))?;
-        events_from_batch(&batch, &mut events).map_err(|e| file_err(path, e))?;
+    builder.with_batch_size(part.bounds.rows.max(1)).build().map_err(|e| file_err(path, e))
+}
+
+/// The rows of one row group (only those at `rows` when given, as [`load_part_rows`]) as
+/// Arrow columns of the `events` table's types, indexed by [`ColumnId::index`]: `Some` for
+/// each of `columns`, `None` for the others. Returns them with the row count.
+pub fn load_part_columns(
+    part: &ArchivePart,
+    columns: &[ColumnId],
+    rows: Option<&[u32]>,
+) -> Result<(Vec<Option<ArrayRef>>, usize), ArchiveError> {
+    let path = &part.path;
+    let batches: Vec<RecordBatch> =
+        part_reader(part, columns, rows)?.collect::<Result<_, _>>().map_err(|e| file_err(path, e))?;
+    let len = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut out: Vec<Option<ArrayRef>> = vec![None; ColumnId::ALL.len()];
+    for col in columns {
+        let parts: Vec<&dyn Array> = batches
+            .iter()
+            .map(|b| b.column_by_name(col.name()).map(|a| a.as_ref()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| file_err(path, format!("column {} is missing", col.name())))?;
+        let whole: ArrayRef = match parts.as_slice() {
+            [] => arrow::array::new_empty_array(crate::schema::field_of(*col).data_type()),
+            [one] => arrow::array::make_array(one.to_data()),
+            many => arrow::compute::concat(many).map_err(|e| file_err(path, e))?,
+        };
+        let dt = crate::schema::field_of(*col).data_type().clone();
+        let whole = if whole.data_type() == &dt {
+            whole
+        } else {
+            arrow::compute::cast(&whole, &dt).map_err(|e| file_err(path, e))?
+        };
+        out[col.index()] = Some(whole);
     }
-    Ok(events)
+    Ok((out, len))
 }
 
 /// Runs of consecutive positions in ascending `rows`, as ranges.

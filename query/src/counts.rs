@@ -54,7 +54,7 @@ pub fn count_groups(units: &[ScanUnit], cols: &[IndexedColumn]) -> Option<HashMa
                 }
             }
             // Its rows are known only once read.
-            ScanUnit::Archive { .. } => return None,
+            ScanUnit::Archive { .. } | ScanUnit::Columns { .. } => return None,
         }
     }
     for (segment, blocks) in segments {

@@ -173,6 +173,13 @@ pub enum ScanUnit {
         part: Arc<ArchivePart>,
         predicate: Arc<ScanPredicate>,
     },
+    /// What an archive unit becomes once read ([`ScanUnit::resolve`]): its selected rows as
+    /// Arrow columns of the table's types, by [`ColumnId::index`] (`None` for columns not
+    /// read). Made while the scan runs, never planned.
+    Columns {
+        columns: Arc<Vec<Option<ArrayRef>>>,
+        len: usize,
+    },
 }
 
 impl ScanUnit {
@@ -184,12 +191,13 @@ impl ScanUnit {
             ScanUnit::Memory { events, rows } => rows.as_ref().map_or(events.len(), RowSet::len),
             // At most.
             ScanUnit::Archive { part, .. } => part.bounds.rows,
+            ScanUnit::Columns { len, .. } => *len,
         }
     }
 
-    /// An archive unit read into a `Memory` unit of the rows its predicate keeps (`None`
-    /// when none does); other units as they are. Only `columns` of the selected rows are read:
-    /// the events' other fields are left empty, so the unit must be read for `columns` only.
+    /// An archive unit read into a `Columns` unit of the rows its predicate keeps (`None`
+    /// when none does); other units as they are. Only `columns` are read, so the unit must be
+    /// read for those only.
     pub fn resolve(self, columns: &[ColumnId]) -> Result<Option<ScanUnit>> {
         let ScanUnit::Archive { part, predicate } = self else {
             return Ok(Some(self));
@@ -221,11 +229,11 @@ impl ScanUnit {
             }
             (rows.len() < probe.len()).then_some(rows)
         };
-        let events = crate::archive::load_part_rows(&part, columns, selected.as_deref()).map_err(ext)?;
-        if events.is_empty() {
+        let (columns, len) = crate::archive::load_part_columns(&part, columns, selected.as_deref()).map_err(ext)?;
+        if len == 0 {
             return Ok(None);
         }
-        Ok(Some(ScanUnit::Memory { events: Arc::new(events), rows: None }))
+        Ok(Some(ScanUnit::Columns { columns: Arc::new(columns), len }))
     }
 
     fn is_archive(&self) -> bool {
@@ -587,7 +595,7 @@ fn column_statistics(units: &[ScanUnit], columns: &[ColumnId], filtered: bool) -
                         see(part.bounds.min_ts);
                         see(part.bounds.max_ts);
                     }
-                    ScanUnit::Archive { .. } => return ColumnStatistics::new_unknown(),
+                    ScanUnit::Archive { .. } | ScanUnit::Columns { .. } => return ColumnStatistics::new_unknown(),
                     ScanUnit::Memory { events, rows } => {
                         let mut one = |e: &Event| match col.int_of(e) {
                             Some(v) => see(v),
@@ -650,6 +658,7 @@ fn decode(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -> Result<
         // Free text of a block, every row (the arms above take every other block read).
         (ScanUnit::Block { segment, block, .. }, _) => segment.read_column(*block, col).map_err(ext)?,
         (ScanUnit::Memory { events, .. }, _) => ColumnData::from_events(col, events),
+        (ScanUnit::Columns { columns, .. }, rows) => return select(&read_column(columns, col)?, rows),
         (ScanUnit::Archive { .. }, _) => return Err(unresolved()),
     };
     match (data, rows) {
@@ -750,13 +759,26 @@ fn decode_codes(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>, book
                 Some(r) => r.values().iter().map(|i| pick(*i as usize)).collect(),
                 None => (0..events.len()).map(pick).collect(),
             };
-            let codes = book.codes_for(strings.iter().flatten().copied())?;
-            let mut it = codes.into_iter();
-            let codes: UInt32Array = strings.iter().map(|s| s.and_then(|_| it.next())).collect();
-            Ok(Arc::new(codes))
+            codes_of(&strings, book)
+        }
+        ScanUnit::Columns { columns, .. } => {
+            let values = select(&read_column(columns, col)?, rows)?;
+            let values = values.as_string_view_opt().ok_or_else(|| {
+                DataFusionError::Internal(format!("archived {} is not a string view column", col.name()))
+            })?;
+            let strings: Vec<Option<&str>> = values.iter().collect();
+            codes_of(&strings, book)
         }
         ScanUnit::Archive { .. } => Err(unresolved()),
     }
+}
+
+/// The codes of `book` for `strings`, null where a string is.
+fn codes_of(strings: &[Option<&str>], book: &CodeBook) -> Result<ArrayRef> {
+    let codes = book.codes_for(strings.iter().flatten().copied())?;
+    let mut it = codes.into_iter();
+    let codes: UInt32Array = strings.iter().map(|s| s.and_then(|_| it.next())).collect();
+    Ok(Arc::new(codes))
 }
 
 /// `batch` with each run of equal consecutive rows reduced to its first row (rows are equal
@@ -798,6 +820,30 @@ fn decode_id_bytes(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -
             block_cache().get_or_decode(key, || binary(segment.read_column(*block, col).map_err(ext)?))?
         }
         ScanUnit::Memory { events, .. } => binary(ColumnData::from_events(col, events))?,
+        ScanUnit::Columns { columns, .. } => {
+            let hex = select(&read_column(columns, col)?, rows)?;
+            let hex = hex
+                .as_string_opt::<i32>()
+                .ok_or_else(|| DataFusionError::Internal(format!("archived {} is not a string column", col.name())))?;
+            let width = if col == ColumnId::TraceId { 16 } else { 8 };
+            let mut bytes = Vec::with_capacity(hex.len() * width);
+            let mut validity = Vec::with_capacity(hex.len());
+            for v in hex.iter() {
+                let parsed = match (v, width) {
+                    (None, _) => None,
+                    (Some(s), 16) => segments::parse_hex::<16>(s).map(|b| b.to_vec()),
+                    (Some(s), _) => segments::parse_hex::<8>(s).map(|b| b.to_vec()),
+                };
+                if v.is_some() && parsed.is_none() {
+                    return Err(DataFusionError::Execution(format!("archived {} is not hex: {v:?}", col.name())));
+                }
+                validity.push(parsed.is_some());
+                bytes.extend(parsed.unwrap_or_else(|| vec![0; width]));
+            }
+            let validity = validity.contains(&false).then_some(validity);
+            // (Rows are selected already.)
+            return binary(ColumnData::Fixed { width, bytes, validity });
+        }
         ScanUnit::Archive { .. } => return Err(unresolved()),
     };
     select(&full, rows)
@@ -815,6 +861,15 @@ fn dictionary_array(d: segments::DictColumn) -> Result<ArrayRef> {
 /// The error for an archive unit that reached the decoders without [`ScanUnit::resolve`].
 fn unresolved() -> DataFusionError {
     DataFusionError::Internal("an archive unit was read before it was resolved".into())
+}
+
+/// Column `col` of a `Columns` unit.
+fn read_column(columns: &[Option<ArrayRef>], col: ColumnId) -> Result<ArrayRef> {
+    columns
+        .get(col.index())
+        .cloned()
+        .flatten()
+        .ok_or_else(|| DataFusionError::Internal(format!("archived column {} was not read for this scan", col.name())))
 }
 
 fn select(array: &ArrayRef, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
@@ -839,7 +894,8 @@ pub fn read_unit(
 ) -> Result<Option<RecordBatch>> {
     let rowset = match unit {
         ScanUnit::Block { rows, .. } | ScanUnit::Memory { rows, .. } => rows.as_ref(),
-        // Read now, then as the in-memory rows it becomes.
+        ScanUnit::Columns { .. } => None,
+        // Read now, then as the columns it becomes.
         ScanUnit::Archive { .. } => {
             // Every column this read may decode: the projection, the filters', and the time
             // (a TopK reads it).
@@ -1259,6 +1315,8 @@ impl EventsScanExec {
                 // Every event of the batch bounds the selected ones.
                 ScanUnit::Memory { events, .. } => events.iter().for_each(|e| see(e.timestamp_ns, e.timestamp_ns)),
                 ScanUnit::Archive { part, .. } => see(part.bounds.min_ts, part.bounds.max_ts),
+                // (Never planned; any time.)
+                ScanUnit::Columns { .. } => see(i64::MIN, i64::MAX),
             }
         }
         bounds
@@ -1406,6 +1464,7 @@ fn time_order_key(unit: &ScanUnit, descending: bool) -> i64 {
             events.iter().fold((i64::MAX, i64::MIN), |(lo, hi), e| (lo.min(e.timestamp_ns), hi.max(e.timestamp_ns)))
         }
         ScanUnit::Archive { part, .. } => (part.bounds.min_ts, part.bounds.max_ts),
+        ScanUnit::Columns { .. } => (i64::MIN, i64::MAX),
     };
     if descending {
         // Greatest first: sort ascending on the negation.

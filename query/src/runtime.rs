@@ -304,6 +304,8 @@ impl RuntimeFilter {
             }
             // Time bounds of its row group; its rows are not read yet (the row filter, when
             // worth it, applies once they are).
+            // (Made while reading, never handed to the runtime filters.)
+            ScanUnit::Columns { columns, len } => Some(ScanUnit::Columns { columns, len }),
             ScanUnit::Archive { part, predicate } => {
                 let outside = p.min_ts.is_some_and(|m| part.bounds.max_ts < m)
                     || p.max_ts.is_some_and(|m| part.bounds.min_ts > m);
