@@ -1,19 +1,16 @@
 //! The cold tier's file format: Parquet. [`ParquetArchiver`] writes a segment's rows as one
 //! Parquet file (zstd, the `events` table's columns in their plain Arrow types, so DuckDB,
 //! Spark or pyarrow read `archive/*.parquet` as they are); [`archive_parts`] lists a file's
-//! row groups with their time bounds, and [`load_part`] reads one back as events, which the
-//! scan then treats as it treats the in-memory buffer (see `provider::ScanUnit::Archive`).
+//! row groups with what prunes them, and [`load_part_columns`] reads one back as Arrow
+//! columns of the table's types (see `provider::ScanUnit::Archive`).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, MapArray, RecordBatch, StringArray, TimestampNanosecondArray,
-};
-use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit, TimestampNanosecondType};
-use arrow::error::ArrowError;
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::datatypes::SchemaRef;
 use index::{Conjunction, IndexedColumn};
 use parquet::arrow::arrow_reader::{
     ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
@@ -25,7 +22,7 @@ use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::WriterProperties;
 use parquet::file::statistics::Statistics;
 use parquet::schema::types::ColumnPath;
-use segments::{parse_hex, ColumnId, Event, Segment};
+use segments::{ColumnId, Segment};
 
 use crate::schema::{events_schema, plain_batch, plain_type, to_arrow};
 
@@ -322,27 +319,6 @@ fn row_group_metas(archived: &engine::ArchivedFile) -> Result<Arc<Vec<Arc<RowGro
     Ok(parts)
 }
 
-/// The rows of one row group of an archive file, as events with the given columns only (the
-/// others at their defaults: see [`events_from_batch`]).
-pub fn load_part(part: &ArchivePart, columns: &[ColumnId]) -> Result<Vec<Event>, ArchiveError> {
-    load_part_rows(part, columns, None)
-}
-
-/// As [`load_part`], only the rows at positions `rows` (ascending, within the row group)
-/// when given: pages without any of them are skipped through the file's page index.
-pub fn load_part_rows(
-    part: &ArchivePart,
-    columns: &[ColumnId],
-    rows: Option<&[u32]>,
-) -> Result<Vec<Event>, ArchiveError> {
-    let mut events = Vec::with_capacity(part.bounds.rows);
-    for batch in part_reader(part, columns, rows)? {
-        let batch = batch.map_err(|e| file_err(&part.path, e))?;
-        events_from_batch(&batch, &mut events).map_err(|e| file_err(&part.path, e))?;
-    }
-    Ok(events)
-}
-
 /// A reader of `columns` of the part's row group, of the rows at `rows` only when given.
 fn part_reader(
     part: &ArchivePart,
@@ -375,7 +351,8 @@ fn part_reader(
     builder.with_batch_size(part.bounds.rows.max(1)).build().map_err(|e| file_err(path, e))
 }
 
-/// The rows of one row group (only those at `rows` when given, as [`load_part_rows`]) as
+/// The rows of one row group (only those at `rows` when given: pages without any are skipped
+/// through the file's page index) as
 /// Arrow columns of the `events` table's types, indexed by [`ColumnId::index`]: `Some` for
 /// each of `columns`, `None` for the others. Returns them with the row count.
 pub fn load_part_columns(
@@ -421,144 +398,6 @@ fn consecutive_ranges(rows: &[u32]) -> Vec<std::ops::Range<usize>> {
         }
     }
     ranges
-}
-
-/// Column `col` of `batch` cast to `dt` (so that a file written with other string or integer
-/// widths still reads); `None` when the batch does not hold it.
-fn column_as(batch: &RecordBatch, col: ColumnId, dt: &DataType) -> Result<Option<ArrayRef>, ArrowError> {
-    match batch.column_by_name(col.name()) {
-        None => Ok(None),
-        Some(a) if a.data_type() == dt => Ok(Some(a.clone())),
-        Some(a) => arrow::compute::cast(a, dt).map(Some),
-    }
-}
-
-fn strings_of(batch: &RecordBatch, col: ColumnId) -> Result<Option<StringArray>, ArrowError> {
-    Ok(column_as(batch, col, &DataType::Utf8)?.map(|a| a.as_string::<i32>().clone()))
-}
-
-fn floats_of(batch: &RecordBatch, col: ColumnId) -> Result<Option<Float64Array>, ArrowError> {
-    Ok(column_as(batch, col, &DataType::Float64)?.map(|a| a.as_primitive::<Float64Type>().clone()))
-}
-
-fn ints_of(batch: &RecordBatch, col: ColumnId) -> Result<Option<Int64Array>, ArrowError> {
-    Ok(column_as(batch, col, &DataType::Int64)?.map(|a| a.as_primitive::<Int64Type>().clone()))
-}
-
-fn opt_string(a: &Option<StringArray>, i: usize) -> Option<String> {
-    a.as_ref().and_then(|a| a.is_valid(i).then(|| a.value(i).to_owned()))
-}
-
-fn opt<T: arrow::datatypes::ArrowPrimitiveType>(
-    a: &Option<arrow::array::PrimitiveArray<T>>,
-    i: usize,
-) -> Option<T::Native> {
-    a.as_ref().and_then(|a| a.is_valid(i).then(|| a.value(i)))
-}
-
-/// Append the rows of `batch` (columns of the `events` table, plain types) to `out` as
-/// events. Columns the batch does not hold (a read of some columns only) are left at their
-/// defaults (empty strings, zero ids, `None`); a null in a column the contract requires is
-/// an error.
-pub fn events_from_batch(batch: &RecordBatch, out: &mut Vec<Event>) -> Result<(), ArrowError> {
-    use ColumnId::*;
-    let bad = |what: String| ArrowError::InvalidArgumentError(what);
-    let tenant = strings_of(batch, Tenant)?;
-    let trace = strings_of(batch, TraceId)?;
-    let span = strings_of(batch, SpanId)?;
-    let parent = strings_of(batch, ParentSpanId)?;
-    let agent = strings_of(batch, AgentId)?;
-    let session = strings_of(batch, SessionId)?;
-    let ts = column_as(batch, Timestamp, &DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())))?;
-    let ts: Option<TimestampNanosecondArray> = ts.map(|a| a.as_primitive::<TimestampNanosecondType>().clone());
-    let kind = strings_of(batch, Kind)?;
-    let name = strings_of(batch, Name)?;
-    let content = strings_of(batch, Content)?;
-    let intent = strings_of(batch, Intent)?;
-    let confidence = floats_of(batch, Confidence)?;
-    let duration = floats_of(batch, DurationMs)?;
-    let status = strings_of(batch, Status)?;
-    let error = strings_of(batch, ErrorMessage)?;
-    let model = strings_of(batch, Model)?;
-    let input = ints_of(batch, InputTokens)?;
-    let output = ints_of(batch, OutputTokens)?;
-    let cost = floats_of(batch, CostUsd)?;
-    let attrs = match batch.column_by_name(Attributes.name()) {
-        None => None,
-        Some(a) => {
-            let map: &MapArray = a.as_map_opt().ok_or_else(|| bad("attributes is not a map".into()))?;
-            let keys = arrow::compute::cast(map.keys(), &DataType::Utf8)?;
-            let values = arrow::compute::cast(map.values(), &DataType::Utf8)?;
-            Some((map.value_offsets().to_vec(), keys, values))
-        }
-    };
-    // A required column: its value, or an error naming it when null; empty when not read.
-    let required = |a: &Option<StringArray>, i: usize, what: ColumnId| -> Result<String, ArrowError> {
-        match a {
-            None => Ok(String::new()),
-            Some(a) if a.is_valid(i) => Ok(a.value(i).to_owned()),
-            Some(_) => Err(bad(format!("row {i}: {} is null", what.name()))),
-        }
-    };
-    out.reserve(batch.num_rows());
-    for i in 0..batch.num_rows() {
-        let trace_id = match &trace {
-            None => [0; 16],
-            Some(_) => parse_hex::<16>(&required(&trace, i, TraceId)?)
-                .ok_or_else(|| bad(format!("row {i}: trace_id is not 32 hex digits")))?,
-        };
-        let span_id = match &span {
-            None => [0; 8],
-            Some(_) => parse_hex::<8>(&required(&span, i, SpanId)?)
-                .ok_or_else(|| bad(format!("row {i}: span_id is not 16 hex digits")))?,
-        };
-        let parent_span_id = match opt_string(&parent, i) {
-            Some(p) => {
-                Some(parse_hex::<8>(&p).ok_or_else(|| bad(format!("row {i}: parent_span_id is not 16 hex digits")))?)
-            }
-            None => None,
-        };
-        let attributes = match &attrs {
-            None => Vec::new(),
-            Some((offsets, keys, values)) => {
-                let (keys, values) = (keys.as_string::<i32>(), values.as_string::<i32>());
-                let (lo, hi) = (offsets[i] as usize, offsets[i + 1] as usize);
-                (lo..hi)
-                    .map(|k| {
-                        let v = if values.is_valid(k) { values.value(k).to_owned() } else { String::new() };
-                        (keys.value(k).to_owned(), v)
-                    })
-                    .collect()
-            }
-        };
-        let timestamp_ns = match &ts {
-            None => 0,
-            Some(_) => opt(&ts, i).ok_or_else(|| bad(format!("row {i}: timestamp is null")))?,
-        };
-        out.push(Event {
-            tenant: required(&tenant, i, Tenant)?,
-            trace_id,
-            span_id,
-            parent_span_id,
-            agent_id: required(&agent, i, AgentId)?,
-            session_id: opt_string(&session, i),
-            timestamp_ns,
-            kind: required(&kind, i, Kind)?,
-            name: opt_string(&name, i),
-            content: opt_string(&content, i),
-            intent: opt_string(&intent, i),
-            confidence: opt(&confidence, i),
-            duration_ms: opt(&duration, i),
-            status: required(&status, i, Status)?,
-            error_message: opt_string(&error, i),
-            model: opt_string(&model, i),
-            input_tokens: opt(&input, i),
-            output_tokens: opt(&output, i),
-            cost_usd: opt(&cost, i),
-            attributes,
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -221,13 +221,12 @@ impl ScanUnit {
         let selected: Option<Vec<u32>> = if pred_columns.is_empty() {
             None
         } else {
-            let probe = crate::archive::load_part(&part, &pred_columns).map_err(ext)?;
-            let rows: Vec<u32> =
-                probe.iter().enumerate().filter(|(_, e)| event_matches(e, &predicate)).map(|(i, _)| i as u32).collect();
+            let (probe, len) = crate::archive::load_part_columns(&part, &pred_columns, None).map_err(ext)?;
+            let rows = rows_matching(&probe, len, &predicate)?;
             if rows.is_empty() {
                 return Ok(None);
             }
-            (rows.len() < probe.len()).then_some(rows)
+            (rows.len() < len).then_some(rows)
         };
         let (columns, len) = crate::archive::load_part_columns(&part, columns, selected.as_deref()).map_err(ext)?;
         if len == 0 {
@@ -260,19 +259,64 @@ pub struct ScanPlan {
 }
 
 pub(crate) fn event_matches(e: &Event, p: &ScanPredicate) -> bool {
-    if p.min_ts.is_some_and(|m| e.timestamp_ns < m) || p.max_ts.is_some_and(|m| e.timestamp_ns > m) {
+    row_matches(p, e.timestamp_ns, || Some(e.trace_id), |c| e.indexed_value(c))
+}
+
+/// Whether a row with timestamp `ts`, trace id `trace_id()` and indexed values `value(c)`
+/// satisfies `p` (the time bounds, the trace ids and every term).
+fn row_matches<'a>(
+    p: &ScanPredicate,
+    ts: i64,
+    trace_id: impl Fn() -> Option<[u8; 16]>,
+    value: impl Fn(IndexedColumn) -> Option<&'a str>,
+) -> bool {
+    if p.min_ts.is_some_and(|m| ts < m) || p.max_ts.is_some_and(|m| ts > m) {
         return false;
     }
     if let Some(ids) = &p.conj.trace_ids {
-        if !ids.contains(&e.trace_id) {
+        if !trace_id().is_some_and(|t| ids.contains(&t)) {
             return false;
         }
     }
-    p.conj.terms.iter().all(|t| term_matches(e, t))
+    p.conj.terms.iter().all(|t| term_matches(value(t.column), t))
 }
 
-fn term_matches(e: &Event, t: &Term) -> bool {
-    let v = e.indexed_value(t.column);
+/// The rows of `columns` (a `Columns` unit's, `len` rows, holding at least the predicate's
+/// columns) that satisfy `p`, as [`event_matches`] decides for an event.
+fn rows_matching(columns: &[Option<ArrayRef>], len: usize, p: &ScanPredicate) -> Result<Vec<u32>> {
+    let ts =
+        match (p.min_ts.is_some() || p.max_ts.is_some(), columns.get(ColumnId::Timestamp.index()).cloned().flatten()) {
+            (true, Some(a)) => Some(a),
+            (true, None) => return Err(DataFusionError::Internal("archived timestamp was not read".into())),
+            (false, _) => None,
+        };
+    let ts = ts.as_ref().and_then(|a| a.as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>());
+    let traces = columns.get(ColumnId::TraceId.index()).cloned().flatten();
+    let traces = traces.as_ref().and_then(|a| a.as_string_opt::<i32>());
+    let mut values: Vec<(IndexedColumn, ArrayRef)> = Vec::new();
+    for t in &p.conj.terms {
+        let col = ColumnId::ALL.iter().find(|c| c.name() == t.column.name()).copied();
+        match col.and_then(|c| columns.get(c.index()).cloned().flatten()) {
+            Some(a) if a.as_string_view_opt().is_some() => values.push((t.column, a)),
+            _ => return Err(DataFusionError::Internal(format!("archived {} was not read", t.column.name()))),
+        }
+    }
+    let views: Vec<(IndexedColumn, &arrow::array::StringViewArray)> =
+        values.iter().filter_map(|(c, a)| a.as_string_view_opt().map(|v| (*c, v))).collect();
+    Ok((0..len)
+        .filter(|&i| {
+            let ts = ts.map_or(0, |a| a.value(i));
+            let trace = || traces.filter(|a| a.is_valid(i)).and_then(|a| segments::parse_hex::<16>(a.value(i)));
+            let value = |c: IndexedColumn| {
+                views.iter().find(|(vc, _)| *vc == c).and_then(|(_, a)| a.is_valid(i).then(|| a.value(i)))
+            };
+            row_matches(p, ts, trace, value)
+        })
+        .map(|i| i as u32)
+        .collect())
+}
+
+fn term_matches(v: Option<&str>, t: &Term) -> bool {
     let hit = t.values.iter().any(|x| x.as_deref() == v);
     if !t.negated {
         return hit;
