@@ -66,16 +66,7 @@ pub(crate) fn open_archive_dir(dir: &Path, listed: &[ArchiveEntry]) -> Result<us
     let archive_dir = dir.join(ARCHIVE_DIR);
     std::fs::create_dir_all(&archive_dir).map_err(|e| EngineError::io(&archive_dir, e))?;
     let names: HashSet<&str> = listed.iter().map(|a| a.file.as_str()).collect();
-    let mut removed = 0;
-    for entry in std::fs::read_dir(&archive_dir).map_err(|e| EngineError::io(&archive_dir, e))? {
-        let entry = entry.map_err(|e| EngineError::io(&archive_dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !names.contains(name.as_str()) {
-            tracing::info!(file = %name, "removing archive file not in the manifest");
-            std::fs::remove_file(entry.path()).map_err(|e| EngineError::io(&entry.path(), e))?;
-            removed += 1;
-        }
-    }
+    let removed = crate::remove_unlisted(&archive_dir, &names)?;
     for a in listed {
         let path = archive_dir.join(&a.file);
         if !path.is_file() {

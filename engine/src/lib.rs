@@ -333,15 +333,7 @@ impl Engine {
         let mut report = OpenReport::default();
         let mut live = Vec::new();
         let listed: HashSet<&str> = manifest.segments.iter().map(|s| s.file.as_str()).collect();
-        for entry in std::fs::read_dir(&seg_dir).map_err(|e| EngineError::io(&seg_dir, e))? {
-            let entry = entry.map_err(|e| EngineError::io(&seg_dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !listed.contains(name.as_str()) {
-                tracing::info!(file = %name, "removing segment file not in the manifest");
-                std::fs::remove_file(entry.path()).map_err(|e| EngineError::io(&entry.path(), e))?;
-                report.removed_orphans += 1;
-            }
-        }
+        report.removed_orphans += remove_unlisted(&seg_dir, &listed)?;
         for e in &manifest.segments {
             let seg = Segment::open(&seg_dir.join(&e.file))?;
             report.segment_rows += seg.rows();
@@ -626,6 +618,22 @@ fn stop_workers(inner: &Inner, workers: &mut Vec<JoinHandle<()>>) {
     for h in workers.drain(..) {
         let _ = h.join();
     }
+}
+
+/// Delete the files of `dir` whose names are not in `listed` (leftovers of a write the
+/// manifest never took). Returns how many were deleted.
+fn remove_unlisted(dir: &Path, listed: &HashSet<&str>) -> Result<usize, EngineError> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))? {
+        let entry = entry.map_err(|e| EngineError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !listed.contains(name.as_str()) {
+            tracing::info!(dir = %dir.display(), file = %name, "removing a file not in the manifest");
+            std::fs::remove_file(entry.path()).map_err(|e| EngineError::io(&entry.path(), e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Sleep until woken or for 100 ms.
