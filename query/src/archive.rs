@@ -13,7 +13,7 @@ use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use index::{Conjunction, IndexedColumn};
 use parquet::arrow::arrow_reader::{
-    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
@@ -135,6 +135,8 @@ pub struct ArchivePart {
     pub bounds: RowGroupBounds,
     /// What the file says of the row group's values, for pruning.
     pub meta: Arc<RowGroupMeta>,
+    /// The file's footer, parsed once (with its page index) for every read of it.
+    pub reader: ArrowReaderMetadata,
 }
 
 /// Rows and time bounds of a row group.
@@ -217,8 +219,15 @@ fn meta_cache() -> &'static Mutex<MetaCache> {
     CACHE.get_or_init(Default::default)
 }
 
-/// The row groups' metadata of each archive file, by path, and the bytes they take.
-type MetaCache = (usize, HashMap<PathBuf, Arc<Vec<Arc<RowGroupMeta>>>>);
+/// The parsed metadata of each archive file, by path, and the bytes they take.
+type MetaCache = (usize, HashMap<PathBuf, Arc<FileMeta>>);
+
+/// An archive file's footer and its row groups' pruning metadata.
+#[derive(Debug)]
+struct FileMeta {
+    reader: ArrowReaderMetadata,
+    groups: Vec<Arc<RowGroupMeta>>,
+}
 
 /// Budget of the archive files' row group metadata kept between queries (bloom filters are
 /// most of it: about 20 KB per row group).
@@ -240,6 +249,7 @@ fn mapped(file: &File, path: &Path) -> Result<bytes::Bytes, ArchiveError> {
 pub fn archive_parts(file: &engine::ArchivedFile) -> Result<Vec<ArchivePart>, ArchiveError> {
     let metas = row_group_metas(file)?;
     Ok(metas
+        .groups
         .iter()
         .enumerate()
         .map(|(row_group, m)| ArchivePart {
@@ -252,18 +262,21 @@ pub fn archive_parts(file: &engine::ArchivedFile) -> Result<Vec<ArchivePart>, Ar
                 max_ts: file.entry.max_ts,
             }),
             meta: m.clone(),
+            reader: metas.reader.clone(),
         })
         .collect())
 }
 
-fn row_group_metas(archived: &engine::ArchivedFile) -> Result<Arc<Vec<Arc<RowGroupMeta>>>, ArchiveError> {
+fn row_group_metas(archived: &engine::ArchivedFile) -> Result<Arc<FileMeta>, ArchiveError> {
     let path = archived.path.as_path();
     if let Some(p) = meta_cache().lock().ok().and_then(|c| c.1.get(path).cloned()) {
         return Ok(p);
     }
     let (file_min, file_max) = (archived.entry.min_ts, archived.entry.max_ts);
     let bytes = mapped(&archived.file, path)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| file_err(path, e))?;
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    let reader = ArrowReaderMetadata::load(&bytes, options).map_err(|e| file_err(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes.clone(), reader.clone());
     let meta = builder.metadata();
     let ts_col = builder
         .parquet_schema()
@@ -306,9 +319,10 @@ fn row_group_metas(archived: &engine::ArchivedFile) -> Result<Arc<Vec<Arc<RowGro
             bloom_bytes,
         }));
     }
-    let parts = Arc::new(parts);
+    let parts = Arc::new(FileMeta { reader, groups: parts });
     if let Ok(mut c) = meta_cache().lock() {
-        let bytes: usize = parts.iter().map(|m| m.memory_bytes()).sum();
+        let bytes: usize =
+            parts.groups.iter().map(|m| m.memory_bytes()).sum::<usize>() + parts.reader.metadata().memory_size();
         if c.0 + bytes > META_CACHE_BYTES {
             c.1.clear();
             c.0 = 0;
@@ -326,10 +340,7 @@ fn part_reader(
     rows: Option<&[u32]>,
 ) -> Result<ParquetRecordBatchReader, ArchiveError> {
     let path = &part.path;
-    let policy = if rows.is_some() { PageIndexPolicy::Optional } else { PageIndexPolicy::Skip };
-    let options = ArrowReaderOptions::new().with_page_index_policy(policy);
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(mapped(&part.file, path)?, options)
-        .map_err(|e| file_err(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(mapped(&part.file, path)?, part.reader.clone());
     let roots: Vec<usize> = builder
         .schema()
         .fields()
