@@ -91,6 +91,15 @@ fn three_segments(eng: &Engine) {
     eng.flush().expect("flush");
 }
 
+/// A new engine (in a temp dir, with a [`SpanIdArchiver`]) holding [`three_segments`].
+fn with_three_segments() -> (tempfile::TempDir, Arc<SpanIdArchiver>, Engine) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let archiver = Arc::new(SpanIdArchiver::default());
+    let (eng, _) = Engine::open(dir.path(), config(&archiver)).expect("open");
+    three_segments(&eng);
+    (dir, archiver, eng)
+}
+
 fn archived_ids(dir: &Path) -> Vec<u64> {
     let mut ids = Vec::new();
     for f in std::fs::read_dir(dir.join(ARCHIVE_DIR)).expect("archive dir") {
@@ -103,10 +112,7 @@ fn archived_ids(dir: &Path) -> Vec<u64> {
 
 #[test]
 fn old_warm_segments_move_to_the_cold_tier_and_stay_there_after_reopening() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let archiver = Arc::new(SpanIdArchiver::default());
-    let (eng, _) = Engine::open(dir.path(), config(&archiver)).expect("open");
-    three_segments(&eng);
+    let (dir, archiver, eng) = with_three_segments();
     let moved = eng.archive_before(NEW_NS).expect("archive");
     assert_eq!(moved, 100, "only the old warm segment (the old hot one waits for compaction)");
     let snap = eng.snapshot();
@@ -141,12 +147,8 @@ fn old_warm_segments_move_to_the_cold_tier_and_stay_there_after_reopening() {
 
 #[test]
 fn an_archive_interrupted_before_its_manifest_is_undone_on_open() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let archiver = Arc::new(SpanIdArchiver::default());
-    {
-        let (eng, _) = Engine::open(dir.path(), config(&archiver)).expect("open");
-        three_segments(&eng);
-    }
+    let (dir, archiver, eng) = with_three_segments();
+    drop(eng);
     // What a crash leaves between writing the file (or part of it) and the manifest.
     let archive = dir.path().join(ARCHIVE_DIR);
     std::fs::write(archive.join("seg-0000000000000000.ids"), b"0\n1\n").expect("stray");
@@ -161,10 +163,7 @@ fn an_archive_interrupted_before_its_manifest_is_undone_on_open() {
 
 #[test]
 fn a_failing_archiver_leaves_the_segment_live_and_no_file() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let archiver = Arc::new(SpanIdArchiver::default());
-    let (eng, _) = Engine::open(dir.path(), config(&archiver)).expect("open");
-    three_segments(&eng);
+    let (dir, archiver, eng) = with_three_segments();
     archiver.fail.store(true, Ordering::Relaxed);
     match eng.archive_before(NEW_NS) {
         Err(EngineError::Archive { segment, reason }) => {
@@ -185,10 +184,7 @@ fn a_failing_archiver_leaves_the_segment_live_and_no_file() {
 
 #[test]
 fn retention_deletes_archive_files_once_their_newest_event_expires() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let archiver = Arc::new(SpanIdArchiver::default());
-    let (eng, _) = Engine::open(dir.path(), config(&archiver)).expect("open");
-    three_segments(&eng);
+    let (dir, _archiver, eng) = with_three_segments();
     eng.archive_before(NEW_NS).expect("archive");
     // A cutoff inside the archive file's span keeps it.
     assert_eq!(eng.expire_before(OLD_NS + 50).expect("expire"), 0);
@@ -205,13 +201,9 @@ fn retention_deletes_archive_files_once_their_newest_event_expires() {
 
 #[test]
 fn a_listed_archive_file_that_is_missing_is_reported_on_open() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let archiver = Arc::new(SpanIdArchiver::default());
-    {
-        let (eng, _) = Engine::open(dir.path(), config(&archiver)).expect("open");
-        three_segments(&eng);
-        eng.archive_before(NEW_NS).expect("archive");
-    }
+    let (dir, archiver, eng) = with_three_segments();
+    eng.archive_before(NEW_NS).expect("archive");
+    drop(eng);
     let file = Manifest::load(dir.path()).expect("manifest").archives[0].file.clone();
     std::fs::remove_file(dir.path().join(ARCHIVE_DIR).join(&file)).expect("remove");
     match Engine::open(dir.path(), config(&archiver)) {

@@ -132,15 +132,21 @@ pub struct ArchivePart {
     /// The file, open (it stays readable after retention unlinks it).
     pub file: Arc<File>,
     pub row_group: usize,
-    pub bounds: RowGroupBounds,
     /// What the file says of the row group's values, for pruning.
     pub meta: Arc<RowGroupMeta>,
     /// The file's footer, parsed once (with its page index) for every read of it.
     pub reader: ArrowReaderMetadata,
 }
 
+impl ArchivePart {
+    /// Its rows and time bounds.
+    pub fn bounds(&self) -> RowGroupBounds {
+        self.meta.bounds
+    }
+}
+
 /// Rows and time bounds of a row group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RowGroupBounds {
     pub rows: usize,
     /// Least and greatest `timestamp` of its rows (unix ns).
@@ -160,7 +166,7 @@ pub struct ValueRange {
 /// A row group's statistics of the indexed columns and its `trace_id` bloom filter.
 #[derive(Debug, Clone, Default)]
 pub struct RowGroupMeta {
-    pub bounds: Option<RowGroupBounds>,
+    pub bounds: RowGroupBounds,
     /// By indexed column, in [`IndexedColumn::ALL`]'s order.
     pub ranges: Vec<Option<ValueRange>>,
     pub trace_bloom: Option<Sbbf>,
@@ -256,11 +262,6 @@ pub fn archive_parts(file: &engine::ArchivedFile) -> Result<Vec<ArchivePart>, Ar
             path: file.path.clone(),
             file: file.file.clone(),
             row_group,
-            bounds: m.bounds.unwrap_or(RowGroupBounds {
-                rows: 0,
-                min_ts: file.entry.min_ts,
-                max_ts: file.entry.max_ts,
-            }),
             meta: m.clone(),
             reader: metas.reader.clone(),
         })
@@ -309,11 +310,11 @@ fn row_group_metas(archived: &engine::ArchivedFile) -> Result<Arc<FileMeta>, Arc
         let bloom_bytes =
             trace_col.and_then(|at| rg.column(at).bloom_filter_length()).map_or(0, |n| usize::try_from(n).unwrap_or(0));
         parts.push(Arc::new(RowGroupMeta {
-            bounds: Some(RowGroupBounds {
+            bounds: RowGroupBounds {
                 rows: usize::try_from(rg.num_rows()).unwrap_or(0),
                 min_ts: lo.unwrap_or(file_min),
                 max_ts: hi.unwrap_or(file_max),
-            }),
+            },
             ranges,
             trace_bloom,
             bloom_bytes,
@@ -352,14 +353,14 @@ fn part_reader(
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     let mut builder = builder.with_projection(mask).with_row_groups(vec![part.row_group]);
     if let Some(rows) = rows {
-        if let Some(last) = rows.last().filter(|r| **r as usize >= part.bounds.rows) {
+        if let Some(last) = rows.last().filter(|r| **r as usize >= part.bounds().rows) {
             return Err(file_err(path, format!("row {last} outside row group {}", part.row_group)));
         }
         let ranges = consecutive_ranges(rows);
         builder =
-            builder.with_row_selection(RowSelection::from_consecutive_ranges(ranges.into_iter(), part.bounds.rows));
+            builder.with_row_selection(RowSelection::from_consecutive_ranges(ranges.into_iter(), part.bounds().rows));
     }
-    builder.with_batch_size(part.bounds.rows.max(1)).build().map_err(|e| file_err(path, e))
+    builder.with_batch_size(part.bounds().rows.max(1)).build().map_err(|e| file_err(path, e))
 }
 
 /// The rows of one row group (only those at `rows` when given: pages without any are skipped

@@ -190,7 +190,7 @@ impl ScanUnit {
             }
             ScanUnit::Memory { events, rows } => rows.as_ref().map_or(events.len(), RowSet::len),
             // At most.
-            ScanUnit::Archive { part, .. } => part.bounds.rows,
+            ScanUnit::Archive { part, .. } => part.bounds().rows,
             ScanUnit::Columns { len, .. } => *len,
         }
     }
@@ -448,12 +448,12 @@ pub fn plan_scan(snap: &Snapshot, p: &ScanPredicate) -> Result<ScanPlan> {
         st.blocks_total += parts.len();
         let mut kept_any = false;
         let kept = parts.into_iter().filter(|part| {
-            time_ok(part.bounds.min_ts, part.bounds.max_ts) && (p.conj.is_empty() || part.meta.may_match(&p.conj))
+            time_ok(part.bounds().min_ts, part.bounds().max_ts) && (p.conj.is_empty() || part.meta.may_match(&p.conj))
         });
         for part in kept {
             kept_any = true;
             st.blocks_kept += 1;
-            st.rows_kept += part.bounds.rows as u64;
+            st.rows_kept += part.bounds().rows as u64;
             plan.units.push(ScanUnit::Archive { part: Arc::new(part), predicate: shared.clone() });
         }
         if kept_any {
@@ -636,8 +636,8 @@ fn column_statistics(units: &[ScanUnit], columns: &[ColumnId], filtered: bool) -
                     }
                     // Row group bounds of the time; nothing known of the rest.
                     ScanUnit::Archive { part, .. } if *col == ColumnId::Timestamp => {
-                        see(part.bounds.min_ts);
-                        see(part.bounds.max_ts);
+                        see(part.bounds().min_ts);
+                        see(part.bounds().max_ts);
                     }
                     ScanUnit::Archive { .. } | ScanUnit::Columns { .. } => return ColumnStatistics::new_unknown(),
                     ScanUnit::Memory { events, rows } => {
@@ -873,16 +873,17 @@ fn decode_id_bytes(unit: &ScanUnit, col: ColumnId, rows: Option<&UInt32Array>) -
             let mut bytes = Vec::with_capacity(hex.len() * width);
             let mut validity = Vec::with_capacity(hex.len());
             for v in hex.iter() {
+                let before = bytes.len();
                 let parsed = match (v, width) {
-                    (None, _) => None,
-                    (Some(s), 16) => segments::parse_hex::<16>(s).map(|b| b.to_vec()),
-                    (Some(s), _) => segments::parse_hex::<8>(s).map(|b| b.to_vec()),
+                    (None, _) => false,
+                    (Some(s), 16) => segments::parse_hex::<16>(s).map(|b| bytes.extend_from_slice(&b)).is_some(),
+                    (Some(s), _) => segments::parse_hex::<8>(s).map(|b| bytes.extend_from_slice(&b)).is_some(),
                 };
-                if v.is_some() && parsed.is_none() {
+                if v.is_some() && !parsed {
                     return Err(DataFusionError::Execution(format!("archived {} is not hex: {v:?}", col.name())));
                 }
-                validity.push(parsed.is_some());
-                bytes.extend(parsed.unwrap_or_else(|| vec![0; width]));
+                validity.push(parsed);
+                bytes.resize(before + width, 0);
             }
             let validity = validity.contains(&false).then_some(validity);
             // (Rows are selected already.)
@@ -1358,7 +1359,7 @@ impl EventsScanExec {
                 }
                 // Every event of the batch bounds the selected ones.
                 ScanUnit::Memory { events, .. } => events.iter().for_each(|e| see(e.timestamp_ns, e.timestamp_ns)),
-                ScanUnit::Archive { part, .. } => see(part.bounds.min_ts, part.bounds.max_ts),
+                ScanUnit::Archive { part, .. } => see(part.bounds().min_ts, part.bounds().max_ts),
                 // (Never planned; any time.)
                 ScanUnit::Columns { .. } => see(i64::MIN, i64::MAX),
             }
@@ -1507,7 +1508,7 @@ fn time_order_key(unit: &ScanUnit, descending: bool) -> i64 {
         ScanUnit::Memory { events, .. } => {
             events.iter().fold((i64::MAX, i64::MIN), |(lo, hi), e| (lo.min(e.timestamp_ns), hi.max(e.timestamp_ns)))
         }
-        ScanUnit::Archive { part, .. } => (part.bounds.min_ts, part.bounds.max_ts),
+        ScanUnit::Archive { part, .. } => (part.bounds().min_ts, part.bounds().max_ts),
         ScanUnit::Columns { .. } => (i64::MIN, i64::MAX),
     };
     if descending {

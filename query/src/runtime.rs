@@ -307,8 +307,8 @@ impl RuntimeFilter {
             // (Made while reading, never handed to the runtime filters.)
             ScanUnit::Columns { columns, len } => Some(ScanUnit::Columns { columns, len }),
             ScanUnit::Archive { part, predicate } => {
-                let outside = p.min_ts.is_some_and(|m| part.bounds.max_ts < m)
-                    || p.max_ts.is_some_and(|m| part.bounds.min_ts > m);
+                let outside = p.min_ts.is_some_and(|m| part.bounds().max_ts < m)
+                    || p.max_ts.is_some_and(|m| part.bounds().min_ts > m);
                 (!outside).then_some(ScanUnit::Archive { part, predicate })
             }
         };
