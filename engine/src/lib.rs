@@ -532,13 +532,21 @@ impl Engine {
     /// is replaced atomically, so a crash leaves either all of the batch or none of it.
     /// Returns the rows written. Callers should pass large batches (up to
     /// `compaction_max_rows`); each call makes one segment.
-    pub fn bulk_load(&self, mut events: Vec<Event>) -> Result<u64, EngineError> {
+    pub fn bulk_load(&self, events: Vec<Event>) -> Result<u64, EngineError> {
         if events.is_empty() {
             return Ok(0);
         }
-        sort_for_compaction(&mut events);
         let inner = &self.inner;
-        let live = write_new_segment(inner, &events, Tier::Warm)?;
+        // The rows are sorted by reference (moving whole events cost a third of a second per
+        // 500,000), while the text dictionary, which does not depend on their order, is
+        // trained on another core.
+        let mut sorted: Vec<&Event> = events.iter().collect();
+        let writer = SegmentWriter::new(inner.cfg.cold);
+        let ((), dict) = rayon::join(|| sort_for_compaction(&mut sorted), || writer.dictionary_for(&events));
+        let (file, path) = new_segment_file(inner);
+        let written = writer.write_with_dictionary(&path, &sorted, dict).map(|_| ());
+        let live = open_written(file, &path, written, Tier::Warm)?;
+        drop(sorted);
         let rows = live.segment.rows();
         {
             let _m = inner.manifest_lock.lock();
@@ -804,25 +812,28 @@ fn flush_once(inner: &Inner) -> Result<bool, EngineError> {
 pub fn sort_for_compaction<E: std::borrow::Borrow<Event>>(events: &mut [E]) {
     // Rank the distinct (tenant, agent_id) pairs once, then sort by integers: comparing the
     // strings of every pair of rows dominated bulk import.
-    let mut ranks: foldhash::HashMap<(&str, &str), u32> = foldhash::HashMap::default();
-    for e in events.iter().map(std::borrow::Borrow::borrow) {
-        ranks.entry((e.tenant.as_str(), e.agent_id.as_str())).or_insert(0);
-    }
-    let mut keys: Vec<(&str, &str)> = ranks.keys().copied().collect();
-    keys.sort_unstable();
-    for (i, k) in keys.iter().enumerate() {
-        ranks.insert(*k, i as u32);
-    }
+    // One lookup per row: each row takes its pair's number in order of first appearance,
+    // replaced by the pair's rank once the distinct pairs are sorted.
+    let mut firsts: foldhash::HashMap<(&str, &str), u32> = foldhash::HashMap::default();
     let mut order: Vec<(u32, i64, [u8; 16], u32)> = events
         .iter()
         .map(std::borrow::Borrow::borrow)
         .enumerate()
         .map(|(i, e)| {
-            let r = ranks.get(&(e.tenant.as_str(), e.agent_id.as_str())).copied().unwrap_or(0);
-            (r, e.timestamp_ns, e.trace_id, i as u32)
+            let next = firsts.len() as u32;
+            let first = *firsts.entry((e.tenant.as_str(), e.agent_id.as_str())).or_insert(next);
+            (first, e.timestamp_ns, e.trace_id, i as u32)
         })
         .collect();
-    drop(ranks);
+    let mut pairs: Vec<((&str, &str), u32)> = firsts.into_iter().collect();
+    pairs.sort_unstable();
+    let mut rank_of_first = vec![0u32; pairs.len()];
+    for (rank, (_, first)) in pairs.iter().enumerate() {
+        rank_of_first[*first as usize] = rank as u32;
+    }
+    for o in &mut order {
+        o.0 = rank_of_first[o.0 as usize];
+    }
     rayon::slice::ParallelSliceMut::par_sort_unstable(&mut order[..]);
     let perm: Vec<usize> = order.into_iter().map(|(.., i)| i as usize).collect();
     apply_permutation(events, perm);

@@ -141,9 +141,10 @@ impl SegmentWriter {
         Some(TextDictionary { bytes, prepared })
     }
 
-    /// The text dictionary for a segment of exactly `events`, trained on all their text.
-    fn dictionary_for(&self, events: &[&Event]) -> Option<TextDictionary> {
-        let texts: Vec<&str> = events.iter().filter_map(|e| e.content.as_deref()).collect();
+    /// The text dictionary for a segment of exactly `events` (in any order), trained on all
+    /// their text.
+    pub fn dictionary_for<E: Borrow<Event>>(&self, events: &[E]) -> Option<TextDictionary> {
+        let texts: Vec<&str> = events.iter().filter_map(|e| e.borrow().content.as_deref()).collect();
         self.train_dictionary(&texts, texts.iter().map(|t| t.len()).sum())
     }
 
@@ -158,8 +159,19 @@ impl SegmentWriter {
 
     /// Write `events` (in this order) to `path` atomically and durably.
     pub fn write<E: Borrow<Event>>(&self, path: &Path, events: &[E]) -> Result<SegmentInfo, SegmentError> {
+        self.write_with_dictionary(path, events, self.dictionary_for(events))
+    }
+
+    /// [`SegmentWriter::write`] with the text dictionary already trained on these events
+    /// ([`SegmentWriter::dictionary_for`]), e.g. while they were being sorted.
+    pub fn write_with_dictionary<E: Borrow<Event>>(
+        &self,
+        path: &Path,
+        events: &[E],
+        dict: Option<TextDictionary>,
+    ) -> Result<SegmentInfo, SegmentError> {
         let events: Vec<&Event> = events.iter().map(Borrow::borrow).collect();
-        let mut file = self.create(path, self.dictionary_for(&events))?;
+        let mut file = self.create(path, dict)?;
         // In pieces, so that the encoded blocks and token sets of a piece, not of the whole
         // segment, wait to be written.
         for piece in events.chunks(self.opts.block_rows.max(1) * WRITE_PIECE_BLOCKS) {
@@ -325,9 +337,12 @@ impl<W: Write> SegmentBuilder<W> {
             self.write(&d.bytes)?;
         }
         // Index section.
-        let text = self.opts.text_index.then(|| std::mem::take(&mut self.tokens).finish());
+        let (tokens, index) = (std::mem::take(&mut self.tokens), std::mem::take(&mut self.index));
+        let text_index = self.opts.text_index;
+        // Both sort and build serially for part of their time: side by side.
+        let (text, index) = rayon::join(move || text_index.then(|| tokens.finish()), move || index.finish());
         let mut idx_raw = Vec::new();
-        std::mem::take(&mut self.index).finish().encode(text.as_ref(), &mut idx_raw);
+        index.encode(text.as_ref(), &mut idx_raw);
         drop(text);
         let idx_codec = Codec::Zstd(3);
         // A compacted segment's index is tens of megabytes: compressed on every core.
