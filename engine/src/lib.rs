@@ -541,11 +541,9 @@ impl Engine {
         // 500,000), while the text dictionary, which does not depend on their order, is
         // trained on another core.
         let mut sorted: Vec<&Event> = events.iter().collect();
-        let writer = SegmentWriter::new(inner.cfg.cold);
+        let writer = segment_writer(inner, Tier::Warm);
         let ((), dict) = rayon::join(|| sort_for_compaction(&mut sorted), || writer.dictionary_for(&events));
-        let (file, path) = new_segment_file(inner);
-        let written = writer.write_with_dictionary(&path, &sorted, dict).map(|_| ());
-        let live = open_written(file, &path, written, Tier::Warm)?;
+        let live = write_new_segment_with(inner, &sorted, Tier::Warm, dict)?;
         drop(sorted);
         let rows = live.segment.rows();
         {
@@ -867,13 +865,29 @@ fn write_new_segment<E: std::borrow::Borrow<Event>>(
     events: &[E],
     tier: Tier,
 ) -> Result<LiveSegment, EngineError> {
+    let dict = segment_writer(inner, tier).dictionary_for(events);
+    write_new_segment_with(inner, events, tier, dict)
+}
+
+/// [`write_new_segment`] with the text dictionary already trained on `events`
+/// ([`SegmentWriter::dictionary_for`]).
+fn write_new_segment_with<E: std::borrow::Borrow<Event>>(
+    inner: &Inner,
+    events: &[E],
+    tier: Tier,
+    dict: Option<segments::TextDictionary>,
+) -> Result<LiveSegment, EngineError> {
     let (file, path) = new_segment_file(inner);
-    let opts = match tier {
+    let written = segment_writer(inner, tier).write_with_dictionary(&path, events, dict).map(|_| ());
+    open_written(file, &path, written, tier)
+}
+
+/// The writer of segments of `tier`, with the engine's options for it.
+fn segment_writer(inner: &Inner, tier: Tier) -> SegmentWriter {
+    SegmentWriter::new(match tier {
         Tier::Hot => inner.cfg.hot,
         Tier::Warm => inner.cfg.cold,
-    };
-    let written = SegmentWriter::new(opts).write(&path, events).map(|_| ());
-    open_written(file, &path, written, tier)
+    })
 }
 
 /// A fresh segment file number: its name and path.

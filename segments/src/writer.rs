@@ -133,17 +133,26 @@ impl SegmentWriter {
     /// trained on `sample` (texts drawn evenly from it), if the options ask for one and there
     /// is enough text (see [`textdict::train_on_sample`]).
     pub fn train_dictionary(&self, sample: &[&str], total_text_bytes: usize) -> Option<TextDictionary> {
-        let (Some(td), Codec::Zstd(level)) = (self.opts.text_dictionary, self.opts.text_codec) else {
-            return None;
-        };
+        let (td, level) = self.dictionary_settings()?;
         let bytes = textdict::train_on_sample(sample, total_text_bytes, &td)?;
         let prepared = CompressionDictionary::new(&bytes, level)?;
         Some(TextDictionary { bytes, prepared })
     }
 
+    /// How this writer's options train a text dictionary and the zstd level it serves, or
+    /// `None` if they train none.
+    fn dictionary_settings(&self) -> Option<(TextDictionaryOptions, i32)> {
+        match (self.opts.text_dictionary, self.opts.text_codec) {
+            (Some(td), Codec::Zstd(level)) => Some((td, level)),
+            _ => None,
+        }
+    }
+
     /// The text dictionary for a segment of exactly `events` (in any order), trained on all
     /// their text.
     pub fn dictionary_for<E: Borrow<Event>>(&self, events: &[E]) -> Option<TextDictionary> {
+        // Hot segments train none: no list of their texts on every flush.
+        self.dictionary_settings()?;
         let texts: Vec<&str> = events.iter().filter_map(|e| e.borrow().content.as_deref()).collect();
         self.train_dictionary(&texts, texts.iter().map(|t| t.len()).sum())
     }
@@ -463,4 +472,25 @@ fn encode_block<'a>(
         texts().for_each(|text| index::text::tokenize(text, &mut tokens));
     }
     (meta, cols, tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_options_with_a_dictionary_train_one() {
+        let events: Vec<Event> = (0..4000)
+            .map(|i| Event {
+                content: Some(format!("order ORD-{i} refunded to customer {} after review {}", i * 7 % 991, i % 13)),
+                ..Default::default()
+            })
+            .collect();
+        assert!(SegmentWriter::new(WriterOptions::hot()).dictionary_for(&events).is_none());
+        let cold = SegmentWriter::new(WriterOptions {
+            text_dictionary: Some(TextDictionaryOptions { dict_bytes: 1024, page_rows: 4, sample_bytes: 64 << 10 }),
+            ..WriterOptions::cold()
+        });
+        assert!(cold.dictionary_for(&events).is_some());
+    }
 }
