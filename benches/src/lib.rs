@@ -8,7 +8,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use segments::Event;
+use segments::{Event, Text};
 
 const WORDS: &[&str] = &[
     "the",
@@ -420,37 +420,37 @@ impl Generator {
             let output_tokens = llm.then(|| self.rng.random_range(10..1500i64));
             let cost = input_tokens.zip(output_tokens).map(|(i, o)| (i as f64 * 1.5e-7 + o as f64 * 6e-7) * 1e7);
             let conf = (1.0 - (self.rng.random::<f64>().powi(3)) * 0.9).clamp(0.0, 1.0);
-            let mut attributes: Vec<(String, String)> = Vec::new();
+            let mut attributes: Vec<(Text, Text)> = Vec::new();
             for _ in 0..self.rng.random_range(0..4) {
                 let k = ATTR_KEYS[self.rng.random_range(0..ATTR_KEYS.len())];
                 let v = match k {
-                    "env" => ["prod", "staging"][self.rng.random_range(0..2)].to_owned(),
-                    "user.hash" => self.hexid(8),
-                    "retry" => self.rng.random_range(0..3).to_string(),
-                    _ => format!("{k}-{}", self.rng.random_range(0..20)),
+                    "env" => Text::from(["prod", "staging"][self.rng.random_range(0..2)]),
+                    "user.hash" => Text::from(self.hexid(8)),
+                    "retry" => Text::from(self.rng.random_range(0..3).to_string()),
+                    _ => Text::from(format!("{k}-{}", self.rng.random_range(0..20))),
                 };
-                attributes.push((k.to_owned(), v));
+                attributes.push((Text::from(k), v));
             }
             attributes.sort();
             attributes.dedup_by(|a, b| a.0 == b.0);
             self.pending.push_back(Event {
-                tenant: tenant.to_owned(),
+                tenant: Text::from(tenant),
                 trace_id,
                 span_id,
                 parent_span_id: (step > 0).then_some(parent),
-                agent_id: agent.clone(),
-                session_id: Some(session.clone()),
+                agent_id: Text::from(agent.as_str()),
+                session_id: Some(Text::from(session.as_str())),
                 timestamp_ns: t,
-                kind: kind.to_owned(),
-                name: Some(if llm { model.to_owned() } else { tool.to_owned() }),
+                kind: Text::from(kind),
+                name: Some(Text::from(if llm { model } else { tool })),
                 content: Some(content),
-                intent: (kind != "tool_call" && kind != "observation").then(|| intent.to_owned()),
+                intent: (kind != "tool_call" && kind != "observation").then(|| Text::from(intent)),
                 confidence: (kind != "tool_call" && kind != "observation")
                     .then_some((conf * 10_000.0).round() / 10_000.0),
                 duration_ms: Some((dur * 1000.0).round() / 1000.0),
-                status: if is_error { "error" } else { "ok" }.to_owned(),
+                status: Text::from(if is_error { "error" } else { "ok" }),
                 error_message: is_error.then(|| ERRORS[self.rng.random_range(0..ERRORS.len())].to_owned()),
-                model: (llm || kind == "thought").then(|| model.to_owned()),
+                model: (llm || kind == "thought").then(|| Text::from(model)),
                 input_tokens,
                 output_tokens,
                 cost_usd: cost.map(|c| c.round() / 1e7),

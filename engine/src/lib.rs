@@ -932,8 +932,8 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, (t, a, ts, tr))| Event {
-                    tenant: format!("t{t}"),
-                    agent_id: format!("agent-{a}"),
+                    tenant: format!("t{t}").into(),
+                    agent_id: format!("agent-{a}").into(),
                     timestamp_ns: *ts,
                     trace_id: [*tr; 16],
                     span_id: (i as u64).to_le_bytes(),

@@ -169,8 +169,8 @@ mod tests {
 
     fn event(i: usize, tenant: u8, agent: u8, ts: i64, trace: u8) -> Event {
         Event {
-            tenant: format!("t{tenant}"),
-            agent_id: format!("agent-{agent}"),
+            tenant: format!("t{tenant}").into(),
+            agent_id: format!("agent-{agent}").into(),
             timestamp_ns: ts,
             trace_id: [trace; 16],
             span_id: (i as u64).to_le_bytes(),

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use segments::Event;
+use segments::{Event, Text};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -67,7 +67,7 @@ pub struct EventInput<'a> {
     #[serde(default)]
     pub cost_usd: Option<f64>,
     #[serde(default)]
-    pub attributes: Option<BTreeMap<String, String>>,
+    pub attributes: Option<BTreeMap<Text, Text>>,
 }
 
 type FieldError = (&'static str, String);
@@ -105,12 +105,12 @@ fn build(raw: EventInput<'_>) -> Result<Event, FieldError> {
         None | Some("") => None,
         Some(p) => Some(hex_id::<8>("parent_span_id", p)?),
     };
-    let agent_id = required("agent_id", raw.agent_id)?.into_owned();
-    let kind = required("kind", raw.kind)?.into_owned();
+    let agent_id = Text::from(required("agent_id", raw.agent_id)?);
+    let kind = Text::from(required("kind", raw.kind)?);
     let tenant = match raw.tenant {
-        None => "default".to_owned(),
+        None => Text::const_new("default"),
         Some(t) if t.is_empty() => return Err(("tenant", "must not be empty".into())),
-        Some(t) => t.into_owned(),
+        Some(t) => Text::from(t),
     };
     let timestamp_ns = match (raw.timestamp.as_deref(), raw.timestamp_ns) {
         (None, None) => return Err(("timestamp", "one of `timestamp` or `timestamp_ns` is required".into())),
@@ -134,28 +134,29 @@ fn build(raw: EventInput<'_>) -> Result<Event, FieldError> {
         }
     }
     let status = match raw.status.as_deref() {
-        None => "ok".to_owned(),
-        Some(s @ ("ok" | "error")) => s.to_owned(),
+        None => Text::const_new("ok"),
+        Some(s @ ("ok" | "error")) => Text::from(s),
         Some(s) => return Err(("status", format!("`{s}` is not `ok` or `error`"))),
     };
     let own = |v: Option<Cow<'_, str>>| v.map(Cow::into_owned);
+    let text = |v: Option<Cow<'_, str>>| v.map(Text::from);
     Ok(Event {
         tenant,
         trace_id,
         span_id,
         parent_span_id,
         agent_id,
-        session_id: own(raw.session_id),
+        session_id: text(raw.session_id),
         timestamp_ns,
         kind,
-        name: own(raw.name),
+        name: text(raw.name),
         content: own(raw.content),
-        intent: own(raw.intent),
+        intent: text(raw.intent),
         confidence: raw.confidence,
         duration_ms: raw.duration_ms,
         status,
         error_message: own(raw.error_message),
-        model: own(raw.model),
+        model: text(raw.model),
         input_tokens: raw.input_tokens,
         output_tokens: raw.output_tokens,
         cost_usd: raw.cost_usd,
@@ -216,13 +217,13 @@ fn raw_from_value(v: &Value) -> Result<EventInput<'_>, FieldError> {
             let mut out = BTreeMap::new();
             for (k, v) in a {
                 let v = match v {
-                    Value::String(s) => s.clone(),
+                    Value::String(s) => Text::from(s.as_str()),
                     Value::Null => continue,
                     // Numbers, booleans and nested values are kept as their JSON text, as OTLP's
                     // arrays and key-value lists are.
-                    other => other.to_string(),
+                    other => Text::from(other.to_string()),
                 };
-                out.insert(k.clone(), v);
+                out.insert(Text::from(k.as_str()), v);
             }
             Some(out)
         }
@@ -365,10 +366,10 @@ mod tests {
             0,
         )
         .expect("any JSON values");
-        let want: Vec<(String, String)> =
+        let want: Vec<(Text, Text)> =
             [("b", "true"), ("l", "[1.5,null]"), ("n", "5"), ("o", r#"{"a":[1,"x"]}"#), ("s", "t")]
                 .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .map(|(k, v)| (k.into(), v.into()))
                 .collect();
         assert_eq!(e.attributes, want, "a null value is no attribute");
     }
@@ -402,7 +403,7 @@ mod tests {
         assert_eq!(e.tenant, "initech");
         assert_eq!(hex(&e.trace_id), "c957679e1e101bb25665c518beadc325");
         assert_eq!(e.timestamp_ns, 1748910742997035000);
-        assert_eq!(e.attributes, vec![("channel".to_owned(), "api".to_owned())]);
+        assert_eq!(e.attributes, vec![(Text::from("channel"), Text::from("api"))]);
     }
 
     #[test]

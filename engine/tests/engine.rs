@@ -9,10 +9,10 @@ use segments::Event;
 
 fn ev(i: u64) -> Event {
     Event {
-        tenant: format!("t{}", i % 3),
+        tenant: format!("t{}", i % 3).into(),
         trace_id: [(i / 10) as u8; 16],
         span_id: i.to_le_bytes(),
-        agent_id: format!("agent-{}", i % 4),
+        agent_id: format!("agent-{}", i % 4).into(),
         timestamp_ns: 1_700_000_000_000_000_000 + ((i * 7919) % 1000) as i64 * 1_000_000,
         kind: "thought".into(),
         content: Some(format!("step {i}")),

@@ -8,7 +8,7 @@ use crate::encoding::{
 };
 use std::borrow::Borrow;
 
-use crate::event::Event;
+use crate::event::{Event, Text};
 
 /// Stored columns in file order. `timestamp` is unix nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -431,7 +431,8 @@ pub fn decode_column(id: ColumnId, bytes: &[u8], n: usize) -> Result<ColumnData,
 /// Rebuild rows from a full set of decoded columns (in [`ColumnId::ALL`] order).
 pub fn events_from_columns(cols: &[ColumnData]) -> Vec<Event> {
     let n = cols.first().map_or(0, ColumnData::len);
-    let s = |id: ColumnId, i: usize| cols.get(id.index()).and_then(|c| c.str_at(i)).map(str::to_owned);
+    let s = |id: ColumnId, i: usize| cols.get(id.index()).and_then(|c| c.str_at(i));
+    let t = |id: ColumnId, i: usize| s(id, i).map(Text::from);
     let fixed = |id: ColumnId, i: usize| -> Option<&[u8]> {
         match cols.get(id.index()) {
             Some(ColumnData::Fixed { width, bytes, validity }) => {
@@ -469,27 +470,27 @@ pub fn events_from_columns(cols: &[ColumnData]) -> Vec<Event> {
             });
             let attributes = match cols.get(ColumnId::Attributes.index()) {
                 Some(ColumnData::Map { offsets, keys, values }) => (offsets[i] as usize..offsets[i + 1] as usize)
-                    .map(|j| (keys.get(j).unwrap_or("").to_owned(), values.get(j).unwrap_or("").to_owned()))
+                    .map(|j| (Text::from(keys.get(j).unwrap_or("")), Text::from(values.get(j).unwrap_or(""))))
                     .collect(),
                 _ => Vec::new(),
             };
             Event {
-                tenant: s(ColumnId::Tenant, i).unwrap_or_default(),
+                tenant: t(ColumnId::Tenant, i).unwrap_or_default(),
                 trace_id,
                 span_id,
                 parent_span_id,
-                agent_id: s(ColumnId::AgentId, i).unwrap_or_default(),
-                session_id: s(ColumnId::SessionId, i),
+                agent_id: t(ColumnId::AgentId, i).unwrap_or_default(),
+                session_id: t(ColumnId::SessionId, i),
                 timestamp_ns: int(ColumnId::Timestamp, i).unwrap_or(0),
-                kind: s(ColumnId::Kind, i).unwrap_or_default(),
-                name: s(ColumnId::Name, i),
-                content: s(ColumnId::Content, i),
-                intent: s(ColumnId::Intent, i),
+                kind: t(ColumnId::Kind, i).unwrap_or_default(),
+                name: t(ColumnId::Name, i),
+                content: s(ColumnId::Content, i).map(str::to_owned),
+                intent: t(ColumnId::Intent, i),
                 confidence: float(ColumnId::Confidence, i),
                 duration_ms: float(ColumnId::DurationMs, i),
-                status: s(ColumnId::Status, i).unwrap_or_default(),
-                error_message: s(ColumnId::ErrorMessage, i),
-                model: s(ColumnId::Model, i),
+                status: t(ColumnId::Status, i).unwrap_or_default(),
+                error_message: s(ColumnId::ErrorMessage, i).map(str::to_owned),
+                model: t(ColumnId::Model, i),
                 input_tokens: int(ColumnId::InputTokens, i),
                 output_tokens: int(ColumnId::OutputTokens, i),
                 cost_usd: float(ColumnId::CostUsd, i),

@@ -1,36 +1,45 @@
 //! The event record (one agent step, as the contract defines it) and a compact row codec used
 //! for WAL payloads. The codec is pure: `encode_events` / `decode_events`, bounds-checked.
 
+/// A short text field of an event (names, ids, labels, attribute keys and values). Up to 24
+/// bytes are kept inline, without a heap allocation: most tenants, agents, kinds, intents,
+/// statuses and models are that short, and allocating and freeing them once per field per
+/// event was a measurable share of parsing, flushing and compacting.
+pub type Text = compact_str::CompactString;
+
 /// One agent step. Ids are stored as raw bytes; the SQL layer shows them as lowercase hex.
+/// Free text (`content`, `error_message`) stays a `String`: it is rarely short.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Event {
-    pub tenant: String,
+    pub tenant: Text,
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     pub parent_span_id: Option<[u8; 8]>,
-    pub agent_id: String,
-    pub session_id: Option<String>,
+    pub agent_id: Text,
+    pub session_id: Option<Text>,
     pub timestamp_ns: i64,
-    pub kind: String,
-    pub name: Option<String>,
+    pub kind: Text,
+    pub name: Option<Text>,
     pub content: Option<String>,
-    pub intent: Option<String>,
+    pub intent: Option<Text>,
     pub confidence: Option<f64>,
     pub duration_ms: Option<f64>,
-    pub status: String,
+    pub status: Text,
     pub error_message: Option<String>,
-    pub model: Option<String>,
+    pub model: Option<Text>,
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
     pub cost_usd: Option<f64>,
     /// Key/value pairs, sorted by key, keys unique.
-    pub attributes: Vec<(String, String)>,
+    pub attributes: Vec<(Text, Text)>,
 }
 
 impl Event {
     /// Approximate heap + inline size, used for memory accounting.
     pub fn approx_bytes(&self) -> usize {
-        let opt = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len());
+        fn opt<S: AsRef<str>>(s: &Option<S>) -> usize {
+            s.as_ref().map_or(0, |s| s.as_ref().len())
+        }
         std::mem::size_of::<Event>()
             + self.tenant.len()
             + self.agent_id.len()
@@ -117,12 +126,12 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_opt_str(out: &mut Vec<u8>, s: &Option<String>) {
+fn put_opt_str<S: AsRef<str>>(out: &mut Vec<u8>, s: &Option<S>) {
     match s {
         None => out.push(0),
         Some(s) => {
             out.push(1);
-            put_str(out, s);
+            put_str(out, s.as_ref());
         }
     }
 }
@@ -214,14 +223,15 @@ impl<'a> Reader<'a> {
         }
         Err(EventCodecError::Corrupt { at, what: "varint too long" })
     }
-    fn str(&mut self) -> Result<String, EventCodecError> {
+    fn str<S: for<'s> From<&'s str>>(&mut self) -> Result<S, EventCodecError> {
         let at = self.pos;
         let len = self.varint()?;
         let len = usize::try_from(len).map_err(|_| EventCodecError::Truncated(at))?;
         let s = self.take(len)?;
-        String::from_utf8(s.to_vec()).map_err(|_| EventCodecError::Corrupt { at, what: "string is not UTF-8" })
+        let s = std::str::from_utf8(s).map_err(|_| EventCodecError::Corrupt { at, what: "string is not UTF-8" })?;
+        Ok(S::from(s))
     }
-    fn opt_str(&mut self) -> Result<Option<String>, EventCodecError> {
+    fn opt_str<S: for<'s> From<&'s str>>(&mut self) -> Result<Option<S>, EventCodecError> {
         let at = self.pos;
         match self.u8()? {
             0 => Ok(None),
@@ -319,11 +329,20 @@ pub fn decode_events(buf: &[u8]) -> Result<Vec<Event>, EventCodecError> {
 #[cfg(test)]
 pub mod strategy {
     //! proptest strategies for events, shared by this crate's tests.
-    use super::Event;
+    use super::{Event, Text};
     use proptest::prelude::*;
 
     fn opt_str(re: &'static str) -> impl Strategy<Value = Option<String>> {
         proptest::option::of(re)
+    }
+
+    /// Short texts (kept inline) and long ones (on the heap) alike.
+    fn opt_text(re: &'static str) -> impl Strategy<Value = Option<Text>> {
+        proptest::option::of(re).prop_map(|s: Option<String>| s.map(Text::from))
+    }
+
+    fn text(re: &'static str) -> impl Strategy<Value = Text> {
+        re.prop_map(Text::from)
     }
 
     fn num() -> impl Strategy<Value = Option<f64>> {
@@ -340,11 +359,15 @@ pub mod strategy {
 
     pub fn event() -> impl Strategy<Value = Event> {
         (
-            ("[a-c]{1,3}", any::<[u8; 16]>(), any::<[u8; 8]>(), proptest::option::of(any::<[u8; 8]>())),
-            ("agent-[0-9]", opt_str("s[0-9]{0,3}"), any::<i64>(), "(thought|action|x\u{e9}y)"),
-            (opt_str("[a-z_]{0,8}"), opt_str(".{0,40}"), opt_str("[a-z]{0,5}"), num(), num()),
-            ("(ok|error)", opt_str(".{0,10}"), opt_str("gpt-[0-9]"), proptest::option::of(any::<i64>())),
-            (proptest::option::of(any::<i64>()), num(), proptest::collection::btree_map("[a-z.]{1,6}", ".{0,8}", 0..4)),
+            (text("[a-c]{1,3}"), any::<[u8; 16]>(), any::<[u8; 8]>(), proptest::option::of(any::<[u8; 8]>())),
+            (text("agent-[0-9]{1,30}"), opt_text("s[0-9]{0,30}"), any::<i64>(), text("(thought|action|x\u{e9}y)")),
+            (opt_text("[a-z_]{0,8}"), opt_str(".{0,40}"), opt_text("[a-z]{0,5}"), num(), num()),
+            (text("(ok|error)"), opt_str(".{0,10}"), opt_text("gpt-[0-9]"), proptest::option::of(any::<i64>())),
+            (
+                proptest::option::of(any::<i64>()),
+                num(),
+                proptest::collection::btree_map("[a-z.]{1,6}", ".{0,30}", 0..4),
+            ),
         )
             .prop_map(
                 |(
@@ -373,7 +396,7 @@ pub mod strategy {
                     input_tokens,
                     output_tokens,
                     cost_usd,
-                    attributes: attrs.into_iter().collect(),
+                    attributes: attrs.into_iter().map(|(k, v)| (Text::from(k), Text::from(v))).collect(),
                 },
             )
     }

@@ -17,9 +17,10 @@ pub mod textdict;
 mod writer;
 
 pub use column::{ColumnData, ColumnEncoding, ColumnId, StrColumn, COLUMN_COUNT};
+pub use compact_str;
 pub use encoding::DictColumn;
 pub use error::SegmentError;
-pub use event::{civil_from_days, decode_events, encode_events, parse_hex, Event, EventCodecError};
+pub use event::{civil_from_days, decode_events, encode_events, parse_hex, Event, EventCodecError, Text};
 pub use format::{BlockMeta, Codec};
 pub use reader::Segment;
 pub use textdict::TextDictionaryOptions;

@@ -13,14 +13,14 @@ fn events() -> Vec<Event> {
     (0..30)
         .map(|i| Event {
             tenant: "acme".into(),
-            agent_id: format!("agent-{}", i % 3),
+            agent_id: format!("agent-{}", i % 3).into(),
             kind: "thought".into(),
             status: "ok".into(),
             timestamp_ns: 1_700_000_000_000_000_000 + i * 1000,
             content: Some(format!("looking up order {i} for the refund the customer asked about")),
             intent: (i % 2 == 0).then(|| "refund".into()),
             confidence: Some(0.9),
-            attributes: vec![("k".into(), format!("{i}"))],
+            attributes: vec![("k".into(), format!("{i}").into())],
             ..Default::default()
         })
         .collect()

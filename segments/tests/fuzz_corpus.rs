@@ -16,13 +16,13 @@ fn seed_corpus_opens_without_panics() {
         let events: Vec<Event> = (0..20)
             .map(|i| Event {
                 tenant: "t".into(),
-                agent_id: format!("a{}", i % 3),
+                agent_id: format!("a{}", i % 3).into(),
                 kind: "thought".into(),
                 status: "ok".into(),
                 timestamp_ns: i * 1000,
                 content: Some(format!("text {i}")),
                 intent: (i % 2 == 0).then(|| "refund".into()),
-                attributes: vec![("k".into(), format!("{i}"))],
+                attributes: vec![("k".into(), format!("{i}").into())],
                 ..Default::default()
             })
             .collect();

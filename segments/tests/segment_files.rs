@@ -11,11 +11,11 @@ fn sample(n: usize) -> Vec<Event> {
             trace_id: [(i / 7) as u8; 16],
             span_id: (i as u64).to_le_bytes(),
             parent_span_id: (i % 7 != 0).then(|| ((i - 1) as u64).to_le_bytes()),
-            agent_id: format!("agent-{}", i % 5),
-            session_id: (i % 3 == 0).then(|| format!("s{}", i / 30)),
+            agent_id: format!("agent-{}", i % 5).into(),
+            session_id: (i % 3 == 0).then(|| format!("s{}", i / 30).into()),
             timestamp_ns: 1_700_000_000_000_000_000 + i as i64 * 1_234_567,
             kind: ["thought", "action", "tool_call", "output"][i % 4].into(),
-            name: Some(format!("step{}", i % 9)),
+            name: Some(format!("step{}", i % 9).into()),
             content: Some(format!("content number {i} with some words {}", "lorem ".repeat(i % 5))),
             intent: (i % 4 != 1).then(|| ["refund", "order_status"][i % 2].into()),
             confidence: (i % 5 != 0).then(|| (i % 100) as f64 / 100.0),
@@ -27,7 +27,7 @@ fn sample(n: usize) -> Vec<Event> {
             output_tokens: (i % 2 == 0).then_some(i as i64),
             cost_usd: (i % 2 == 0).then_some(i as f64 * 1e-5),
             attributes: if i % 3 == 0 {
-                vec![("env".into(), "prod".into()), ("retry".into(), format!("{}", i % 2))]
+                vec![("env".into(), "prod".into()), ("retry".into(), format!("{}", i % 2).into())]
             } else {
                 vec![]
             },

@@ -134,7 +134,7 @@ pub async fn run_ingest(args: &IngestBenchArgs) -> anyhow::Result<IngestBenchRep
             .take(n)
             .map(|mut e| {
                 if let Some(t) = &args.tenant {
-                    e.tenant.clone_from(t);
+                    e.tenant = t.as_str().into();
                 }
                 event_to_pb(&e)
             })

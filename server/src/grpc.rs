@@ -42,27 +42,27 @@ pub struct GrpcState {
 /// The protobuf form of a stored event (used by clients such as `activemirror bench ingest`).
 pub fn event_to_pb(e: &Event) -> pb::Event {
     pb::Event {
-        tenant: e.tenant.clone(),
+        tenant: e.tenant.to_string(),
         trace_id: engine::validate::hex(&e.trace_id),
         span_id: engine::validate::hex(&e.span_id),
         parent_span_id: e.parent_span_id.map(|p| engine::validate::hex(&p)),
-        agent_id: e.agent_id.clone(),
-        session_id: e.session_id.clone(),
+        agent_id: e.agent_id.to_string(),
+        session_id: e.session_id.as_ref().map(|s| s.to_string()),
         timestamp: None,
         timestamp_ns: Some(e.timestamp_ns),
-        kind: e.kind.clone(),
-        name: e.name.clone(),
+        kind: e.kind.to_string(),
+        name: e.name.as_ref().map(|s| s.to_string()),
         content: e.content.clone(),
-        intent: e.intent.clone(),
+        intent: e.intent.as_ref().map(|s| s.to_string()),
         confidence: e.confidence,
         duration_ms: e.duration_ms,
-        status: Some(e.status.clone()),
+        status: Some(e.status.to_string()),
         error_message: e.error_message.clone(),
-        model: e.model.clone(),
+        model: e.model.as_ref().map(|s| s.to_string()),
         input_tokens: e.input_tokens,
         output_tokens: e.output_tokens,
         cost_usd: e.cost_usd,
-        attributes: e.attributes.iter().cloned().collect(),
+        attributes: e.attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     }
 }
 

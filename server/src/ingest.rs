@@ -22,7 +22,7 @@ pub fn scope_to_tenant(events: &mut [Event], tenant: Option<&str>) -> Result<(),
     let Some(tenant) = tenant else { return Ok(()) };
     for (index, e) in events.iter_mut().enumerate() {
         if e.tenant == "default" {
-            tenant.clone_into(&mut e.tenant);
+            e.tenant = tenant.into();
         } else if e.tenant != tenant {
             return Err(engine::ValidationError {
                 index,
@@ -303,7 +303,7 @@ mod tests {
     }
 
     fn event(tenant: &str) -> Event {
-        Event { tenant: tenant.to_owned(), ..Event::default() }
+        Event { tenant: tenant.into(), ..Event::default() }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
-use segments::Event;
+use segments::{Event, Text};
 
 /// Why a request was rejected: where in the request, which field or attribute, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -314,52 +314,57 @@ fn span_to_events(
         };
         ev_attrs.insert("otel.event.name".to_owned(), ev.name);
         errors.push(Event {
-            tenant: tenant.clone(),
+            tenant: Text::from(tenant.as_str()),
             trace_id,
             span_id: exception_span_id(span_id, i),
             parent_span_id: Some(span_id),
-            agent_id: agent_id.clone(),
-            session_id: session_id.clone(),
+            agent_id: Text::from(agent_id.as_str()),
+            session_id: session_id.as_deref().map(Text::from),
             timestamp_ns: ts,
-            kind: "error".to_owned(),
-            name: ex_type,
+            kind: Text::const_new("error"),
+            name: ex_type.map(Text::from),
             content: ex_message,
             intent: None,
             confidence: None,
             duration_ms: None,
-            status: "error".to_owned(),
+            status: Text::const_new("error"),
             error_message: summary,
             model: None,
             input_tokens: None,
             output_tokens: None,
             cost_usd: None,
-            attributes: ev_attrs.into_iter().collect(),
+            attributes: texts(ev_attrs),
         });
     }
     out.push(Event {
-        tenant,
+        tenant: Text::from(tenant),
         trace_id,
         span_id,
         parent_span_id,
-        agent_id,
-        session_id,
+        agent_id: Text::from(agent_id),
+        session_id: session_id.map(Text::from),
         timestamp_ns,
-        kind,
-        name: Some(sp.name).filter(|n| !n.is_empty()),
+        kind: Text::from(kind),
+        name: Some(sp.name).filter(|n| !n.is_empty()).map(Text::from),
         content,
-        intent,
+        intent: intent.map(Text::from),
         confidence,
         duration_ms,
-        status: if failed { "error" } else { "ok" }.to_owned(),
+        status: Text::const_new(if failed { "error" } else { "ok" }),
         error_message,
-        model,
+        model: model.map(Text::from),
         input_tokens,
         output_tokens,
         cost_usd,
-        attributes: attrs.into_iter().collect(),
+        attributes: texts(attrs),
     });
     out.extend(errors);
     Ok(())
+}
+
+/// Attributes as an event keeps them (sorted by key, as the map gives them).
+fn texts(attrs: BTreeMap<String, String>) -> Vec<(Text, Text)> {
+    attrs.into_iter().map(|(k, v)| (Text::from(k), Text::from(v))).collect()
 }
 
 #[cfg(test)]
@@ -445,14 +450,14 @@ mod tests {
         assert_eq!(e.parent_span_id, None);
         let a: BTreeMap<_, _> = e.attributes.iter().cloned().collect();
         // Kept: unmapped span, resource and scope attributes, and the requested model.
-        assert_eq!(a.get("http.route").map(String::as_str), Some("/chat"));
-        assert_eq!(a.get("deployment.environment").map(String::as_str), Some("prod"));
-        assert_eq!(a.get("service.name").map(String::as_str), Some("support-svc"));
-        assert_eq!(a.get("otel.scope.name").map(String::as_str), Some("my-lib"));
-        assert_eq!(a.get("otel.scope.version").map(String::as_str), Some("1.2"));
-        assert_eq!(a.get("otel.span.kind").map(String::as_str), Some("client"));
-        assert_eq!(a.get("gen_ai.request.model").map(String::as_str), Some("gpt-4o"));
-        assert_eq!(a.get("gen_ai.operation.name").map(String::as_str), Some("chat"));
+        assert_eq!(a.get("http.route").map(Text::as_str), Some("/chat"));
+        assert_eq!(a.get("deployment.environment").map(Text::as_str), Some("prod"));
+        assert_eq!(a.get("service.name").map(Text::as_str), Some("support-svc"));
+        assert_eq!(a.get("otel.scope.name").map(Text::as_str), Some("my-lib"));
+        assert_eq!(a.get("otel.scope.version").map(Text::as_str), Some("1.2"));
+        assert_eq!(a.get("otel.span.kind").map(Text::as_str), Some("client"));
+        assert_eq!(a.get("gen_ai.request.model").map(Text::as_str), Some("gpt-4o"));
+        assert_eq!(a.get("gen_ai.operation.name").map(Text::as_str), Some("chat"));
         // Mapped attributes are not repeated.
         for gone in
             ["gen_ai.response.model", "gen_ai.usage.input_tokens", "gen_ai.agent.name", "gen_ai.conversation.id"]

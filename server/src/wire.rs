@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use engine::segments::Text;
 use engine::EventInput;
 
 /// An `EventBatch` as received: wire-compatible with `activemirror.v1.EventBatch` (field 1,
@@ -188,7 +189,7 @@ pub fn event_input(bytes: &[u8]) -> Result<EventInput<'_>, WireError> {
     let mut e = EventInput::default();
     // Non-optional strings: the last value on the wire, absent when empty.
     let (mut tenant, mut trace_id, mut span_id, mut agent_id, mut kind) = ("", "", "", "", "");
-    let mut attributes: BTreeMap<String, String> = BTreeMap::new();
+    let mut attributes: BTreeMap<Text, Text> = BTreeMap::new();
     while !r.is_empty() {
         let (tag, wire) = r.key()?;
         match tag {
@@ -215,7 +216,7 @@ pub fn event_input(bytes: &[u8]) -> Result<EventInput<'_>, WireError> {
             21 => {
                 expect("attributes", wire, LEN)?;
                 let (k, v) = map_entry(r.delimited()?)?;
-                attributes.insert(k.to_owned(), v.to_owned());
+                attributes.insert(Text::from(k), Text::from(v));
             }
             _ => r.skip(tag, wire, MAX_DEPTH)?,
         }
@@ -260,7 +261,8 @@ mod tests {
             input_tokens: e.input_tokens,
             output_tokens: e.output_tokens,
             cost_usd: e.cost_usd,
-            attributes: (!e.attributes.is_empty()).then_some(e.attributes),
+            attributes: (!e.attributes.is_empty())
+                .then(|| e.attributes.into_iter().map(|(k, v)| (Text::from(k), Text::from(v))).collect()),
         }
     }
 

@@ -119,10 +119,10 @@ fn sigkill_during_warm_merges_loses_nothing() {
                     let s = seg * 4000 + i;
                     all.insert(span_of(seg, s));
                     segments::Event {
-                        tenant: format!("t{}", s % 3),
+                        tenant: format!("t{}", s % 3).into(),
                         trace_id: [(s / 20 % 251) as u8; 16],
                         span_id: span_of(seg, s).to_be_bytes(),
-                        agent_id: format!("agent-{}", s % 7),
+                        agent_id: format!("agent-{}", s % 7).into(),
                         timestamp_ns: 1_700_000_000_000_000_000 + i64::from(s) * 1_000_000,
                         kind: "action".into(),
                         content: Some(format!(

@@ -67,22 +67,22 @@ fn baseline_batch(events: &[Event]) -> RecordBatch {
     }
     let map: ArrayRef = Arc::new(map.finish());
     let cols: Vec<ArrayRef> = vec![
-        s(&|e| Some(e.tenant.clone())),
+        s(&|e| Some(e.tenant.to_string())),
         s(&|e| Some(hex(&e.trace_id))),
         s(&|e| Some(hex(&e.span_id))),
         s(&|e| e.parent_span_id.map(|p| hex(&p))),
-        s(&|e| Some(e.agent_id.clone())),
-        s(&|e| e.session_id.clone()),
+        s(&|e| Some(e.agent_id.to_string())),
+        s(&|e| e.session_id.as_deref().map(str::to_owned)),
         Arc::new(ts.finish()),
-        s(&|e| Some(e.kind.clone())),
-        s(&|e| e.name.clone()),
+        s(&|e| Some(e.kind.to_string())),
+        s(&|e| e.name.as_deref().map(str::to_owned)),
         s(&|e| e.content.clone()),
-        s(&|e| e.intent.clone()),
+        s(&|e| e.intent.as_deref().map(str::to_owned)),
         fl(&|e| e.confidence),
         fl(&|e| e.duration_ms),
-        s(&|e| Some(e.status.clone())),
+        s(&|e| Some(e.status.to_string())),
         s(&|e| e.error_message.clone()),
-        s(&|e| e.model.clone()),
+        s(&|e| e.model.as_deref().map(str::to_owned)),
         int(&|e| e.input_tokens),
         int(&|e| e.output_tokens),
         fl(&|e| e.cost_usd),
@@ -680,7 +680,7 @@ async fn indexed_and_time_predicates_prune_blocks() {
         .find(|e| e.agent_id.ends_with("039") || e.agent_id.ends_with("038"))
         .expect("rare")
         .agent_id;
-    let want = events.iter().filter(|e| &e.agent_id == rare).count() as u64;
+    let want = events.iter().filter(|e| e.agent_id == rare).count() as u64;
     let p = plan_for(&format!("SELECT * FROM t WHERE agent_id = '{rare}'"));
     assert_eq!(p.stats.rows_kept, want);
     assert!(p.stats.blocks_kept < p.stats.blocks_total, "{:?}", p.stats);
@@ -774,10 +774,10 @@ fn unusual_events(seed: u64) -> Vec<Event> {
         if rng.random_bool(0.01) {
             let t = odd_text[rng.random_range(0..odd_text.len())].to_owned();
             match rng.random_range(0..5) {
-                0 => e.intent = Some(t),
+                0 => e.intent = Some(t.into()),
                 1 => e.content = Some(t),
-                2 => e.model = Some(t),
-                3 => e.name = Some(t),
+                2 => e.model = Some(t.into()),
+                3 => e.name = Some(t.into()),
                 _ => e.error_message = Some(t),
             }
         }
@@ -950,14 +950,14 @@ fn random_predicate(rng: &mut impl rand::Rng, events: &[Event], depth: u32) -> S
     let other = &events[rng.random_range(0..events.len())];
     let string_column = |e: &Event, c: usize| -> (&'static str, Option<String>) {
         match c {
-            0 => ("tenant", Some(e.tenant.clone())),
-            1 => ("agent_id", Some(e.agent_id.clone())),
-            2 => ("intent", e.intent.clone()),
-            3 => ("kind", Some(e.kind.clone())),
-            4 => ("status", Some(e.status.clone())),
-            5 => ("model", e.model.clone()),
-            6 => ("name", e.name.clone()),
-            _ => ("session_id", e.session_id.clone()),
+            0 => ("tenant", Some(e.tenant.to_string())),
+            1 => ("agent_id", Some(e.agent_id.to_string())),
+            2 => ("intent", e.intent.as_deref().map(str::to_owned)),
+            3 => ("kind", Some(e.kind.to_string())),
+            4 => ("status", Some(e.status.to_string())),
+            5 => ("model", e.model.as_deref().map(str::to_owned)),
+            6 => ("name", e.name.as_deref().map(str::to_owned)),
+            _ => ("session_id", e.session_id.as_deref().map(str::to_owned)),
         }
     };
     let lit = |v: &Option<String>| v.as_deref().map_or("'no-such-value'".to_owned(), sql_text);

@@ -160,7 +160,7 @@ async fn queries_see_one_consistent_state_while_the_engine_flushes_and_compacts(
     // The final state, counted independently.
     let mut want: BTreeMap<String, i64> = BTreeMap::new();
     for e in &events {
-        *want.entry(e.kind.clone()).or_default() += 1;
+        *want.entry(e.kind.to_string()).or_default() += 1;
     }
     assert_eq!(last_kinds, want);
     assert_eq!(last_rows, events.len() as i64);

@@ -35,10 +35,10 @@ fn main() -> anyhow::Result<()> {
                     let n = 1 + (seq % 37);
                     let batch: Vec<Event> = (seq..seq + n)
                         .map(|s| Event {
-                            tenant: format!("t{}", s % 3),
+                            tenant: format!("t{}", s % 3).into(),
                             trace_id: [w as u8; 16],
                             span_id: span_of(w, s).to_be_bytes(),
-                            agent_id: format!("agent-{w}"),
+                            agent_id: format!("agent-{w}").into(),
                             timestamp_ns: 1_700_000_000_000_000_000 + i64::from(s),
                             kind: "action".into(),
                             content: Some(format!("writer {w} step {s} {}", "x".repeat((s % 200) as usize))),
