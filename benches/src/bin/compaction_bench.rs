@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use benches::Generator;
+use benches::{cpu_seconds, Generator};
 use clap::Parser;
 use engine::{Engine, EngineConfig};
 use indicatif::ProgressBar;
@@ -31,14 +31,6 @@ struct Args {
     /// Runs; medians are printed.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-}
-
-/// CPU seconds (user + system) this process has used so far, from `/proc/self/stat`.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: f64 = after.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<f64>().ok()).sum();
-    ticks / 100.0
 }
 
 /// Wall and CPU seconds of `f`.

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use arrow::array::RecordBatch;
-use benches::Generator;
+use benches::{cpu_seconds, Generator};
 use clap::Parser;
 use engine::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -75,16 +75,6 @@ enum EncodeLayout {
     /// A compacted segment: rows ordered for compaction, zstd, text dictionary, token index.
     Compacted,
     Both,
-}
-
-/// CPU seconds (user + system) this process has used so far, from `/proc/self/stat` (clock
-/// ticks of 10 ms; 0 where it cannot be read).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: f64 = after.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<f64>().ok()).sum();
-    ticks / 100.0
 }
 
 /// Encodes the events as a hot (flushed, time-ordered) and as a compacted segment in memory,
