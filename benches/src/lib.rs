@@ -514,6 +514,18 @@ pub fn cpu_seconds() -> f64 {
     ticks / 100.0
 }
 
+/// The median of `v` (sorted in place); NaN if empty.
+pub fn median(v: &mut [f64]) -> f64 {
+    percentile(v, 0.5)
+}
+
+/// The `p` quantile of `v` (sorted in place), nearest rank; NaN if empty.
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let at = ((v.len() as f64 * p).ceil() as usize).saturating_sub(1);
+    v.get(at.min(v.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

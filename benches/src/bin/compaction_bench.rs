@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use benches::{cpu_seconds, Generator};
+use benches::{cpu_seconds, median, Generator};
 use clap::Parser;
 use engine::{Engine, EngineConfig};
 use indicatif::ProgressBar;
@@ -52,35 +52,31 @@ fn one_run(events: &[Event], args: &Args) -> anyhow::Result<Run> {
     let cfg = EngineConfig { background: false, idle_compaction: None, ..EngineConfig::default() };
     let (engine, _) = Engine::open(dir.path(), cfg)?;
     let mut flush = (0.0, 0.0);
-    let mut hot_segments = 0;
     for part in events.chunks(args.flush_events.max(1)) {
         for batch in part.chunks(args.batch.max(1)) {
             engine.append(batch.to_vec())?;
         }
-        let (flushed, w, c) = timed(|| Ok(engine.flush()?))?;
-        hot_segments += usize::from(flushed);
+        let (_, w, c) = timed(|| Ok(engine.flush()?))?;
         flush.0 += w;
         flush.1 += c;
     }
+    let flushed = hot_segments(&engine);
     let (_, w, c) = timed(|| {
-        while engine.compact()? {
-            if engine.snapshot().segments.iter().all(|s| s.entry.tier != engine::Tier::Hot) {
-                break;
-            }
-        }
+        // Hot segments only: once they are compacted, `compact` would go on to merge warm ones.
+        while hot_segments(&engine) > 0 && engine.compact()? {}
         Ok(())
     })?;
-    let left_hot = engine.snapshot().segments.iter().filter(|s| s.entry.tier == engine::Tier::Hot).count();
+    let left_hot = hot_segments(&engine);
     anyhow::ensure!(left_hot == 0, "{left_hot} hot segments were not compacted");
     let stored = engine.snapshot().rows();
     anyhow::ensure!(stored == events.len() as u64, "{stored} rows stored of {}", events.len());
     engine.close()?;
-    Ok(Run { flush, compact: (w, c), hot_segments })
+    Ok(Run { flush, compact: (w, c), hot_segments: flushed })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+/// Hot segments the engine holds now.
+fn hot_segments(engine: &Engine) -> usize {
+    engine.snapshot().segments.iter().filter(|s| s.entry.tier == engine::Tier::Hot).count()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -96,7 +92,7 @@ fn main() -> anyhow::Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let per = |v: Vec<f64>| median(v) * 1e6 / events.len() as f64;
+    let per = |mut v: Vec<f64>| median(&mut v) * 1e6 / events.len() as f64;
     println!(
         "{} events in {} hot segments, medians of {} runs, us/event: flush wall {:.3} cpu {:.3}; compact wall {:.3} cpu {:.3}",
         events.len(),

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use benches::{median, percentile};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -19,16 +20,6 @@ struct Args {
     runs: usize,
     /// Queries to time (default: SELECT 1).
     queries: Vec<String>,
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    percentile(v, 0.5)
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let at = ((v.len() as f64 * p).ceil() as usize).saturating_sub(1);
-    v.get(at.min(v.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
 }
 
 #[tokio::main]
