@@ -307,19 +307,32 @@ fn alnum_runs(s: &str, mut f: impl FnMut(usize, usize)) {
     let mut bits = vec![0u64; bytes.len().div_ceil(64)];
     for (word, chunk) in bits.iter_mut().zip(bytes.chunks(64)) {
         let mut w = 0u64;
-        for (j, &b) in chunk.iter().enumerate() {
-            w |= u64::from(ASCII_ALNUM[usize::from(b)]) << j;
+        let mut lanes = chunk.chunks_exact(8);
+        for (j, eight) in lanes.by_ref().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(eight);
+            w |= u64::from(ascii_alnum_mask(u64::from_le_bytes(b))) << (8 * j);
+        }
+        let done = chunk.len() - lanes.remainder().len();
+        for (j, &b) in lanes.remainder().iter().enumerate() {
+            w |= u64::from(ASCII_ALNUM[usize::from(b)]) << (done + j);
         }
         *word = w;
     }
-    if !s.is_ascii() {
-        for (i, ch) in s.char_indices() {
-            if !ch.is_ascii() && ch.is_alphanumeric() {
-                for k in i..i + ch.len_utf8() {
-                    bits[k / 64] |= 1 << (k % 64);
-                }
+    // Only the non-ASCII characters are decoded: real text with a few curly quotes, accents
+    // or emoji is still mostly ASCII, and decoding every character of it cost more than the
+    // rest of the tokenizer.
+    let mut at = if s.is_ascii() { None } else { next_non_ascii(bytes, 0) };
+    while let Some(i) = at {
+        // `i` is a character boundary: the search starts at one and skips whole characters.
+        let Some(ch) = s.get(i..).and_then(|rest| rest.chars().next()) else { break };
+        let end = i + ch.len_utf8();
+        if ch.is_alphanumeric() {
+            for k in i..end {
+                bits[k / 64] |= 1 << (k % 64);
             }
         }
+        at = next_non_ascii(bytes, end);
     }
     // A run starts at a set bit whose predecessor is clear, and ends at a clear bit whose
     // predecessor is set; `carry` is the last bit of the previous word. Bits past the end are
@@ -345,6 +358,38 @@ fn alnum_runs(s: &str, mut f: impl FnMut(usize, usize)) {
     if carry != 0 {
         f(start, s.len());
     }
+}
+
+/// Bit `j` set when byte `j` of the little-endian word `w` is an ASCII letter or digit: the
+/// [`ASCII_ALNUM`] table for eight bytes at once, with range checks on 7-bit lanes (adding
+/// `0x80 - lo` to a lane below `0x80` sets its top bit exactly when the lane is at least `lo`,
+/// and never carries into the next lane).
+fn ascii_alnum_mask(w: u64) -> u8 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    let ascii = !w & HIGH;
+    let x = w & !HIGH;
+    let at_least = |v: u64, lo: u8| (v + ONES * u64::from(0x80 - lo)) & HIGH;
+    let digit = at_least(x, b'0') & !at_least(x, b'9' + 1);
+    // Setting bit 5 maps 'A'..='Z' onto 'a'..='z' and nothing else into that range.
+    let folded = x | (ONES * 0x20);
+    let letter = at_least(folded, b'a') & !at_least(folded, b'z' + 1);
+    // One bit per lane (bit 8k + 7), gathered into the top byte: lane k lands on bit 56 + k.
+    (((digit | letter) & ascii) >> 7).wrapping_mul(0x0102_0408_1020_4080).to_be_bytes()[0]
+}
+
+/// The position of the first byte at or after `from` that is not ASCII, eight bytes at a time.
+fn next_non_ascii(bytes: &[u8], from: usize) -> Option<usize> {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(w) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let high = u64::from_le_bytes(*w) & HIGH;
+        if high != 0 {
+            return Some(i + (high.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    bytes.get(i..)?.iter().position(|&b| !b.is_ascii()).map(|p| i + p)
 }
 
 /// A token set sized for about `text_bytes` of text (generated agent text holds one distinct
@@ -746,6 +791,22 @@ mod tests {
         out
     }
 
+    /// Every byte value in every lane, beside neighbours that sit on each range's edges.
+    #[test]
+    fn ascii_alnum_mask_is_exact_for_every_byte_in_every_lane() {
+        for fill in [0u8, b'/', b'0', b'9', b':', b'@', b'A', b'Z', b'[', b'`', b'a', b'z', b'{', 0x7f, 0x80, 0xff] {
+            for j in 0..8 {
+                for b in 0..=255u8 {
+                    let mut lanes = [fill; 8];
+                    lanes[j] = b;
+                    let expected =
+                        lanes.iter().enumerate().fold(0u8, |m, (k, &c)| m | (ASCII_ALNUM[usize::from(c)] << k));
+                    assert_eq!(ascii_alnum_mask(u64::from_le_bytes(lanes)), expected, "lanes {lanes:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn runs_at_word_edges() {
         for len in [0, 1, 63, 64, 65, 127, 128, 129] {
@@ -826,6 +887,29 @@ mod tests {
         #[test]
         fn runs_match_the_definition_on_any_text(s in any::<String>()) {
             prop_assert_eq!(runs(&s), runs_reference(&s));
+        }
+
+        /// Mostly ASCII with a non-ASCII character now and then (letters, digits, punctuation
+        /// and emoji of every UTF-8 length), at every offset of the eight-byte search.
+        #[test]
+        fn runs_match_the_definition_on_mostly_ascii_text(
+            s in "([a-z0-9 ,.]{0,19}[é—名٣ǅ\u{1F600}\u{10400}Ⅻ’]?){0,40}"
+        ) {
+            prop_assert_eq!(runs(&s), runs_reference(&s));
+        }
+
+        #[test]
+        fn ascii_alnum_mask_matches_the_table(w in any::<u64>()) {
+            let expected = w.to_le_bytes().iter().enumerate()
+                .fold(0u8, |m, (j, &b)| m | (ASCII_ALNUM[usize::from(b)] << j));
+            prop_assert_eq!(ascii_alnum_mask(w), expected);
+        }
+
+        #[test]
+        fn next_non_ascii_finds_the_first_non_ascii_byte(s in "([a-z ]{0,12}[é名\u{1F600}]?){0,20}", from in 0usize..300) {
+            let bytes = s.as_bytes();
+            let expected = (from..bytes.len()).find(|&i| !bytes[i].is_ascii());
+            prop_assert_eq!(next_non_ascii(bytes, from), expected);
         }
 
         /// Never prunes a block holding a match (the scan re-checks the rows it reads).
