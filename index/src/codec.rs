@@ -8,7 +8,9 @@
 //! optional text section (absent in segments written before it existed):
 //!   u8 1, u32 n_blocks, u32 n_tokens, then per token (sorted): varint bytes shared with the
 //!   previous token, varint suffix length, suffix bytes, varint block count, block numbers as
-//!   varint deltas (the first absolute)
+//!   varint deltas (the first absolute). u8 2 instead of 1: the same, and the first token is
+//!   the empty one, whose blocks kept only their tokens of at most 16 bytes (see
+//!   `text::ALWAYS_INDEXED`).
 //! ```
 //!
 //! The text section is most of the bytes, and a reader needs it only for `LIKE`: [`decode`]
@@ -23,6 +25,10 @@ use crate::text::{put_varint, TextIndexBuilder};
 use crate::{SegmentIndex, TextIndex, TraceIndex, ValueIndex};
 
 const TEXT_SECTION: u8 = 1;
+/// A text section whose first token is the empty one, listing the blocks that kept only their
+/// short tokens ([`crate::text::ALWAYS_INDEXED`]): a reader that predates it would take those
+/// lists as complete, so it names the section unknown and refuses the segment instead.
+const TEXT_SECTION_PARTIAL: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IndexDecodeError {
@@ -45,7 +51,7 @@ fn put_bitmap(out: &mut Vec<u8>, b: &RoaringBitmap) {
 /// Tokens front-coded against the previous one (sorted neighbours share long prefixes), block
 /// lists as varint deltas.
 fn encode_text(t: &TextIndex, out: &mut Vec<u8>) {
-    out.push(TEXT_SECTION);
+    out.push(if t.partial_blocks().is_empty() { TEXT_SECTION } else { TEXT_SECTION_PARTIAL });
     put_u32(out, t.n_blocks());
     put_u32(out, t.n_tokens() as u32);
     let mut prev: Vec<u8> = Vec::with_capacity(64);
@@ -209,7 +215,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(SegmentIndex, Option<TextSection>)
     traces.shrink();
     let text = if r.pos < bytes.len() {
         let at = r.pos;
-        if r.u8()? != TEXT_SECTION {
+        if !matches!(r.u8()?, TEXT_SECTION | TEXT_SECTION_PARTIAL) {
             return Err(IndexDecodeError::Corrupt { at, what: "unknown index section" });
         }
         Some(TextSection { at, n_blocks: r.u32()? })
@@ -223,7 +229,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(SegmentIndex, Option<TextSection>)
 /// errors count from the section's start.
 pub(crate) fn decode_text(bytes: &[u8]) -> Result<TextIndex, IndexDecodeError> {
     let mut r = Reader { buf: bytes, pos: 0 };
-    if r.u8()? != TEXT_SECTION {
+    if !matches!(r.u8()?, TEXT_SECTION | TEXT_SECTION_PARTIAL) {
         return Err(IndexDecodeError::Corrupt { at: 0, what: "unknown index section" });
     }
     let n_blocks = r.u32()?;

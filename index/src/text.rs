@@ -11,6 +11,12 @@
 //! characters) occurs in a text only if some token of that text contains it, so the blocks of
 //! the tokens that contain the piece are a superset of the blocks that match. The scan still
 //! evaluates the LIKE on every row it reads; the index only skips blocks.
+//!
+//! A block whose text is dense with long distinct tokens (base64 payloads, hex dumps: text
+//! that would make the index as large as the text itself, for nothing a search would look
+//! for) keeps only its tokens of at most [`ALWAYS_INDEXED`] bytes, and is listed as such
+//! under the empty token (no text yields an empty token). A piece that may lie in a longer
+//! token keeps those blocks as candidates.
 
 use memchr::memmem;
 
@@ -22,6 +28,8 @@ use memchr::memmem;
 pub struct TokenSet<'a> {
     short: foldhash::HashSet<u64>,
     long: foldhash::HashSet<&'a str>,
+    /// Bytes of text tokenized into this set.
+    text_bytes: usize,
 }
 
 impl<'a> TokenSet<'a> {
@@ -69,6 +77,18 @@ fn long_head(tok: &str) -> u64 {
 
 /// Longest token stored whole (characters).
 pub const WINDOW: usize = 64;
+
+/// Longest token (bytes) that every block indexes; longer ones are dropped from a block when
+/// their distinct bytes exceed 1/[`LONG_TOKEN_SHARE`] of its text.
+pub const ALWAYS_INDEXED: usize = 16;
+
+/// See [`ALWAYS_INDEXED`]. Agent text (prose, JSON, ids) stays far below it; a block of
+/// base64 or hex payloads is mostly long distinct tokens.
+const LONG_TOKEN_SHARE: usize = 8;
+
+/// Fewest distinct bytes of long tokens a block drops (a few small ones cost the index little,
+/// and a search for them keeps its pruning); 24 in tests, so that their small blocks drop some.
+const PARTIAL_MIN_BYTES: usize = if cfg!(test) { 24 } else { 64 << 10 };
 /// Stride of the windows of a longer token, and the longest query piece used (characters).
 pub const STEP: usize = 32;
 
@@ -204,6 +224,8 @@ pub struct TokenBlocks {
     /// Each long token: its first 8 bytes as [`long_head`] gives them, start in `long_text`,
     /// length and block.
     long: Vec<LongToken>,
+    /// Blocks that dropped their tokens longer than [`ALWAYS_INDEXED`] bytes, ascending.
+    partial: Vec<u32>,
     n_blocks: u32,
 }
 
@@ -212,7 +234,12 @@ impl TokenBlocks {
     pub fn push_block(&mut self, set: TokenSet<'_>) {
         let b = self.n_blocks;
         self.short.extend(set.short.into_iter().map(|k| (k, b)));
-        for t in set.long {
+        let beyond: usize = set.long.iter().map(|t| t.len()).filter(|&n| n > ALWAYS_INDEXED).sum();
+        let partial = beyond >= PARTIAL_MIN_BYTES && beyond.saturating_mul(LONG_TOKEN_SHARE) > set.text_bytes;
+        if partial {
+            self.partial.push(b);
+        }
+        for t in set.long.into_iter().filter(|t| !partial || t.len() <= ALWAYS_INDEXED) {
             self.long.push(LongToken { head: long_head(t), at: self.long_text.len(), len: t.len() as u32, block: b });
             self.long_text.push_str(t);
         }
@@ -232,7 +259,7 @@ impl TokenBlocks {
     /// at the end of a merge.
     pub fn finish(self) -> TextIndex {
         use rayon::slice::ParallelSliceMut;
-        let TokenBlocks { mut short, long_text, mut long, n_blocks } = self;
+        let TokenBlocks { mut short, long_text, mut long, partial, n_blocks } = self;
         // A short token's integer orders as its bytes do (zero padding sorts first).
         short.par_sort_unstable();
         let text = long_text.as_str();
@@ -243,7 +270,11 @@ impl TokenBlocks {
         long.par_sort_unstable_by(|a, b| {
             a.head.cmp(&b.head).then_with(|| long_token(a).cmp(long_token(b))).then(a.block.cmp(&b.block))
         });
-        let mut out = TextIndexBuilder::new(n_blocks, short.len() + long.len());
+        let mut out = TextIndexBuilder::new(n_blocks, short.len() + long.len() + 1);
+        // The empty token sorts first.
+        if !partial.is_empty() {
+            out.push(b"", &partial);
+        }
         let mut token = Vec::with_capacity(64);
         let mut list = Vec::new();
         let (mut i, mut j) = (0, 0);
@@ -398,12 +429,14 @@ pub fn token_set_for<'a>(text_bytes: usize) -> TokenSet<'a> {
     TokenSet {
         short: foldhash::HashSet::with_capacity_and_hasher((text_bytes / 64).clamp(64, 1 << 20), Default::default()),
         long: foldhash::HashSet::with_capacity_and_hasher((text_bytes / 1024).clamp(16, 1 << 16), Default::default()),
+        text_bytes: 0,
     }
 }
 
 /// The tokens of `text` as stored (long ones as windows), added to `out`.
 pub fn tokenize<'a>(text: &'a str, out: &mut TokenSet<'a>) {
     let bytes = text.as_bytes();
+    out.text_bytes += bytes.len();
     alnum_runs(text, |start, end| {
         let len = end - start;
         if len <= 8 {
@@ -528,6 +561,15 @@ impl TextIndex {
                 let n = self.more.get(at).map_or(0, |n| *n as usize);
                 self.more.get(at + 1..at + 1 + n).unwrap_or(&[])
             }
+        }
+    }
+
+    /// The blocks that kept only their tokens of at most [`ALWAYS_INDEXED`] bytes: the blocks
+    /// of the empty token, which sorts first.
+    pub fn partial_blocks(&self) -> &[u32] {
+        match self.groups.first() {
+            Some(_) if self.group_head(0).is_empty() => self.token_blocks(0),
+            _ => &[],
         }
     }
 
@@ -664,6 +706,7 @@ impl TextIndex {
         let n = self.n_blocks as usize;
         let mut keep = vec![true; n];
         let cheap = pieces.iter().any(|p| p.kind != PieceKind::Inside);
+        let partial = self.partial_blocks();
         for piece in pieces {
             let bytes = piece.text.as_bytes();
             let mut hit = vec![false; n];
@@ -683,6 +726,15 @@ impl TextIndex {
                 }),
                 PieceKind::Inside if cheap => continue,
                 PieceKind::Inside => self.scan_inside(bytes, &mut hit),
+            }
+            // Only a whole token of at most ALWAYS_INDEXED bytes is surely in every block's
+            // list; anything else may lie in a token a block did not keep.
+            if piece.kind != PieceKind::Exact || bytes.len() > ALWAYS_INDEXED {
+                for b in partial {
+                    if let Some(slot) = hit.get_mut(*b as usize) {
+                        *slot = true;
+                    }
+                }
             }
             for (k, h) in keep.iter_mut().zip(hit) {
                 *k &= h;
@@ -708,6 +760,17 @@ mod tests {
             }
         }
         go(&text.chars().collect::<Vec<_>>(), &pattern.chars().collect::<Vec<_>>())
+    }
+
+    /// The index of `blocks` keeps every block that holds a match for `pattern`.
+    fn candidates_hold_every_match(blocks: &[Vec<String>], pattern: &str) -> Result<(), TestCaseError> {
+        let keep = index_of(blocks).candidate_blocks(&like_pieces(pattern).expect("no escapes"));
+        for (b, texts) in blocks.iter().enumerate() {
+            if texts.iter().any(|t| like(t, pattern)) {
+                prop_assert!(keep[b], "block {} holds a match for {:?}", b, pattern);
+            }
+        }
+        Ok(())
     }
 
     fn index_of(blocks: &[Vec<String>]) -> TextIndex {
@@ -791,6 +854,35 @@ mod tests {
         out
     }
 
+    /// A block of base64-like payloads keeps its short tokens and is listed as partial; a
+    /// block of prose next to it keeps everything and is pruned as before.
+    #[test]
+    fn blocks_dense_with_long_tokens_keep_short_ones_and_stay_candidates() {
+        let payload = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg";
+        let dense = vec![format!("image {payload} ref ORD1 {}", payload.to_lowercase())];
+        let prose = vec!["refund for ORD2 was approved yesterday".to_owned()];
+        let idx = index_of(&[dense, prose]);
+        assert_eq!(idx.partial_blocks(), &[0]);
+        let tokens: Vec<Vec<u8>> = idx.entries().into_iter().map(|(t, _)| t).collect();
+        assert!(tokens.iter().all(|t| t.len() <= ALWAYS_INDEXED), "{tokens:?}");
+        assert!(tokens.contains(&b"ORD1".to_vec()) && tokens.contains(&b"approved".to_vec()));
+        let candidates = |pattern: &str| idx.candidate_blocks(&like_pieces(pattern).expect("pattern"));
+        // Whole short tokens are looked up exactly, in both blocks.
+        assert_eq!(candidates("% ORD1 %"), vec![true, false]);
+        assert_eq!(candidates("%approved%"), vec![true, true]);
+        assert_eq!(candidates("% approved %"), vec![false, true]);
+        // A piece of the dropped payload: only the partial block can hold it.
+        assert_eq!(candidates("%0KGgoAAAANSUhEUgAAAAEAAAAB%"), vec![true, false]);
+        assert_eq!(candidates("% iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB%"), vec![true, false]);
+        // The codec keeps the partial list (a section tag older readers refuse).
+        let mut out = Vec::new();
+        crate::codec::encode(&crate::SegmentIndex::default(), Some(&idx), &mut out);
+        let (_, section) = crate::codec::decode(&out).expect("decode");
+        let at = section.expect("text section").at;
+        assert_eq!(out[at], 2);
+        assert_eq!(TextIndex::decode(&out[at..]).expect("text"), idx);
+    }
+
     /// Every byte value in every lane, beside neighbours that sit on each range's edges.
     #[test]
     fn ascii_alnum_mask_is_exact_for_every_byte_in_every_lane() {
@@ -835,13 +927,16 @@ mod tests {
             let idx = index_of(&blocks);
             let mut want: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
             for (b, texts) in blocks.iter().enumerate() {
-                for t in texts {
-                    for tok in runs_reference(t) {
-                        let list = want.entry(tok.to_owned()).or_default();
-                        if list.last() != Some(&(b as u32)) {
-                            list.push(b as u32);
-                        }
-                    }
+                // A block dense with distinct long tokens keeps the short ones only.
+                let distinct: std::collections::BTreeSet<&str> = texts.iter().flat_map(|t| runs_reference(t)).collect();
+                let beyond: usize = distinct.iter().map(|t| t.len()).filter(|&n| n > ALWAYS_INDEXED).sum();
+                let text: usize = texts.iter().map(|t| t.len()).sum();
+                let partial = beyond >= PARTIAL_MIN_BYTES && beyond * LONG_TOKEN_SHARE > text;
+                if partial {
+                    want.entry(String::new()).or_default().push(b as u32);
+                }
+                for tok in distinct.into_iter().filter(|t| !partial || t.len() <= ALWAYS_INDEXED) {
+                    want.entry(tok.to_owned()).or_default().push(b as u32);
                 }
             }
             let got: Vec<(String, Vec<u32>)> = idx
@@ -898,6 +993,16 @@ mod tests {
             prop_assert_eq!(runs(&s), runs_reference(&s));
         }
 
+        /// Blocks dense with long tokens keep only their short ones: long exact pieces, prefixes
+        /// and inside pieces still find every block that matches.
+        #[test]
+        fn candidate_blocks_never_miss_a_match_in_partial_blocks(
+            blocks in proptest::collection::vec(proptest::collection::vec("([ab1]{1,30}[ -]){1,6}", 0..5), 1..6),
+            pattern in "[% -]?[ab1]{1,30}[% -]?",
+        ) {
+            candidates_hold_every_match(&blocks, &pattern)?;
+        }
+
         #[test]
         fn ascii_alnum_mask_matches_the_table(w in any::<u64>()) {
             let expected = w.to_le_bytes().iter().enumerate()
@@ -918,14 +1023,7 @@ mod tests {
             blocks in proptest::collection::vec(proptest::collection::vec("[a-cA-Cé1 ,.-]{0,80}", 0..5), 1..6),
             pattern in "[%_]?[a-cA-Cé1 ,.-]{1,8}[%_]?[a-c1 ]{0,3}%?",
         ) {
-            let idx = index_of(&blocks);
-            let pieces = like_pieces(&pattern).expect("no escapes");
-            let keep = idx.candidate_blocks(&pieces);
-            for (b, texts) in blocks.iter().enumerate() {
-                if texts.iter().any(|t| like(t, &pattern)) {
-                    prop_assert!(keep[b], "block {} holds a match for {:?}", b, pattern);
-                }
-            }
+            candidates_hold_every_match(&blocks, &pattern)?;
         }
 
         #[test]

@@ -1051,3 +1051,59 @@ fn random_predicate(rng: &mut impl rand::Rng, events: &[Event], depth: u32) -> S
         },
     }
 }
+
+/// Content carrying base64 payloads (screenshots, files) makes blocks whose long tokens would
+/// be most of the token index; those blocks keep only their short tokens and stay candidates
+/// for any piece that may lie in a longer one. Searches for pieces of a payload, for whole
+/// long tokens and for short words give what DataFusion gives, in compacted and hot segments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_in_blocks_of_payloads_match_datafusion_memtable() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut events: Vec<Event> = Generator::new(31).take(30_000).collect();
+    // Two runs of payload rows: one in the segment compaction writes, one in a hot segment.
+    for i in (2_000..2_600).chain(21_000..21_400) {
+        let payload: String = (0..8_000).map(|_| char::from(B64[rng.random_range(0..64)])).collect();
+        events[i].content = Some(format!("screenshot data:image/png;base64,{payload} ref PAY{i}"));
+    }
+    let payload_of = |i: usize| {
+        let c = events[i].content.as_deref().expect("payload");
+        c.split(",").nth(1).expect("payload").split(' ').next().expect("payload").to_owned()
+    };
+    let (inner, long_token) = {
+        let p = payload_of(2_100);
+        let long = p.split(['+', '/']).max_by_key(|t| t.len()).expect("token").to_owned();
+        (p[5_700..5_724].to_owned(), long)
+    };
+    let hot_inner = payload_of(21_111)[7_500..7_520].to_owned();
+    assert!(long_token.len() > index::text::ALWAYS_INDEXED, "{long_token}");
+    let Fixture { engine, ours, theirs, .. } = fixture_with(events).await;
+    // Compaction writes the token index (hot segments have none).
+    let partial: Vec<Vec<u32>> = engine
+        .snapshot()
+        .segments
+        .iter()
+        .filter_map(|s| s.segment.load_text_index().expect("text index"))
+        .map(|t| t.partial_blocks().to_vec())
+        .collect();
+    assert_eq!(partial.len(), 1, "one compacted segment");
+    // Compaction's order spreads the payload rows over its blocks.
+    assert!(!partial[0].is_empty(), "blocks of payloads keep short tokens only");
+    let queries = [
+        format!("SELECT count(*) FROM events WHERE content LIKE '%{inner}%'"),
+        format!("SELECT count(*) FROM events WHERE content LIKE '%{hot_inner}%'"),
+        format!("SELECT count(*) FROM events WHERE content LIKE '%{long_token}%'"),
+        format!("SELECT span_id FROM events WHERE content LIKE '%/{long_token}+%' OR content LIKE '%,{long_token}%' ORDER BY span_id"),
+        "SELECT count(*) FROM events WHERE content LIKE '%PAY2100%'".to_owned(),
+        "SELECT count(*) FROM events WHERE content LIKE '% PAY21111'".to_owned(),
+        "SELECT count(*) FROM events WHERE content LIKE '%image/png%' AND content LIKE '%refund%'".to_owned(),
+        "SELECT count(*) FROM events WHERE content LIKE '%refund%'".to_owned(),
+        "SELECT count(*) FROM events WHERE content LIKE '%ORD-1%'".to_owned(),
+    ];
+    for q in &queries {
+        assert_eq!(render(&ours, q).await, render(&theirs, q).await, "{q}");
+    }
+    let hits = render(&ours, &queries[0]).await.expect("count");
+    assert!(hits.iter().any(|l| l.contains("| 1 ")), "the payload piece is found: {hits:?}");
+}
