@@ -71,7 +71,7 @@ fn encode_text(t: &TextIndex, out: &mut Vec<u8>) {
     });
 }
 
-pub(crate) fn encode(idx: &SegmentIndex, text: Option<&TextIndex>, out: &mut Vec<u8>) {
+pub(crate) fn encode(idx: &SegmentIndex, text: Option<&TextIndex>, out: &mut Vec<u8>) -> usize {
     put_u32(out, idx.rows);
     for col in &idx.columns {
         put_u32(out, col.entries.len() as u32);
@@ -94,9 +94,11 @@ pub(crate) fn encode(idx: &SegmentIndex, text: Option<&TextIndex>, out: &mut Vec
     for (_, b) in idx.traces.traces() {
         put_bitmap(out, &b);
     }
+    let text_at = out.len();
     if let Some(t) = text {
         encode_text(t, out);
     }
+    text_at
 }
 
 struct Reader<'a> {
@@ -163,6 +165,49 @@ pub struct TextSection {
     pub n_blocks: u32,
 }
 
+/// The row count and the text section's place, read off the encoded index without decoding
+/// it: lengths are checked against the bytes present, values and bitmaps skipped unread (a
+/// segment opening checks this much; [`decode`] checks the rest when a query loads it).
+pub(crate) fn skim(bytes: &[u8]) -> Result<(u32, Option<TextSection>), IndexDecodeError> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    let rows = r.u32()?;
+    for _ in 0..6 {
+        let n = r.count(5)?;
+        for _ in 0..n {
+            let at = r.pos;
+            match r.u8()? {
+                0 => {}
+                1 => {
+                    let len = r.u32()? as usize;
+                    r.take(len)?;
+                }
+                _ => return Err(IndexDecodeError::Corrupt { at, what: "bad null marker" }),
+            }
+            let len = r.u32()? as usize;
+            r.take(len)?;
+        }
+    }
+    let n = r.count(20)?;
+    r.take(n * 16)?;
+    for _ in 0..n {
+        let len = r.u32()? as usize;
+        r.take(len)?;
+    }
+    text_header(&mut r).map(|t| (rows, t))
+}
+
+/// The text section's marker and block count, if any bytes follow the rest of the index.
+fn text_header(r: &mut Reader<'_>) -> Result<Option<TextSection>, IndexDecodeError> {
+    if r.pos >= r.buf.len() {
+        return Ok(None);
+    }
+    let at = r.pos;
+    if !matches!(r.u8()?, TEXT_SECTION | TEXT_SECTION_PARTIAL) {
+        return Err(IndexDecodeError::Corrupt { at, what: "unknown index section" });
+    }
+    Ok(Some(TextSection { at, n_blocks: r.u32()? }))
+}
+
 /// Decode everything but the text section, whose header only is read and checked.
 pub(crate) fn decode(bytes: &[u8]) -> Result<(SegmentIndex, Option<TextSection>), IndexDecodeError> {
     let mut r = Reader { buf: bytes, pos: 0 };
@@ -213,15 +258,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(SegmentIndex, Option<TextSection>)
         }
     }
     traces.shrink();
-    let text = if r.pos < bytes.len() {
-        let at = r.pos;
-        if !matches!(r.u8()?, TEXT_SECTION | TEXT_SECTION_PARTIAL) {
-            return Err(IndexDecodeError::Corrupt { at, what: "unknown index section" });
-        }
-        Some(TextSection { at, n_blocks: r.u32()? })
-    } else {
-        None
-    };
+    let text = text_header(&mut r)?;
     Ok((SegmentIndex { columns, traces, rows }, text))
 }
 
@@ -306,7 +343,15 @@ mod tests {
         let text = TextIndex::from_blocks(sets);
         let mut new = Vec::new();
         encode(&idx, Some(&text), &mut new);
-        assert_eq!(decode(&new).expect("head").1, Some(TextSection { at: old.len(), n_blocks: 2 }));
+        let section = TextSection { at: old.len(), n_blocks: 2 };
+        assert_eq!(decode(&new).expect("head").1, Some(section));
+        // Skimming finds the same, from the whole or from the bytes through the header.
+        assert_eq!(skim(&old), Ok((idx.rows, None)));
+        assert_eq!(skim(&new), Ok((idx.rows, Some(section))));
+        assert_eq!(skim(&new[..old.len() + 5]), Ok((idx.rows, Some(section))));
+        for cut in (0..old.len()).chain(old.len() + 1..old.len() + 5) {
+            assert!(skim(&new[..cut]).is_err(), "cut at {cut}");
+        }
         assert_eq!(decode_all(&new).expect("with text"), (idx, Some(text)));
         // Every truncation of the text section is an error, never a panic: on open when its
         // header is cut, else when the section is decoded.
@@ -376,6 +421,7 @@ mod tests {
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..500)) {
             let _ = decode_all(&bytes);
             let _ = decode_text(&bytes);
+            let _ = skim(&bytes);
         }
     }
 }

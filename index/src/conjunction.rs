@@ -129,7 +129,8 @@ mod tests {
             prop_assert_eq!(got, want);
             // And the encoding round-trips.
             let mut bytes = Vec::new();
-            idx.encode(None, &mut bytes);
+            prop_assert_eq!(idx.encode(None, &mut bytes), bytes.len());
+            prop_assert_eq!(SegmentIndex::skim(&bytes), Ok((idx.rows, None)));
             prop_assert_eq!(SegmentIndex::decode(&bytes).expect("decode"), (idx, None));
         }
     }

@@ -97,8 +97,16 @@ impl SegmentIndex {
     }
 
     /// Encode, with the segment's token index of `content` after the rest when it has one.
-    pub fn encode(&self, text: Option<&TextIndex>, out: &mut Vec<u8>) {
+    /// Returns where the token index starts in `out` (its length when there is none).
+    pub fn encode(&self, text: Option<&TextIndex>, out: &mut Vec<u8>) -> usize {
         codec::encode(self, text, out)
+    }
+
+    /// The row count and the token index's place in an encoded index, checking only that its
+    /// lengths fit the bytes (what opening a segment needs; [`SegmentIndex::decode`] checks
+    /// the rest). `bytes` may end anywhere after the token index's header.
+    pub fn skim(bytes: &[u8]) -> Result<(u32, Option<TextSection>), IndexDecodeError> {
+        codec::skim(bytes)
     }
 
     /// Decode all but the token index, whose place and header are returned: it is most of the

@@ -115,6 +115,14 @@ impl Codec {
     /// [`Codec::compress_parallel`] (several frames, each naming its decompressed size), the
     /// frames that start at or past `until` are not read. Otherwise the whole is decompressed.
     pub fn decompress_head(self, stored: &[u8], raw_len: usize, until: usize) -> Result<Vec<u8>, String> {
+        let mut raw = self.decompress_frames_through(stored, raw_len, until)?;
+        raw.truncate(until);
+        Ok(raw)
+    }
+
+    /// At least the first `until` bytes of what `stored` decompresses to: the zstd frames that
+    /// hold them, whole (see [`Codec::decompress_tail`]); everything otherwise.
+    pub fn decompress_frames_through(self, stored: &[u8], raw_len: usize, until: usize) -> Result<Vec<u8>, String> {
         if until > raw_len {
             return Err(format!("offset {until} beyond the {raw_len} decompressed bytes"));
         }
@@ -128,14 +136,10 @@ impl Codec {
                 end = end.saturating_add(content);
             }
             if end >= until && end <= raw_len {
-                let mut raw = self.decompress(&stored[..pos], end)?;
-                raw.truncate(until);
-                return Ok(raw);
+                return self.decompress(&stored[..pos], end);
             }
         }
-        let mut raw = self.decompress(stored, raw_len)?;
-        raw.truncate(until);
-        Ok(raw)
+        self.decompress(stored, raw_len)
     }
 }
 

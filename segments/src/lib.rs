@@ -38,6 +38,7 @@ pub fn fuzz_open_and_read(data: &[u8]) {
             let n = seg.blocks()[b].rows;
             let _ = seg.read_text_rows(b, ColumnId::Content, &[0, n / 2, n.saturating_sub(1), n]);
         }
+        let _ = seg.load_index();
         let _ = seg.load_text_index();
     }
 }

@@ -230,15 +230,30 @@ impl Segment {
             return Err(bad("index section too large".into()));
         }
         let codec = Codec::from_u32(header.index_codec).ok_or_else(|| bad("unknown index codec".into()))?;
-        let idx_raw =
-            codec.decompress(idx_stored, header.index_raw_len as usize).map_err(|e| bad(format!("index: {e}")))?;
-        // Decoded to validate it, then dropped: the query layer loads it again when a query
-        // needs it and keeps it within a memory budget ([`Segment::load_index`]).
-        let (index, text_section) = SegmentIndex::decode(&idx_raw).map_err(|e| bad(format!("index: {e}")))?;
-        if index.rows != header.rows {
+        // Skimmed for its row count and the token index's place, not decoded: the query layer
+        // decodes the parts it needs when a query needs them, and keeps them within a memory
+        // budget ([`Segment::load_index`]). Only the frames before the token index are
+        // decompressed (writers start it in a new frame); more frames are taken, twice as many
+        // bytes each time, while the skim runs out of bytes.
+        let raw_len = header.index_raw_len as usize;
+        let mut until = raw_len.min(1);
+        let (rows, text_section) = loop {
+            let raw =
+                codec.decompress_frames_through(idx_stored, raw_len, until).map_err(|e| bad(format!("index: {e}")))?;
+            match SegmentIndex::skim(&raw) {
+                Ok((rows, Some(section))) => break (rows, Some(section)),
+                Ok((rows, None)) if raw.len() >= raw_len => break (rows, None),
+                // The frames read end where the bitmaps and trace directory end, and more
+                // follow: the token index, in frames of its own. Its marker and block count
+                // are checked when it is loaded.
+                Ok((rows, None)) => break (rows, Some(TextSection { at: raw.len(), n_blocks: header.n_blocks })),
+                Err(e) if raw.len() >= raw_len => return Err(bad(format!("index: {e}"))),
+                _ => until = raw_len.min(raw.len().saturating_mul(2).max(1)),
+            }
+        };
+        if rows != header.rows {
             return Err(bad("index row count differs from the footer".into()));
         }
-        drop((index, idx_raw));
         if text_section.is_some_and(|t| t.n_blocks != header.n_blocks) {
             return Err(bad("token index block count differs from the footer".into()));
         }
@@ -535,5 +550,38 @@ impl Segment {
             out.extend(self.read_events(b)?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Event, SegmentWriter, WriterOptions};
+
+    /// The token index starts its own zstd frame: the frames before it hold exactly the
+    /// bitmaps and trace directory that opening a segment skims and `load_index` decodes.
+    #[test]
+    fn the_token_index_starts_a_frame_of_its_own() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let events: Vec<Event> = (0..3_000u32)
+            .map(|i| Event {
+                trace_id: [(i % 251) as u8; 16],
+                span_id: i.to_le_bytes().repeat(2).try_into().expect("8 bytes"),
+                timestamp_ns: i64::from(i) * 1_000,
+                agent_id: format!("agent-{}", i % 7).into(),
+                content: Some(format!("order ORD-{i:07} for customer {}", i * 7919 % 10_007)),
+                ..Event::default()
+            })
+            .collect();
+        let path = dir.path().join("t.seg");
+        let opts = WriterOptions { block_rows: 256, ..WriterOptions::cold() };
+        SegmentWriter::new(opts).write(&path, &events).expect("write");
+        let seg = Segment::open(&path).expect("open");
+        let section = seg.text_section.expect("a token index");
+        let (stored, codec) = seg.index_section().expect("index");
+        let head = codec.decompress_frames_through(stored, seg.header.index_raw_len as usize, 1).expect("head");
+        assert_eq!(head.len(), section.at, "the first frames end where the token index starts");
+        assert_eq!(seg.load_index().expect("bitmaps").rows, 3_000);
+        assert_eq!(seg.load_text_index().expect("tokens").expect("some").n_blocks(), seg.blocks().len() as u32);
     }
 }

@@ -351,11 +351,17 @@ impl<W: Write> SegmentBuilder<W> {
         // Both sort and build serially for part of their time: side by side.
         let (text, index) = rayon::join(move || text_index.then(|| tokens.finish()), move || index.finish());
         let mut idx_raw = Vec::new();
-        index.encode(text.as_ref(), &mut idx_raw);
+        let text_at = index.encode(text.as_ref(), &mut idx_raw);
         drop(text);
         let idx_codec = Codec::Zstd(3);
-        // A compacted segment's index is tens of megabytes: compressed on every core.
-        let idx_stored = idx_codec.compress_parallel(&idx_raw, 4 << 20);
+        // A compacted segment's index is tens of megabytes: compressed on every core. The
+        // token index starts a new frame, so that opening the segment, or a query that needs
+        // only the bitmaps, decompresses none of it.
+        let (head, text_part) = idx_raw.split_at(text_at);
+        let mut idx_stored = idx_codec.compress_parallel(head, 4 << 20);
+        if !text_part.is_empty() {
+            idx_stored.extend_from_slice(&idx_codec.compress_parallel(text_part, 4 << 20));
+        }
         let index_offset = self.written;
         self.write(&idx_stored)?;
         // Footer, 8-aligned so the directory can be read zero-copy from the mmap.
