@@ -78,19 +78,20 @@ fn long_head(tok: &str) -> u64 {
 /// Longest token stored whole (characters).
 pub const WINDOW: usize = 64;
 
-/// Longest token (bytes) that every block indexes; longer ones are dropped from a block when
-/// their distinct bytes exceed 1/[`LONG_TOKEN_SHARE`] of its text.
+/// Stride of the windows of a longer token, and the longest query piece used (characters).
+pub const STEP: usize = 32;
+
+/// Longest token (bytes) that every block indexes; a block drops its longer ones when their
+/// distinct bytes reach 64 KiB and exceed an eighth of its text.
 pub const ALWAYS_INDEXED: usize = 16;
 
 /// See [`ALWAYS_INDEXED`]. Agent text (prose, JSON, ids) stays far below it; a block of
 /// base64 or hex payloads is mostly long distinct tokens.
 const LONG_TOKEN_SHARE: usize = 8;
 
-/// Fewest distinct bytes of long tokens a block drops (a few small ones cost the index little,
-/// and a search for them keeps its pruning); 24 in tests, so that their small blocks drop some.
+/// See [`ALWAYS_INDEXED`]: a few long tokens cost the index little, and a search for them
+/// keeps its pruning. 24 in tests, so that their small blocks drop some.
 const PARTIAL_MIN_BYTES: usize = if cfg!(test) { 24 } else { 64 << 10 };
-/// Stride of the windows of a longer token, and the longest query piece used (characters).
-pub const STEP: usize = 32;
 
 /// Tokens per front-coding group of a [`TextIndex`]: a lookup decodes at most this many.
 const GROUP: usize = 16;
