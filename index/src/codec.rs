@@ -51,12 +51,36 @@ fn put_bitmap(out: &mut Vec<u8>, b: &RoaringBitmap) {
 /// Tokens front-coded against the previous one (sorted neighbours share long prefixes), block
 /// lists as varint deltas.
 fn encode_text(t: &TextIndex, out: &mut Vec<u8>) {
-    out.push(if t.partial_blocks().is_empty() { TEXT_SECTION } else { TEXT_SECTION_PARTIAL });
-    put_u32(out, t.n_blocks());
-    put_u32(out, t.n_tokens() as u32);
-    let mut prev: Vec<u8> = Vec::with_capacity(64);
-    t.for_each(|tok, blocks| {
-        let shared = prev.iter().zip(tok).take_while(|(a, b)| a == b).count();
+    let at = start_text_section(out, t.n_blocks(), !t.partial_blocks().is_empty());
+    let mut writer = TextSectionWriter::default();
+    t.for_each(|tok, blocks| writer.push(out, tok, blocks));
+    finish_text_section(out, at, writer.tokens());
+}
+
+/// Write a text section's header with a token count to fill in ([`finish_text_section`]);
+/// returns where the count lies.
+pub(crate) fn start_text_section(out: &mut Vec<u8>, n_blocks: u32, partial: bool) -> usize {
+    out.push(if partial { TEXT_SECTION_PARTIAL } else { TEXT_SECTION });
+    put_u32(out, n_blocks);
+    put_u32(out, 0);
+    out.len() - 4
+}
+
+/// Fill in the token count of the text section whose header [`start_text_section`] wrote.
+pub(crate) fn finish_text_section(out: &mut [u8], count_at: usize, tokens: u32) {
+    out[count_at..count_at + 4].copy_from_slice(&tokens.to_le_bytes());
+}
+
+/// Writes a text section's tokens one after another, in byte order.
+#[derive(Debug, Default)]
+pub(crate) struct TextSectionWriter {
+    prev: Vec<u8>,
+    tokens: u32,
+}
+
+impl TextSectionWriter {
+    pub(crate) fn push(&mut self, out: &mut Vec<u8>, tok: &[u8], blocks: &[u32]) {
+        let shared = self.prev.iter().zip(tok).take_while(|(a, b)| a == b).count();
         put_varint(out, shared as u32);
         put_varint(out, (tok.len() - shared) as u32);
         out.extend_from_slice(&tok[shared..]);
@@ -66,9 +90,14 @@ fn encode_text(t: &TextIndex, out: &mut Vec<u8>) {
             put_varint(out, if k == 0 { *b } else { b - last });
             last = *b;
         }
-        prev.clear();
-        prev.extend_from_slice(tok);
-    });
+        self.prev.clear();
+        self.prev.extend_from_slice(tok);
+        self.tokens += 1;
+    }
+
+    pub(crate) fn tokens(&self) -> u32 {
+        self.tokens
+    }
 }
 
 pub(crate) fn encode(idx: &SegmentIndex, text: Option<&TextIndex>, out: &mut Vec<u8>) -> usize {
@@ -410,7 +439,18 @@ mod tests {
                     set
                 })
                 .collect();
+            // Encoded straight from the blocks' tokens, as segment writers do, the section is
+            // the same bytes as the index's own encoding.
+            let mut acc = crate::text::TokenBlocks::default();
+            for set in sets.iter().cloned() {
+                acc.push_block(set);
+            }
+            let mut direct = Vec::new();
+            acc.encode_section(&mut direct);
             let text = TextIndex::from_blocks(sets);
+            let mut section = Vec::new();
+            encode_text(&text, &mut section);
+            prop_assert_eq!(&direct, &section);
             let idx = SegmentIndex::default();
             let mut buf = Vec::new();
             encode(&idx, Some(&text), &mut buf);

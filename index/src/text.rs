@@ -259,8 +259,26 @@ impl TokenBlocks {
     /// (token, block) pairs, and a sorted copy of them all would triple the memory they take
     /// at the end of a merge.
     pub fn finish(self) -> TextIndex {
+        let mut out = TextIndexBuilder::new(self.n_blocks, self.short.len() + self.long.len() + 1);
+        self.merge(|token, blocks| out.push(token, blocks));
+        out.finish()
+    }
+
+    /// Append the encoded text section of every block added (what
+    /// [`crate::SegmentIndex::encode`] writes for [`TokenBlocks::finish`]'s index), without
+    /// building the index: a segment writer needs only the bytes.
+    pub fn encode_section(self, out: &mut Vec<u8>) {
+        let at = crate::codec::start_text_section(out, self.n_blocks, !self.partial.is_empty());
+        let mut writer = crate::codec::TextSectionWriter::default();
+        self.merge(|token, blocks| writer.push(out, token, blocks));
+        crate::codec::finish_text_section(out, at, writer.tokens());
+    }
+
+    /// Calls `f(token, blocks)` for every token in byte order, with its blocks ascending: the
+    /// empty token first when some block kept only its short tokens.
+    fn merge(self, mut f: impl FnMut(&[u8], &[u32])) {
         use rayon::slice::ParallelSliceMut;
-        let TokenBlocks { mut short, long_text, mut long, partial, n_blocks } = self;
+        let TokenBlocks { mut short, long_text, mut long, partial, n_blocks: _ } = self;
         // A short token's integer orders as its bytes do (zero padding sorts first).
         short.par_sort_unstable();
         let text = long_text.as_str();
@@ -271,10 +289,9 @@ impl TokenBlocks {
         long.par_sort_unstable_by(|a, b| {
             a.head.cmp(&b.head).then_with(|| long_token(a).cmp(long_token(b))).then(a.block.cmp(&b.block))
         });
-        let mut out = TextIndexBuilder::new(n_blocks, short.len() + long.len() + 1);
         // The empty token sorts first.
         if !partial.is_empty() {
-            out.push(b"", &partial);
+            f(b"", &partial);
         }
         let mut token = Vec::with_capacity(64);
         let mut list = Vec::new();
@@ -307,9 +324,8 @@ impl TokenBlocks {
                     j += 1;
                 }
             }
-            out.push(&token, &list);
+            f(&token, &list);
         }
-        out.finish()
     }
 }
 

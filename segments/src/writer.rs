@@ -349,18 +349,26 @@ impl<W: Write> SegmentBuilder<W> {
         let (tokens, index) = (std::mem::take(&mut self.tokens), std::mem::take(&mut self.index));
         let text_index = self.opts.text_index;
         // Both sort and build serially for part of their time: side by side.
-        let (text, index) = rayon::join(move || text_index.then(|| tokens.finish()), move || index.finish());
-        let mut idx_raw = Vec::new();
-        let text_at = index.encode(text.as_ref(), &mut idx_raw);
-        drop(text);
+        // The token index is encoded straight from the blocks' tokens (the writer never needs
+        // it as a searchable index).
+        let encode_text = move || {
+            text_index.then(|| {
+                let mut section = Vec::new();
+                tokens.encode_section(&mut section);
+                section
+            })
+        };
+        let (text_raw, index) = rayon::join(encode_text, move || index.finish());
+        let mut head = Vec::new();
+        index.encode(None, &mut head);
         let idx_codec = Codec::Zstd(3);
         // A compacted segment's index is tens of megabytes: compressed on every core. The
         // token index starts a new frame, so that opening the segment, or a query that needs
         // only the bitmaps, decompresses none of it.
-        let (head, text_part) = idx_raw.split_at(text_at);
-        let mut idx_stored = idx_codec.compress_parallel(head, 4 << 20);
-        if !text_part.is_empty() {
-            idx_stored.extend_from_slice(&idx_codec.compress_parallel(text_part, 4 << 20));
+        let mut idx_stored = idx_codec.compress_parallel(&head, 4 << 20);
+        let idx_raw_len = head.len() + text_raw.as_ref().map_or(0, Vec::len);
+        if let Some(text_raw) = text_raw.filter(|t| !t.is_empty()) {
+            idx_stored.extend_from_slice(&idx_codec.compress_parallel(&text_raw, 4 << 20));
         }
         let index_offset = self.written;
         self.write(&idx_stored)?;
@@ -378,7 +386,7 @@ impl<W: Write> SegmentBuilder<W> {
             max_ts,
             index_offset,
             index_len: idx_stored.len() as u32,
-            index_raw_len: idx_raw.len() as u32,
+            index_raw_len: idx_raw_len as u32,
             index_crc: crc32fast::hash(&idx_stored),
             index_codec: idx_codec.to_u32(),
             created_unix_ms: std::time::SystemTime::now()
