@@ -100,7 +100,7 @@ impl TextSectionWriter {
     }
 }
 
-pub(crate) fn encode(idx: &SegmentIndex, text: Option<&TextIndex>, out: &mut Vec<u8>) -> usize {
+pub(crate) fn encode(idx: &SegmentIndex, text: Option<&TextIndex>, out: &mut Vec<u8>) {
     put_u32(out, idx.rows);
     for col in &idx.columns {
         put_u32(out, col.entries.len() as u32);
@@ -123,11 +123,9 @@ pub(crate) fn encode(idx: &SegmentIndex, text: Option<&TextIndex>, out: &mut Vec
     for (_, b) in idx.traces.traces() {
         put_bitmap(out, &b);
     }
-    let text_at = out.len();
     if let Some(t) = text {
         encode_text(t, out);
     }
-    text_at
 }
 
 struct Reader<'a> {

@@ -96,9 +96,9 @@ impl SegmentIndex {
         conj.evaluate(self)
     }
 
-    /// Encode, with the segment's token index of `content` after the rest when it has one.
-    /// Returns where the token index starts in `out` (its length when there is none).
-    pub fn encode(&self, text: Option<&TextIndex>, out: &mut Vec<u8>) -> usize {
+    /// Encode, with the segment's token index of `content` after the rest when it has one
+    /// (segment writers append it with [`text::TokenBlocks::encode_section`] instead).
+    pub fn encode(&self, text: Option<&TextIndex>, out: &mut Vec<u8>) {
         codec::encode(self, text, out)
     }
 

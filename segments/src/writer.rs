@@ -348,9 +348,9 @@ impl<W: Write> SegmentBuilder<W> {
         // Index section.
         let (tokens, index) = (std::mem::take(&mut self.tokens), std::mem::take(&mut self.index));
         let text_index = self.opts.text_index;
-        // Both sort and build serially for part of their time: side by side.
         // The token index is encoded straight from the blocks' tokens (the writer never needs
-        // it as a searchable index).
+        // it as a searchable index); it and the bitmaps both sort and build serially for part
+        // of their time: side by side.
         let encode_text = move || {
             text_index.then(|| {
                 let mut section = Vec::new();
@@ -367,8 +367,8 @@ impl<W: Write> SegmentBuilder<W> {
         // only the bitmaps, decompresses none of it.
         let mut idx_stored = idx_codec.compress_parallel(&head, 4 << 20);
         let idx_raw_len = head.len() + text_raw.as_ref().map_or(0, Vec::len);
-        if let Some(text_raw) = text_raw.filter(|t| !t.is_empty()) {
-            idx_stored.extend_from_slice(&idx_codec.compress_parallel(&text_raw, 4 << 20));
+        if let Some(text_raw) = &text_raw {
+            idx_stored.extend_from_slice(&idx_codec.compress_parallel(text_raw, 4 << 20));
         }
         let index_offset = self.written;
         self.write(&idx_stored)?;
