@@ -51,34 +51,28 @@ fn put_bitmap(out: &mut Vec<u8>, b: &RoaringBitmap) {
 /// Tokens front-coded against the previous one (sorted neighbours share long prefixes), block
 /// lists as varint deltas.
 fn encode_text(t: &TextIndex, out: &mut Vec<u8>) {
-    let at = start_text_section(out, t.n_blocks(), !t.partial_blocks().is_empty());
-    let mut writer = TextSectionWriter::default();
+    let mut writer = TextSectionWriter::start(out, t.n_blocks(), !t.partial_blocks().is_empty());
     t.for_each(|tok, blocks| writer.push(out, tok, blocks));
-    finish_text_section(out, at, writer.tokens());
+    writer.finish(out);
 }
 
-/// Write a text section's header with a token count to fill in ([`finish_text_section`]);
-/// returns where the count lies.
-pub(crate) fn start_text_section(out: &mut Vec<u8>, n_blocks: u32, partial: bool) -> usize {
-    out.push(if partial { TEXT_SECTION_PARTIAL } else { TEXT_SECTION });
-    put_u32(out, n_blocks);
-    put_u32(out, 0);
-    out.len() - 4
-}
-
-/// Fill in the token count of the text section whose header [`start_text_section`] wrote.
-pub(crate) fn finish_text_section(out: &mut [u8], count_at: usize, tokens: u32) {
-    out[count_at..count_at + 4].copy_from_slice(&tokens.to_le_bytes());
-}
-
-/// Writes a text section's tokens one after another, in byte order.
-#[derive(Debug, Default)]
+/// Writes a text section into `out`: its header, then its tokens one after another in byte
+/// order; the token count in the header is filled in at the end.
+#[derive(Debug)]
 pub(crate) struct TextSectionWriter {
+    count_at: usize,
     prev: Vec<u8>,
     tokens: u32,
 }
 
 impl TextSectionWriter {
+    pub(crate) fn start(out: &mut Vec<u8>, n_blocks: u32, partial: bool) -> Self {
+        out.push(if partial { TEXT_SECTION_PARTIAL } else { TEXT_SECTION });
+        put_u32(out, n_blocks);
+        put_u32(out, 0);
+        TextSectionWriter { count_at: out.len() - 4, prev: Vec::with_capacity(64), tokens: 0 }
+    }
+
     pub(crate) fn push(&mut self, out: &mut Vec<u8>, tok: &[u8], blocks: &[u32]) {
         let shared = self.prev.iter().zip(tok).take_while(|(a, b)| a == b).count();
         put_varint(out, shared as u32);
@@ -95,8 +89,8 @@ impl TextSectionWriter {
         self.tokens += 1;
     }
 
-    pub(crate) fn tokens(&self) -> u32 {
-        self.tokens
+    pub(crate) fn finish(self, out: &mut [u8]) {
+        out[self.count_at..self.count_at + 4].copy_from_slice(&self.tokens.to_le_bytes());
     }
 }
 

@@ -268,10 +268,9 @@ impl TokenBlocks {
     /// [`crate::SegmentIndex::encode`] writes for [`TokenBlocks::finish`]'s index), without
     /// building the index: a segment writer needs only the bytes.
     pub fn encode_section(self, out: &mut Vec<u8>) {
-        let at = crate::codec::start_text_section(out, self.n_blocks, !self.partial.is_empty());
-        let mut writer = crate::codec::TextSectionWriter::default();
+        let mut writer = crate::codec::TextSectionWriter::start(out, self.n_blocks, !self.partial.is_empty());
         self.merge(|token, blocks| writer.push(out, token, blocks));
-        crate::codec::finish_text_section(out, at, writer.tokens());
+        writer.finish(out);
     }
 
     /// Calls `f(token, blocks)` for every token in byte order, with its blocks ascending: the
