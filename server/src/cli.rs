@@ -318,15 +318,29 @@ fn export_rows(
             })
             .collect();
         let df = df.select(plain)?;
-        let count = df.clone().count().await?;
         let opts = datafusion::dataframe::DataFrameWriteOptions::new()
             .with_partition_by(vec!["tenant".to_owned(), "date".to_owned()]);
         let mut pq = datafusion::config::TableParquetOptions::default();
         pq.global.compression = Some("zstd(3)".to_owned());
-        df.write_parquet(&format!("{}/", out.display()), opts, Some(pq)).await?;
-        Ok::<_, datafusion::error::DataFusionError>(count)
+        // The writer answers with the rows it wrote (one `count` value), so the query runs once.
+        let written = df.write_parquet(&format!("{}/", out.display()), opts, Some(pq)).await?;
+        Ok::<_, datafusion::error::DataFusionError>(written)
     })?;
-    Ok(rows)
+    rows_written(&rows)
+}
+
+/// The rows a DataFusion write reports: the sum of its `count` column (one UInt64 value per
+/// batch, usually a single batch).
+fn rows_written(batches: &[arrow::array::RecordBatch]) -> anyhow::Result<usize> {
+    let mut rows = 0u64;
+    for b in batches {
+        let counts = b
+            .column_by_name("count")
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())
+            .context("the Parquet writer reported no `count` of rows written")?;
+        rows += counts.iter().flatten().sum::<u64>();
+    }
+    usize::try_from(rows).context("row count")
 }
 
 /// Hive readers split a folder name `key=value` at its first `=` and percent-decode the
