@@ -26,39 +26,39 @@ pub struct ValidationError {
 /// validated by the same rules.
 #[derive(Deserialize, Default, Debug)]
 pub struct EventInput<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub tenant: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub trace_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub span_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub parent_span_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub agent_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub session_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub timestamp: Option<Cow<'a, str>>,
     #[serde(default)]
     pub timestamp_ns: Option<i64>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub intent: Option<Cow<'a, str>>,
     #[serde(default)]
     pub confidence: Option<f64>,
     #[serde(default)]
     pub duration_ms: Option<f64>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub status: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub error_message: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub model: Option<Cow<'a, str>>,
     #[serde(default)]
     pub input_tokens: Option<i64>,
@@ -68,6 +68,38 @@ pub struct EventInput<'a> {
     pub cost_usd: Option<f64>,
     #[serde(default)]
     pub attributes: Option<BTreeMap<Text, Text>>,
+}
+
+/// A JSON string, borrowed from the input when it holds no escape. serde's own `Cow<str>`
+/// inside an `Option` always copies into a new `String`, even under `#[serde(borrow)]`:
+/// a dozen allocations per event, each copied again and freed as the event is built.
+struct JsonStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for JsonStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Strings;
+        impl<'de> serde::de::Visitor<'de> for Strings {
+            type Value = JsonStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Strings)
+    }
+}
+
+/// An optional string field of [`EventInput`], borrowed where it can be ([`JsonStr`]).
+fn borrowed_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    Option::<JsonStr<'de>>::deserialize(d).map(|v| v.map(|s| s.0))
 }
 
 type FieldError = (&'static str, String);
@@ -326,6 +358,28 @@ mod tests {
     use proptest::prelude::*;
 
     const GOOD: &str = r#"{"tenant":"initech","trace_id":"c957679e1e101bb25665c518beadc325","span_id":"fc8444dccc8cb7a2","parent_span_id":null,"agent_id":"support-agent-090","session_id":"sess_b57c995651c765fa","timestamp":"2025-06-03T00:32:22.997035Z","timestamp_ns":1748910742997035000,"kind":"thought","name":"classify_intent","content":"hi","intent":"order_status","confidence":0.913,"duration_ms":5.14,"status":"ok","error_message":null,"model":"gpt-4o-mini","input_tokens":null,"output_tokens":null,"cost_usd":null,"attributes":{"channel":"api"}}"#;
+
+    /// Strings without escapes are borrowed from the input; with escapes they are decoded
+    /// into owned strings; other JSON types are refused, null is absent, as before.
+    #[test]
+    fn strings_are_borrowed_unless_escaped() {
+        let raw: EventInput<'_> = serde_json::from_str(GOOD).expect("good");
+        for (field, v) in [("tenant", &raw.tenant), ("trace_id", &raw.trace_id), ("content", &raw.content)] {
+            assert!(matches!(v, Some(Cow::Borrowed(_))), "{field}: {v:?}");
+        }
+        assert_eq!(raw.parent_span_id, None);
+        assert_eq!(raw.error_message, None);
+        let escaped = good_with(r#""content":"a\"b\\c\n\u00e9","name":"x\ty""#);
+        let raw: EventInput<'_> = serde_json::from_str(&escaped).expect("escaped");
+        assert!(matches!(&raw.content, Some(Cow::Owned(s)) if s == "a\"b\\c\n\u{e9}"), "{:?}", raw.content);
+        assert!(matches!(&raw.name, Some(Cow::Owned(s)) if s == "x\ty"), "{:?}", raw.name);
+        for bad in [r#""kind":5"#, r#""kind":true"#, r#""kind":["a"]"#, r#""kind":{}"#] {
+            assert!(serde_json::from_str::<EventInput<'_>>(&good_with(bad)).is_err(), "{bad}");
+        }
+        let ev = parse_event(&escaped, 0).expect("valid");
+        assert_eq!(ev.content.as_deref(), Some("a\"b\\c\n\u{e9}"));
+        assert_eq!(ev.name.as_deref(), Some("x\ty"));
+    }
 
     /// `GOOD` with `fields` (JSON text of `"key":value` pairs) in place of its own.
     fn good_with(fields: &str) -> String {
