@@ -228,7 +228,8 @@ impl<'a> Reader<'a> {
         let len = self.varint()?;
         let len = usize::try_from(len).map_err(|_| EventCodecError::Truncated(at))?;
         let s = self.take(len)?;
-        let s = std::str::from_utf8(s).map_err(|_| EventCodecError::Corrupt { at, what: "string is not UTF-8" })?;
+        let s =
+            simdutf8::basic::from_utf8(s).map_err(|_| EventCodecError::Corrupt { at, what: "string is not UTF-8" })?;
         Ok(S::from(s))
     }
     fn opt_str<S: for<'s> From<&'s str>>(&mut self) -> Result<Option<S>, EventCodecError> {

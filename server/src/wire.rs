@@ -142,7 +142,9 @@ fn expect(field: &'static str, wire: u8, want: u8) -> Result<(), WireError> {
 fn string<'a>(field: &'static str, r: &mut Reader<'a>, wire: u8) -> Result<&'a str, WireError> {
     expect(field, wire, LEN)?;
     let bytes = r.delimited()?;
-    std::str::from_utf8(bytes).map_err(|_| WireError { field, message: "invalid string value: not UTF-8".into() })
+    // simdutf8: the same check as `std::str::from_utf8`, several times faster on long text.
+    simdutf8::basic::from_utf8(bytes)
+        .map_err(|_| WireError { field, message: "invalid string value: not UTF-8".into() })
 }
 
 fn int64(field: &'static str, r: &mut Reader<'_>, wire: u8) -> Result<i64, WireError> {
