@@ -1,8 +1,9 @@
 """71 queries over the adversarial events, ours (`activemirror sql --format json`) against
 DuckDB on the same events loaded independently by duckload.py.
 
-Usage: compare.py BIN DATA_DIR DUCKDB_FILE. Exits 1 on any mismatch."""
+Usage: compare.py BIN DATA_DIR|SERVER_URL DUCKDB_FILE. Exits 1 on any mismatch."""
 import json, subprocess, sys, duckdb, math, datetime, re
+from target import where
 BIN, DATA, DUCK = sys.argv[1], sys.argv[2], sys.argv[3]
 con = duckdb.connect(DUCK, read_only=True)
 Q = [
@@ -85,7 +86,7 @@ Q = [
  ("traces table", "SELECT count(*) FROM traces WHERE agent_id = 'a' AND timestamp > '2023-11-20' AND events.semantics.intent = 'refund' AND events.semantics.confidence < 0.7", "SELECT count(*) FROM events WHERE agent_id = 'a' AND timestamp > '2023-11-20' AND intent = 'refund' AND confidence < 0.7"),
 ]
 def ours(sql):
-    p = subprocess.run([BIN, "sql", sql, "--data-dir", DATA, "--format", "json"], capture_output=True, text=True)
+    p = subprocess.run([BIN, "sql", sql, *where(DATA), "--format", "json"], capture_output=True, text=True)
     if p.returncode: return "ERROR " + p.stderr.strip()[-300:]
     return [list(r.values()) for r in json.loads(p.stdout)]
 def norm(v):

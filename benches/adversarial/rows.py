@@ -1,15 +1,16 @@
 """Every field of every event, read back through `activemirror sql --format json`, against
 the source lines (floats to the bit, -0.0 included; timestamps to the nanosecond).
 
-Usage: rows.py BIN DATA_DIR EVENTS.jsonl. Exits 1 if any row differs."""
+Usage: rows.py BIN DATA_DIR|SERVER_URL EVENTS.jsonl. Exits 1 if any row differs."""
 import json, subprocess, sys, math
 from timestamps import event_ns
+from target import where
 BIN = sys.argv[1]; DATA = sys.argv[2]; SRC = sys.argv[3]
 src = {}
 for line in open(SRC, encoding="utf-8"):
     e = json.loads(line)
     src[e["span_id"]] = e
-p = subprocess.run([BIN, "sql", "SELECT *, CAST(timestamp AS BIGINT) AS ts_ns FROM events", "--data-dir", DATA, "--format", "json"], capture_output=True)
+p = subprocess.run([BIN, "sql", "SELECT *, CAST(timestamp AS BIGINT) AS ts_ns FROM events", *where(DATA), "--format", "json"], capture_output=True)
 assert p.returncode == 0, p.stderr[-500:]
 out = json.loads(p.stdout)
 print("rows", len(out), "source", len(src))
