@@ -24,35 +24,120 @@ use memchr::memmem;
 /// its bytes in a big-endian integer, zero-padded: tokens hold no NUL bytes, so the integer
 /// names the token and sorts as it does, and hashing it costs no string compare. Longer
 /// tokens are borrowed from the text being indexed.
-#[derive(Debug, Clone, Default)]
+///
+/// Each kind goes to a hash set until it holds [`SET_TOKENS`] tokens, a table that stays in
+/// the CPU's cache; later tokens not in the set are appended to a list (repeats and all) that
+/// is sorted and deduplicated when it doubles and at the end. Text full of distinct tokens
+/// (ids, hashes, hex) would otherwise make the set large and every insert a cache miss: on
+/// such text the list takes half the time.
+#[derive(Debug, Clone)]
 pub struct TokenSet<'a> {
     short: foldhash::HashSet<u64>,
     long: foldhash::HashSet<&'a str>,
+    /// Short tokens not in `short`, once it is full.
+    short_more: Spill<u64>,
+    /// Long tokens not in `long`, once it is full, after their first 8 bytes as
+    /// [`long_head`] gives them: most comparisons of the sort then read no text.
+    long_more: Spill<(u64, &'a str)>,
+    /// Tokens each set holds at most ([`SET_TOKENS`] but in tests).
+    set_tokens: usize,
     /// Bytes of text tokenized into this set.
     text_bytes: usize,
 }
 
-impl<'a> TokenSet<'a> {
-    /// Distinct tokens held.
-    pub fn len(&self) -> usize {
-        self.short.len() + self.long.len()
-    }
+/// Most tokens a [`TokenSet`]'s hash set holds: the capacity of a table of 32,768 buckets
+/// (hashbrown fills 7/8 of it), 288 KiB of short tokens, within the L2 cache.
+pub const SET_TOKENS: usize = 28_672;
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+impl Default for TokenSet<'_> {
+    fn default() -> Self {
+        TokenSet::with_set_tokens(SET_TOKENS)
+    }
+}
+
+impl<'a> TokenSet<'a> {
+    /// A set whose hash sets hold at most `set_tokens` tokens each (tests use a few, to
+    /// exercise the lists).
+    pub fn with_set_tokens(set_tokens: usize) -> TokenSet<'a> {
+        TokenSet {
+            short: foldhash::HashSet::default(),
+            long: foldhash::HashSet::default(),
+            short_more: Spill::default(),
+            long_more: Spill::default(),
+            set_tokens,
+            text_bytes: 0,
+        }
     }
 
     /// Add one token (non-empty).
     fn insert(&mut self, tok: &'a str) {
         match tok.len() {
             0 => {}
-            n @ 1..=8 => {
-                self.short.insert(short_key(tok.as_bytes(), 0, n));
-            }
-            _ => {
-                self.long.insert(tok);
-            }
+            n @ 1..=8 => self.insert_short(short_key(tok.as_bytes(), 0, n)),
+            _ => self.insert_long(tok),
         }
+    }
+
+    fn insert_short(&mut self, key: u64) {
+        if self.short.len() < self.set_tokens {
+            self.short.insert(key);
+        } else if !self.short.contains(&key) {
+            self.short_more.push(key);
+        }
+    }
+
+    fn insert_long(&mut self, tok: &'a str) {
+        if self.long.len() < self.set_tokens {
+            self.long.insert(tok);
+        } else if !self.long.contains(tok) {
+            self.long_more.push((long_head(tok), tok));
+        }
+    }
+
+    /// The distinct short tokens' keys and the distinct long tokens, in no particular order.
+    fn into_tokens(self) -> (impl Iterator<Item = u64>, impl Iterator<Item = &'a str>) {
+        // A list never holds what its set holds: it starts once the set stops growing.
+        let long_more = self.long_more.finish().map(|(_, tok)| tok);
+        (self.short.into_iter().chain(self.short_more.finish()), self.long.into_iter().chain(long_more))
+    }
+}
+
+/// Tokens appended unsorted, repeats included, for a [`TokenSet`] whose hash set is full;
+/// sorted and deduplicated whenever they reach `limit`, which then doubles what is left, so
+/// they take at most about twice the memory of the distinct ones.
+#[derive(Debug, Clone)]
+struct Spill<T> {
+    items: Vec<T>,
+    limit: usize,
+}
+
+/// Tokens a [`Spill`] holds before its first sort (4 in tests, so that they sort often).
+const SPILL_FIRST: usize = if cfg!(test) { 4 } else { 1 << 16 };
+
+impl<T> Default for Spill<T> {
+    fn default() -> Self {
+        Spill { items: Vec::new(), limit: SPILL_FIRST }
+    }
+}
+
+impl<T: Ord> Spill<T> {
+    fn push(&mut self, item: T) {
+        self.items.push(item);
+        if self.items.len() >= self.limit {
+            self.dedup();
+            self.limit = self.limit.max(2 * self.items.len());
+        }
+    }
+
+    fn dedup(&mut self) {
+        self.items.sort_unstable();
+        self.items.dedup();
+    }
+
+    /// The distinct items.
+    fn finish(mut self) -> std::vec::IntoIter<T> {
+        self.dedup();
+        self.items.into_iter()
     }
 }
 
@@ -234,13 +319,16 @@ impl TokenBlocks {
     /// Add the next block's tokens.
     pub fn push_block(&mut self, set: TokenSet<'_>) {
         let b = self.n_blocks;
-        self.short.extend(set.short.into_iter().map(|k| (k, b)));
-        let beyond: usize = set.long.iter().map(|t| t.len()).filter(|&n| n > ALWAYS_INDEXED).sum();
-        let partial = beyond >= PARTIAL_MIN_BYTES && beyond.saturating_mul(LONG_TOKEN_SHARE) > set.text_bytes;
+        let text_bytes = set.text_bytes;
+        let (short, long) = set.into_tokens();
+        self.short.extend(short.map(|k| (k, b)));
+        let long: Vec<&str> = long.collect();
+        let beyond: usize = long.iter().map(|t| t.len()).filter(|&n| n > ALWAYS_INDEXED).sum();
+        let partial = beyond >= PARTIAL_MIN_BYTES && beyond.saturating_mul(LONG_TOKEN_SHARE) > text_bytes;
         if partial {
             self.partial.push(b);
         }
-        for t in set.long.into_iter().filter(|t| !partial || t.len() <= ALWAYS_INDEXED) {
+        for t in long.into_iter().filter(|t| !partial || t.len() <= ALWAYS_INDEXED) {
             self.long.push(LongToken { head: long_head(t), at: self.long_text.len(), len: t.len() as u32, block: b });
             self.long_text.push_str(t);
         }
@@ -443,9 +531,12 @@ fn next_non_ascii(bytes: &[u8], from: usize) -> Option<usize> {
 /// token per 50 to 100 bytes in a block), so filling it rarely rehashes.
 pub fn token_set_for<'a>(text_bytes: usize) -> TokenSet<'a> {
     TokenSet {
-        short: foldhash::HashSet::with_capacity_and_hasher((text_bytes / 64).clamp(64, 1 << 20), Default::default()),
-        long: foldhash::HashSet::with_capacity_and_hasher((text_bytes / 1024).clamp(16, 1 << 16), Default::default()),
-        text_bytes: 0,
+        short: foldhash::HashSet::with_capacity_and_hasher((text_bytes / 64).clamp(64, SET_TOKENS), Default::default()),
+        long: foldhash::HashSet::with_capacity_and_hasher(
+            (text_bytes / 1024).clamp(16, SET_TOKENS),
+            Default::default(),
+        ),
+        ..TokenSet::default()
     }
 }
 
@@ -456,13 +547,13 @@ pub fn tokenize<'a>(text: &'a str, out: &mut TokenSet<'a>) {
     alnum_runs(text, |start, end| {
         let len = end - start;
         if len <= 8 {
-            out.short.insert(short_key(bytes, start, len));
+            out.insert_short(short_key(bytes, start, len));
             return;
         }
         let tok = &text[start..end];
         // At most WINDOW bytes means at most WINDOW characters.
         if len <= WINDOW {
-            out.long.insert(tok);
+            out.insert_long(tok);
             return;
         }
         let chars: Vec<usize> = tok.char_indices().map(|(i, _)| i).collect();
@@ -993,6 +1084,32 @@ mod tests {
                     want.iter().filter(|(t, _)| t.contains(key.as_str())).flat_map(|(_, b)| b.iter().copied()).collect();
                 prop_assert_eq!(idx.candidate_blocks(&piece(PieceKind::Inside)), flags(inside), "inside {}", key);
             }
+        }
+
+        /// Sets whose hash sets fill after a few tokens (the rest going to their sorted
+        /// lists, sorted again every few tokens) index exactly what unbounded ones do.
+        #[test]
+        fn full_sets_spill_to_lists_and_index_the_same(
+            blocks in proptest::collection::vec(
+                proptest::collection::vec("([ab1]{1,3}|[a-f0-9]{1,20}|x{60,80}|é{1,3}[ -])([ -,][a-f0-9é]{1,12}){0,8}", 0..6),
+                1..5,
+            ),
+            set_tokens in 0usize..6,
+        ) {
+            let section = |set_tokens: usize| {
+                let mut acc = TokenBlocks::default();
+                for texts in &blocks {
+                    let mut set = TokenSet::with_set_tokens(set_tokens);
+                    for t in texts {
+                        tokenize(t, &mut set);
+                    }
+                    acc.push_block(set);
+                }
+                let mut out = Vec::new();
+                acc.encode_section(&mut out);
+                out
+            };
+            prop_assert_eq!(section(set_tokens), section(usize::MAX));
         }
 
         #[test]
