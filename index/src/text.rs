@@ -416,6 +416,17 @@ impl TokenBlocks {
     }
 }
 
+/// Whether a character belongs to tokens: `char::is_alphanumeric`, answered without its table
+/// search for the letters of Chinese, Japanese and Korean text (the unified ideographs, kana,
+/// Hangul syllables), where every character would otherwise take it. The test compares every
+/// code point.
+fn is_token_char(ch: char) -> bool {
+    match u32::from(ch) {
+        0x3041..=0x3096 | 0x30A1..=0x30FA | 0x4E00..=0x9FFF | 0xAC00..=0xD7A3 => true,
+        _ => ch.is_alphanumeric(),
+    }
+}
+
 /// 1 for the ASCII bytes that are token characters (letters and digits), else 0. Bytes of
 /// non-ASCII characters are 0 here; their characters are classified one by one.
 static ASCII_ALNUM: [u8; 256] = {
@@ -462,7 +473,7 @@ fn alnum_runs(s: &str, mut f: impl FnMut(usize, usize)) {
         // `i` is a character boundary: the search starts at one and skips whole characters.
         let Some(ch) = s.get(i..).and_then(|rest| rest.chars().next()) else { break };
         let end = i + ch.len_utf8();
-        if ch.is_alphanumeric() {
+        if is_token_char(ch) {
             for k in i..end {
                 bits[k / 64] |= 1 << (k % 64);
             }
@@ -933,6 +944,15 @@ mod tests {
         // Longer pieces are cut to STEP characters and still found.
         let p = like_pieces(&format!("%{}%", &long[10..200])).expect("pieces");
         assert_eq!(idx.candidate_blocks(&p), [true, false]);
+    }
+
+    #[test]
+    fn token_chars_are_the_alphanumeric_ones() {
+        let differ: Vec<char> = (0..=u32::from(char::MAX))
+            .filter_map(char::from_u32)
+            .filter(|&ch| is_token_char(ch) != ch.is_alphanumeric())
+            .collect();
+        assert!(differ.is_empty(), "{differ:?}");
     }
 
     /// The plain definition: maximal runs of characters that are alphanumeric.
