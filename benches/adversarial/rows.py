@@ -39,4 +39,7 @@ for r in out:
         bad += 1
         if bad <= 10: print(r["span_id"], diffs)
 print("rows with differences:", bad)
-sys.exit(1 if bad or len(out) != len(src) else 0)
+repeated = len(out) - len({r["span_id"] for r in out})
+if repeated:
+    print("span_ids stored more than once:", repeated)
+sys.exit(1 if bad or repeated or len(out) != len(src) else 0)

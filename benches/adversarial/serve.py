@@ -3,7 +3,8 @@
 two hot segments and the cold tier after one second (so the events end up spread over the
 buffer, hot segments, warm segments and Parquet archives, and move between them while the
 checks run), POST them to `/v1/events` in batches of varying size (JSON arrays and NDJSON
-alternately; first the events of more than a day ago, so that they reach the cold tier), then leave the server running for rows.py and compare.py, which query it with
+alternately; first the events of more than a day ago, so that they reach the cold tier; the
+server is killed with SIGKILL and restarted halfway through the rest), then leave the server running for rows.py and compare.py, which query it with
 `activemirror sql --server`.
 
 Usage: serve.py BIN WORK_DIR EVENTS.jsonl. Prints the server's URL on its last line; the
@@ -29,14 +30,21 @@ with open(config, "w") as f:
         "retention:\n  archive_after: 1s\n"
         "query:\n  max_results: 100000000\n  timeout: 600s\n"
     )
-log = open(os.path.join(WORK, "server.log"), "wb")
-server = subprocess.Popen(
-    [BIN, "start", "--config", config, "--data-dir", os.path.join(WORK, "data"),
-     "--http-addr", f"127.0.0.1:{http_port}", "--grpc-addr", f"127.0.0.1:{grpc_port}"],
-    stdout=log, stderr=subprocess.STDOUT,
-)
-with open(os.path.join(WORK, "server.pid"), "w") as f:
-    f.write(str(server.pid))
+log = open(os.path.join(WORK, "server.log"), "ab")
+
+
+def start():
+    p = subprocess.Popen(
+        [BIN, "start", "--config", config, "--data-dir", os.path.join(WORK, "data"),
+         "--http-addr", f"127.0.0.1:{http_port}", "--grpc-addr", f"127.0.0.1:{grpc_port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    with open(os.path.join(WORK, "server.pid"), "w") as f:
+        f.write(str(p.pid))
+    return p
+
+
+server = start()
 
 
 def connect():
@@ -96,7 +104,15 @@ deadline = time.time() + 30
 while time.time() < deadline and not any(files for _, _, files in os.walk(archive)):
     time.sleep(0.2)
 archived = sum(len(files) for _, _, files in os.walk(archive))
-post(recent)
+# SIGKILL in the middle: what was acknowledged must come back exactly once (WAL replay of
+# whatever was not yet in segments), and the rest goes to the restarted server.
+half = len(recent) // 2
+post(recent[:half])
+server.kill()
+server.wait()
+server = start()
+c = connect()
+post(recent[half:])
 print(f"posted {sent} events in {batches} batches to 127.0.0.1:{http_port} "
       f"({len(old)} old ones first: {archived} archive files then)", file=sys.stderr)
 print(f"http://127.0.0.1:{http_port}")
