@@ -417,15 +417,19 @@ impl TokenBlocks {
 }
 
 /// Whether a character belongs to tokens: `char::is_alphanumeric`, answered without its table
-/// search for accented Latin, Greek and Cyrillic letters and for the letters of Chinese,
-/// Japanese and Korean text (the unified ideographs, kana, Hangul syllables), where every
-/// character would otherwise take it. The test compares every code point.
+/// search for the common letters of accented Latin, Greek, Cyrillic, Hebrew, Arabic,
+/// Devanagari and Thai text and of Chinese, Japanese and Korean text (the unified ideographs,
+/// kana, Hangul syllables), where every character would otherwise take it. The test compares
+/// every code point.
 fn is_token_char(ch: char) -> bool {
     match u32::from(ch) {
         // Latin letters with accents (Latin-1 without × and ÷, Latin Extended-A and -B),
         // Greek and Cyrillic letters.
         0xC0..=0xD6 | 0xD8..=0xF6 | 0xF8..=0x24F | 0x391..=0x3A1 | 0x3A3..=0x3A9 | 0x3B1..=0x3C9 => true,
         0x400..=0x481 | 0x48A..=0x52F => true,
+        // Hebrew, Arabic, Devanagari and Thai letters.
+        0x5D0..=0x5EA | 0x620..=0x64A | 0x905..=0x939 | 0xE01..=0xE30 => true,
+        // Kana, CJK unified ideographs, Hangul syllables.
         0x3041..=0x3096 | 0x30A1..=0x30FA | 0x4E00..=0x9FFF | 0xAC00..=0xD7A3 => true,
         _ => ch.is_alphanumeric(),
     }
