@@ -96,8 +96,9 @@ def post(lines):
 # (`archive_after: 1s`, by their newest event), then the rest (up to 2055), which stay warm,
 # hot or buffered.
 day_ago = (time.time() - 86400) * 10**9
-old = [line for line in lines if event_ns(json.loads(line)) < day_ago]
-recent = [line for line in lines if event_ns(json.loads(line)) >= day_ago]
+is_old = [event_ns(json.loads(line)) < day_ago for line in lines]
+old = [line for line, o in zip(lines, is_old) if o]
+recent = [line for line, o in zip(lines, is_old) if not o]
 post(old)
 archive = os.path.join(WORK, "data", "archive")
 deadline = time.time() + 30
